@@ -1,0 +1,299 @@
+"""AlexNet: Krizhevsky, Sutskever and Hinton, "ImageNet Classification with Deep Convolutional
+Neural Networks", NIPS 2012 - and torchvision's one-tower variant ("One weird trick", 2014).
+
+Layer names are the paper's / Caffe's (conv1..conv5, fc6..fc8), so parameter names read like the
+paper and map one-to-one onto BVLC, ONNX and Caffe2 weight files. The two GPUs of the paper are
+``groups=2`` on conv2, conv4 and conv5; the weights of tower 1 are the first half of each tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from os import PathLike
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from alexnet_zoo import onednn
+from alexnet_zoo.config import OWT, PAPER, AlexNetConfig
+from alexnet_zoo.lrn import local_response_norm
+
+__all__ = ["AlexNet", "DenseAlexNet", "LAYERS", "alexnet", "alexnet_owt", "feature_sizes",
+           "load_torchvision_state_dict", "remap_torchvision_state_dict"]
+
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8")
+_POOLED = (1, 2, 5)  # max pooling follows these convs
+_NORMED = (1, 2)  # LRN follows these (when the config has LRN)
+
+# torchvision.models.alexnet key prefix -> ours: features.{0,3,6,8,10}, classifier.{1,4,6}
+_TORCHVISION_KEYS = {"features.0": "conv1", "features.3": "conv2", "features.6": "conv3",
+                     "features.8": "conv4", "features.10": "conv5", "classifier.1": "fc6",
+                     "classifier.4": "fc7", "classifier.6": "fc8"}
+
+
+# ---- geometry ------------------------------------------------------------------------------------
+
+def _pool_size(n: int, ceil: bool) -> int:
+    """Output length of a 3-wide, stride-2 max pool (Caffe's ceil rounding or torch's floor)."""
+    if n < 3:
+        return 0
+    if not ceil:
+        return (n - 3) // 2 + 1
+    out = -(-(n - 3) // 2) + 1
+    return out - 1 if (out - 1) * 2 >= n else out  # the last window must start inside the input
+
+
+def feature_sizes(config: AlexNetConfig, size: int) -> dict[str, int]:
+    """Spatial side of each conv output and pool (before pool5's adaptation to 6x6) for a square
+    input of side ``size``; 0 where the input is too small to get that far."""
+    sizes: dict[str, int] = {}
+    n = size
+    for i in range(5):
+        stride = config.conv1_stride if i == 0 else 1
+        n = max(0, (n + 2 * config.paddings[i] - config.kernels[i]) // stride + 1) if n else 0
+        sizes[f"conv{i + 1}"] = n
+        if i + 1 in _POOLED:
+            n = _pool_size(n, config.pool_ceil)
+            sizes[f"pool{i + 1}"] = n
+    return sizes
+
+
+def _min_input_size(config: AlexNetConfig) -> int:
+    return next(s for s in range(1, 1024) if feature_sizes(config, s)["pool5"] >= 1)
+
+
+# ---- the network ---------------------------------------------------------------------------------
+
+class AlexNet(nn.Module):
+    """The 2012 network (or any :class:`AlexNetConfig` variant) with timm's model API."""
+
+    def __init__(self, config: AlexNetConfig = PAPER) -> None:
+        super().__init__()
+        self.config = config
+        chans = (config.in_chans, *config.widths)
+        for i in range(5):
+            conv = nn.Conv2d(chans[i], chans[i + 1], config.kernels[i], padding=config.paddings[i],
+                             stride=config.conv1_stride if i == 0 else 1, groups=config.groups[i])
+            setattr(self, f"conv{i + 1}", conv)
+        self.fc6 = nn.Linear(config.widths[4] * 36, config.hidden)
+        self.fc7 = nn.Linear(config.hidden, config.hidden)
+        self.fc8: nn.Module = self._classifier(config.num_classes)
+        self.num_features = config.hidden
+        self.min_input_size = _min_input_size(config)
+        self.init_weights()
+
+    # -- construction
+    def _classifier(self, num_classes: int) -> nn.Module:
+        return nn.Linear(self.config.hidden, num_classes) if num_classes > 0 else nn.Identity()
+
+    def init_weights(self) -> None:
+        """The paper's initialisation (weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6,
+        fc7 so ReLUs start with positive inputs, else 0), Caffe's (std 0.005 for fc6/fc7, biases
+        0.1 where the paper has 1) or torch's module defaults, as ``config.init`` says."""
+        scheme = self.config.init
+        for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"):
+            layer = getattr(self, name)
+            if not isinstance(layer, (nn.Conv2d, nn.Linear)):
+                continue  # fc8 removed by num_classes=0
+            if scheme == "torch":
+                layer.reset_parameters()
+                continue
+            std = 0.005 if scheme == "caffe" and name in ("fc6", "fc7") else 0.01
+            positive = name in ("conv2", "conv4", "conv5", "fc6", "fc7")
+            nn.init.normal_(layer.weight, 0.0, std)
+            nn.init.constant_(layer.bias, (1.0 if scheme == "paper" else 0.1) if positive else 0.0)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace fc8 by a freshly initialised layer with ``num_classes`` outputs (0: no classifier)."""
+        self.config = self.config.replace(num_classes=num_classes)
+        self.fc8 = self._classifier(num_classes).to(self.fc7.weight.device, self.fc7.weight.dtype)
+        if isinstance(self.fc8, nn.Linear) and self.config.init != "torch":
+            nn.init.normal_(self.fc8.weight, 0.0, 0.01)
+            nn.init.zeros_(self.fc8.bias)
+
+    # -- forward
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.config.in_chans:
+            raise ValueError(f"AlexNet expects (N, {self.config.in_chans}, H, W) images, got shape {tuple(x.shape)}")
+        if min(x.shape[-2:]) < self.min_input_size:
+            raise ValueError(f"AlexNet needs inputs of at least {self.min_input_size}x{self.min_input_size} "
+                             f"pixels to reach pool5, got {tuple(x.shape[-2:])}")
+
+    def _pool(self, x: Tensor) -> Tensor:
+        return F.max_pool2d(x, 3, 2, ceil_mode=self.config.pool_ceil)
+
+    def _norm(self, x: Tensor, inplace: bool = False) -> Tensor:
+        c = self.config
+        if not c.lrn:
+            return x
+        return local_response_norm(x, c.lrn_size, c.lrn_alpha, c.lrn_beta, c.lrn_k, c.lrn_convention,
+                                   inplace=inplace)
+
+    def _features_unpooled(self, x: Tensor) -> Tensor:
+        """conv1..conv5 and pool5, at whatever spatial size the input gives (dense form uses this).
+        LRN may overwrite the conv outputs: they are temporaries of this function."""
+        self._check_input(x)
+        x = self._pool(self._norm(onednn.conv2d(self.conv1, x, relu=True), inplace=True))
+        x = self._pool(self._norm(onednn.conv2d(self.conv2, x, relu=True), inplace=True))
+        x = onednn.conv2d(self.conv3, x, relu=True)
+        x = onednn.conv2d(self.conv4, x, relu=True)
+        return self._pool(onednn.conv2d(self.conv5, x, relu=True))
+
+    @staticmethod
+    def _to_6x6(x: Tensor) -> Tensor:
+        """torchvision's adaptive pooling: an identity at 224/227, an average elsewhere."""
+        return x if x.shape[-2:] == (6, 6) else F.adaptive_avg_pool2d(x, 6)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Images (N, 3, H, W) -> the pool5 map (N, 256, 6, 6)."""
+        return self._to_6x6(self._features_unpooled(x))
+
+    def _dropout(self, x: Tensor, where: str) -> Tensor:
+        if self.config.dropout_placement != where or not self.training or self.config.dropout == 0:
+            return x
+        return F.dropout(x, self.config.dropout, training=True)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """pool5 map -> logits, or the fc7 activations (after ReLU) with ``pre_logits=True``."""
+        x = torch.flatten(x, 1)
+        for fc in (self.fc6, self.fc7):
+            x = self._dropout(x, "before_fc")
+            x = self._dropout(onednn.linear(fc, x, relu=True), "after_relu")
+        if pre_logits or not isinstance(self.fc8, nn.Linear):
+            return x
+        return onednn.linear(self.fc8, x, relu=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def extract(self, x: Tensor, layers: Iterable[str] = ("conv5", "fc7"), *,
+                relu: bool = True) -> dict[str, Tensor]:
+        """Named activations: any of conv1..conv5, pool5, fc6, fc7, fc8. Conv and fc layers are
+        taken after their ReLU (fc7 is the paper's 4096-d "last hidden layer"), or before it with
+        ``relu=False``. Stops after the deepest layer asked for."""
+        wanted = tuple(dict.fromkeys(layers))
+        unknown = [name for name in wanted if name not in LAYERS]
+        if unknown or not wanted:
+            raise ValueError(f"unknown layer(s) {unknown or '(none asked)'}; choose from {', '.join(LAYERS)}")
+        last = max(LAYERS.index(name) for name in wanted)
+        out: dict[str, Tensor] = {}
+
+        def keep(name: str, pre: Tensor) -> Tensor:
+            act = F.relu(pre)
+            if name in wanted:
+                out[name] = act if relu else pre
+            return act
+
+        self._check_input(x)
+        for i in range(1, 6):
+            x = keep(f"conv{i}", onednn.conv2d(getattr(self, f"conv{i}"), x, relu=False))
+            if LAYERS.index(f"conv{i}") == last:
+                return out
+            if i in _NORMED:
+                x = self._norm(x)
+            if i in _POOLED:
+                x = self._pool(x)
+        x = self._to_6x6(x)
+        out.update({"pool5": x} if "pool5" in wanted else {})
+        x = torch.flatten(x, 1)
+        for name in ("fc6", "fc7"):
+            if LAYERS.index(name) > last:
+                return out
+            x = self._dropout(x, "before_fc")
+            x = self._dropout(keep(name, onednn.linear(getattr(self, name), x, relu=False)), "after_relu")
+        if last == LAYERS.index("fc8"):
+            out["fc8"] = onednn.linear(self.fc8, x, relu=False) if isinstance(self.fc8, nn.Linear) else x
+        return out
+
+    def to_dense(self) -> DenseAlexNet:
+        """The fully convolutional form sharing these weights (see :class:`DenseAlexNet`)."""
+        return DenseAlexNet(self)
+
+
+class DenseAlexNet(nn.Module):
+    """fc6 as a 6x6 convolution, fc7 and fc8 as 1x1 convolutions over pool5 (OverFeat/VGG's
+    dense evaluation). On a 227 (or 224) input its 1x1 score map equals the model's logits; on
+    larger inputs it slides the whole classifier over the image. Weights are views of the wrapped
+    model's, never copies, so the two cannot drift apart."""
+
+    def __init__(self, net: AlexNet) -> None:
+        super().__init__()
+        if not isinstance(net.fc8, nn.Linear):
+            raise ValueError("the dense form needs a classifier: this model has num_classes=0")
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Images (N, 3, H, W) -> class scores (N, num_classes, h, w)."""
+        net = self.net
+        x = net._features_unpooled(x)
+        if min(x.shape[-2:]) < 6:
+            raise ValueError(f"dense evaluation needs a pool5 map of at least 6x6, got {tuple(x.shape[-2:])}")
+        fc6 = net.fc6.weight.view(net.fc6.out_features, -1, 6, 6)
+        x = F.relu(F.conv2d(x, fc6, net.fc6.bias), inplace=True)
+        x = F.relu(F.conv2d(x, net.fc7.weight[:, :, None, None], net.fc7.bias), inplace=True)
+        return F.conv2d(x, net.fc8.weight[:, :, None, None], net.fc8.bias)
+
+
+# ---- foreign checkpoints -------------------------------------------------------------------------
+
+def remap_torchvision_state_dict(state_dict: Mapping[str, Tensor], model: AlexNet) -> dict[str, Tensor]:
+    """torchvision ``alexnet`` keys -> ours, every key accounted for and every shape checked."""
+    expected = model.state_dict()
+    out: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        prefix, _, leaf = key.rpartition(".")
+        if prefix not in _TORCHVISION_KEYS:
+            raise KeyError(f"unexpected key {key!r} in a torchvision AlexNet state dict")
+        ours = f"{_TORCHVISION_KEYS[prefix]}.{leaf}"
+        if ours not in expected:
+            raise KeyError(f"{key!r} -> {ours!r} has no place in this model")
+        if tuple(value.shape) != tuple(expected[ours].shape):
+            raise ValueError(f"{key!r} has shape {tuple(value.shape)}, but {ours!r} needs "
+                             f"{tuple(expected[ours].shape)}")
+        out[ours] = value
+    missing = sorted(set(expected) - set(out))
+    if missing:
+        raise KeyError(f"the torchvision state dict lacks {', '.join(missing)}")
+    return out
+
+
+def load_torchvision_state_dict(model: AlexNet, state_dict: Mapping[str, Tensor]) -> AlexNet:
+    """Load ``torchvision.models.alexnet().state_dict()`` into an ``alexnet_owt`` model."""
+    model.load_state_dict(remap_torchvision_state_dict(state_dict, model))
+    return model
+
+
+def _load_file(model: AlexNet, path: Path) -> None:
+    from safetensors.torch import load_file  # safetensors only: no pickle ever loads weights
+
+    if path.is_dir():
+        path = path / "model.safetensors"
+    if path.suffix != ".safetensors" or not path.is_file():
+        raise FileNotFoundError(f"{path}: expected a .safetensors file (or a folder holding model.safetensors)")
+    model.load_state_dict(load_file(str(path)))
+
+
+# ---- builders ------------------------------------------------------------------------------------
+
+def _build(base: AlexNetConfig, pretrained: bool | str | PathLike, num_classes: int, config: dict) -> AlexNet:
+    model = AlexNet(base.replace(num_classes=num_classes, **config))
+    if pretrained is False or pretrained is None:
+        return model
+    if isinstance(pretrained, (str, PathLike)) and Path(pretrained).exists():
+        _load_file(model, Path(pretrained))
+        return model
+    raise ValueError(f"pretrained={pretrained!r}: expected False or a local .safetensors file/folder")
+
+
+def alexnet(*, pretrained: bool | str | PathLike = False, num_classes: int = 1000, **config) -> AlexNet:
+    """The paper's AlexNet: two towers (groups=2 on conv2/4/5), LRN after conv1/conv2, 227 input.
+    ``config`` overrides any :class:`AlexNetConfig` field, e.g. ``lrn_convention="caffe", lrn_k=1``."""
+    return _build(PAPER, pretrained, num_classes, config)
+
+
+def alexnet_owt(*, pretrained: bool | str | PathLike = False, num_classes: int = 1000, **config) -> AlexNet:
+    """torchvision's one-tower layout (64/192/384/256/256, no LRN, no groups), same API."""
+    return _build(OWT, pretrained, num_classes, config)
