@@ -98,3 +98,21 @@ def test_module_and_errors():
         local_response_norm(x, convention="torch")
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         local_response_norm(torch.randn(8, 4, 4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("ceil_mode", [True, False])
+@pytest.mark.parametrize("with_lrn", [True, False])
+def test_fused_lrn_max_pool_equals_composition(path, dtype, ceil_mode, with_lrn):
+    from alexnet_zoo.pooling import max_pool, pool_output_size
+
+    x = (torch.randn(3, 40, 14, 13) * 200).to(dtype).contiguous(memory_format=torch.channels_last)
+    lrn = (5, 1e-4, 0.75, 2.0, "paper") if with_lrn else None
+    with torch.inference_mode():
+        y = max_pool(x, ceil_mode, lrn, relu=True)
+    a = x.float().relu()
+    ref = torch.nn.functional.max_pool2d(naive_lrn(a, 5, 1e-4, 0.75, 2.0).float() if with_lrn else a, 3, 2,
+                                         ceil_mode=ceil_mode)
+    assert y.shape == ref.shape == (3, 40, pool_output_size(14, ceil_mode), pool_output_size(13, ceil_mode))
+    assert y.dtype == dtype
+    assert rel_err(y, ref.double()) <= TOL[dtype]
