@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from alexnet_zoo import onednn
+from alexnet_zoo import onednn, winograd
 from alexnet_zoo.config import OWT, PAPER, AlexNetConfig
 from alexnet_zoo.pooling import max_pool, pool_output_size
 
@@ -61,6 +61,13 @@ def _min_input_size(config: AlexNetConfig) -> int:
 
 
 # ---- the network ---------------------------------------------------------------------------------
+
+def _conv(conv: nn.Conv2d, x: Tensor, relu: bool) -> Tensor:
+    """The fastest exact way to run ``conv`` (+ ReLU) on this input: Winograd, oneDNN or plain."""
+    if winograd.applies(conv, x):
+        return winograd.conv2d(conv, x, relu)
+    return onednn.conv2d(conv, x, relu)
+
 
 class AlexNet(nn.Module):
     """The 2012 network (or any :class:`AlexNetConfig` variant) with timm's model API."""
@@ -125,11 +132,11 @@ class AlexNet(nn.Module):
         """conv1..conv5 and pool5, at whatever spatial size the input gives (dense form uses this)."""
         self._check_input(x)
         ceil, lrn = self.config.pool_ceil, self._lrn_args()
-        x = max_pool(onednn.conv2d(self.conv1, x, relu=True), ceil, lrn)
-        x = max_pool(onednn.conv2d(self.conv2, x, relu=True), ceil, lrn)
-        x = onednn.conv2d(self.conv3, x, relu=True)
-        x = onednn.conv2d(self.conv4, x, relu=True)
-        return max_pool(onednn.conv2d(self.conv5, x, relu=True), ceil)
+        x = max_pool(_conv(self.conv1, x, relu=True), ceil, lrn)
+        x = max_pool(_conv(self.conv2, x, relu=True), ceil, lrn)
+        x = _conv(self.conv3, x, relu=True)
+        x = _conv(self.conv4, x, relu=True)
+        return max_pool(_conv(self.conv5, x, relu=True), ceil)
 
     @staticmethod
     def _to_6x6(x: Tensor) -> Tensor:
@@ -138,8 +145,11 @@ class AlexNet(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Images (N, 3, H, W) -> the pool5 map (N, 256, 6, 6)."""
-        if x.shape[0] > _FEATURE_CHUNK and onednn.applies(x, self.conv1):
-            return torch.cat([self._to_6x6(self._features_unpooled(part)) for part in x.split(_FEATURE_CHUNK)])
+        if onednn.applies(x, self.conv1):
+            # converted once for the whole batch (dtype first: a third of the cost of both at once)
+            x = x.to(onednn.compute_dtype(x)).contiguous(memory_format=torch.channels_last)
+            if x.shape[0] > _FEATURE_CHUNK:
+                return torch.cat([self._to_6x6(self._features_unpooled(part)) for part in x.split(_FEATURE_CHUNK)])
         return self._to_6x6(self._features_unpooled(x))
 
     def _dropout(self, x: Tensor, where: str) -> Tensor:
@@ -180,7 +190,7 @@ class AlexNet(nn.Module):
 
         self._check_input(x)
         for i in range(1, 6):
-            x = keep(f"conv{i}", onednn.conv2d(getattr(self, f"conv{i}"), x, relu=False))
+            x = keep(f"conv{i}", _conv(getattr(self, f"conv{i}"), x, relu=False))
             if LAYERS.index(f"conv{i}") == last:
                 return out
             if i in _POOLED:

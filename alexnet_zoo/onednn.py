@@ -3,9 +3,9 @@
 Eager ``F.conv2d`` re-lays out each convolution's weights on every call and runs ReLU as a second
 pass; ``F.linear`` goes through a GEMM that is about 1.6x slower than oneDNN's for fc6 at batch 32.
 These are the same kernels ``torch.compile`` picks on the CPU (``torch.ops.mkldnn``), used without
-its half-minute compile. Packed weights are cached on the layer and rebuilt whenever the parameter
-is replaced or changed in place (its version counter moves), so training and ``load_state_dict``
-stay correct. Anything else (CUDA, autograd, tracing, fp16) uses the plain torch operations.
+its half-minute compile. Packed weights are cached on the layer (``packing.py``) and rebuilt
+whenever the parameter is replaced or changed in place. Anything else (CUDA, autograd, tracing,
+fp16) uses the plain torch operations.
 """
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alexnet_zoo.kernels import native_enabled
+from alexnet_zoo.packing import prepared
 
 __all__ = ["applies", "compute_dtype", "conv2d", "linear"]
-
-_CACHE_ATTR = "_alexnet_zoo_packed"
-
 
 def compute_dtype(x: Tensor) -> torch.dtype:
     """The dtype the layer would compute in: autocast's on the CPU, else the input's."""
@@ -43,20 +41,6 @@ def _available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
-def _packed(layer: nn.Module, dtype: torch.dtype, key: tuple, pack) -> tuple[Tensor, Tensor | None]:
-    """The layer's weight (and bias) prepared by ``pack`` for ``dtype``; cached until the weight
-    object, its version, the dtype or ``key`` change."""
-    w, b = layer.weight, layer.bias
-    stamp = (w, w._version, None if b is None else b._version, dtype, key)
-    cached = getattr(layer, _CACHE_ATTR, None)
-    if cached is None or cached[0][0] is not w or cached[0][1:] != stamp[1:]:
-        with torch.no_grad():
-            bias = None if b is None else b.detach().to(dtype)
-            cached = (stamp, (pack(w.detach().to(dtype)), bias))
-        object.__setattr__(layer, _CACHE_ATTR, cached)  # not a submodule, buffer or parameter
-    return cached[1]
-
-
 def conv2d(conv: nn.Conv2d, x: Tensor, relu: bool) -> Tensor:
     """``relu(conv(x))`` (or ``conv(x)``), channels-last output, on the fastest applicable path."""
     if not applies(x, conv):
@@ -65,8 +49,8 @@ def conv2d(conv: nn.Conv2d, x: Tensor, relu: bool) -> Tensor:
     dtype = compute_dtype(x)
     x = x.to(dtype=dtype, memory_format=torch.channels_last)
     args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
-    weight, bias = _packed(conv, dtype, (tuple(x.shape),),
-                           lambda w: torch.ops.mkldnn._reorder_convolution_weight(w, *args, list(x.shape)))
+    weight, bias = prepared(conv, "onednn", dtype, tuple(x.shape),
+                            lambda w: torch.ops.mkldnn._reorder_convolution_weight(w, *args, list(x.shape)))
     return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, *args, "relu" if relu else "none", [], "")
 
 
@@ -76,6 +60,6 @@ def linear(fc: nn.Linear, x: Tensor, relu: bool) -> Tensor:
         y = fc(x)
         return F.relu(y, inplace=True) if relu else y
     dtype = compute_dtype(x)
-    weight, bias = _packed(fc, dtype, (), lambda w: w.contiguous())
+    weight, bias = prepared(fc, "onednn", dtype, None, lambda w: w.contiguous())
     return torch.ops.mkldnn._linear_pointwise(x.to(dtype).contiguous(), weight, bias,
                                               "relu" if relu else "none", [], "")
