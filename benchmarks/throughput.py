@@ -10,7 +10,9 @@ Contenders:
                             torch.nn.LocalResponseNorm (what most ports do)
 * ``torchvision``        - torchvision.models.alexnet at 224, contiguous and channels_last
 
-Ratios are against torchvision's fastest fp32 memory format at the same batch size.
+Ratios are against torchvision's fastest eager fp32 memory format at the same batch size.
+``--compile`` adds torch.compile'd torchvision and plain port (and prints their compile time):
+the speed a user gets after waiting for the compiler, for comparison.
 
     python benchmarks/throughput.py                      # batch 1 and 32, fp32 and bf16
     python benchmarks/throughput.py --batch-sizes 32 --rounds 20 --json out.json
@@ -50,7 +52,7 @@ def plain_port() -> nn.Module:
     )
 
 
-def contenders(batch: int, bf16: bool) -> dict[str, Callable[[], torch.Tensor]]:
+def contenders(batch: int, bf16: bool, compile: bool = False) -> dict[str, Callable[[], torch.Tensor]]:
     ours = alexnet().eval()
     no_lrn = alexnet(lrn=False).eval()
     no_lrn.load_state_dict(ours.state_dict())
@@ -67,9 +69,18 @@ def contenders(batch: int, bf16: bool) -> dict[str, Callable[[], torch.Tensor]]:
                 return model(x)
         return call
 
-    return {"alexnet_zoo": run(ours, x227), "alexnet_zoo/no-lrn": run(no_lrn, x227),
-            "plain port": run(port, x227), "torchvision": run(tv, x224),
-            "torchvision/channels_last": run(tv_cl, x224_cl)}
+    calls = {"alexnet_zoo": run(ours, x227), "alexnet_zoo/no-lrn": run(no_lrn, x227),
+             "plain port": run(port, x227), "torchvision": run(tv, x224),
+             "torchvision/channels_last": run(tv_cl, x224_cl)}
+    if compile:
+        for name, model, x in (("plain port+compile", port, x227), ("torchvision/cl+compile", tv_cl, x224_cl)):
+            call = run(torch.compile(model), x)
+            start = time.perf_counter()
+            call()
+            print(f"batch {batch:>3} {'bf16' if bf16 else 'fp32':<5} {name}: first call (compile) "
+                  f"{time.perf_counter() - start:.1f} s")
+            calls[name] = call
+    return calls
 
 
 def measure(calls: dict[str, Callable[[], torch.Tensor]], rounds: int, warmup: int = 2) -> dict[str, float]:
@@ -115,6 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd references")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     env = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
@@ -128,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
     for batch in args.batch_sizes:
         fp32_tv_best = None
         for dtype in args.dtypes:
-            secs = measure(contenders(batch, dtype == "bf16"), args.rounds)
+            secs = measure(contenders(batch, dtype == "bf16", args.compile), args.rounds)
             if dtype == "fp32":
                 fp32_tv_best = min(secs["torchvision"], secs["torchvision/channels_last"])
             lrn_share = 1 - secs["alexnet_zoo/no-lrn"] / secs["alexnet_zoo"]
