@@ -1,0 +1,34 @@
+"""The typed errors alexnet_zoo raises about weights and inputs, so callers can catch one family.
+
+Every message names the thing at fault (repo and file, path, layer) and what was expected.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ChecksumMismatch", "ConversionError", "DownloadFailed", "NotCached", "UnreadableImage",
+           "WeightsError"]
+
+
+class WeightsError(Exception):
+    """Something about pretrained weights went wrong."""
+
+
+class DownloadFailed(WeightsError):
+    """No source of a weight file could be downloaded (HTTP error, dropped connection, ...)."""
+
+
+class ChecksumMismatch(WeightsError):
+    """A downloaded or cached file is not the one the spec pins (sha256 or size differ)."""
+
+
+class NotCached(WeightsError):
+    """Offline mode (``HF_HUB_OFFLINE=1``) and the weights are not in the cache."""
+
+
+class ConversionError(WeightsError, ValueError):
+    """An upstream weight file does not hold what the converter expects (a layer, shape or
+    attribute is missing or different)."""
+
+
+class UnreadableImage(ValueError):
+    """An image file could not be decoded (missing, truncated, not an image)."""
