@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from os import PathLike
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alexnet_zoo import onednn, winograd
-from alexnet_zoo.config import OWT, PAPER, AlexNetConfig
+from alexnet_zoo.config import PAPER, AlexNetConfig
 from alexnet_zoo.pooling import max_pool, pool_output_size
 
-__all__ = ["AlexNet", "DenseAlexNet", "LAYERS", "alexnet", "alexnet_owt", "feature_sizes",
-           "load_torchvision_state_dict", "remap_torchvision_state_dict"]
+__all__ = ["AlexNet", "DenseAlexNet", "LAYERS", "feature_sizes", "load_torchvision_state_dict",
+           "remap_torchvision_state_dict"]
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8")
 _POOLED = (1, 2, 5)  # max pooling follows these convs
@@ -85,6 +83,8 @@ class AlexNet(nn.Module):
         self.fc8: nn.Module = self._classifier(config.num_classes)
         self.num_features = config.hidden
         self.min_input_size = _min_input_size(config)
+        self.preprocessing = None  # set by the builders: how pictures must be prepared for these weights
+        self.pretrained_cfg: dict = {}  # provenance of loaded weights
         self.init_weights()
 
     # -- construction
@@ -263,36 +263,3 @@ def load_torchvision_state_dict(model: AlexNet, state_dict: Mapping[str, Tensor]
     """Load ``torchvision.models.alexnet().state_dict()`` into an ``alexnet_owt`` model."""
     model.load_state_dict(remap_torchvision_state_dict(state_dict, model))
     return model
-
-
-def _load_file(model: AlexNet, path: Path) -> None:
-    from safetensors.torch import load_file  # safetensors only: no pickle ever loads weights
-
-    if path.is_dir():
-        path = path / "model.safetensors"
-    if path.suffix != ".safetensors" or not path.is_file():
-        raise FileNotFoundError(f"{path}: expected a .safetensors file (or a folder holding model.safetensors)")
-    model.load_state_dict(load_file(str(path)))
-
-
-# ---- builders ------------------------------------------------------------------------------------
-
-def _build(base: AlexNetConfig, pretrained: bool | str | PathLike, num_classes: int, config: dict) -> AlexNet:
-    model = AlexNet(base.replace(num_classes=num_classes, **config))
-    if pretrained is False or pretrained is None:
-        return model
-    if isinstance(pretrained, (str, PathLike)) and Path(pretrained).exists():
-        _load_file(model, Path(pretrained))
-        return model
-    raise ValueError(f"pretrained={pretrained!r}: expected False or a local .safetensors file/folder")
-
-
-def alexnet(*, pretrained: bool | str | PathLike = False, num_classes: int = 1000, **config) -> AlexNet:
-    """The paper's AlexNet: two towers (groups=2 on conv2/4/5), LRN after conv1/conv2, 227 input.
-    ``config`` overrides any :class:`AlexNetConfig` field, e.g. ``lrn_convention="caffe", lrn_k=1``."""
-    return _build(PAPER, pretrained, num_classes, config)
-
-
-def alexnet_owt(*, pretrained: bool | str | PathLike = False, num_classes: int = 1000, **config) -> AlexNet:
-    """torchvision's one-tower layout (64/192/384/256/256, no LRN, no groups), same API."""
-    return _build(OWT, pretrained, num_classes, config)

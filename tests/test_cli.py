@@ -32,3 +32,40 @@ def test_summary_rows_match_real_model(config, size):
 def test_summary_too_small_is_an_error(capsys):
     assert main(["summary", "--input", "40"]) == 2
     assert "too small" in capsys.readouterr().err
+
+
+EXAMPLE = __import__("pathlib").Path(__file__).parents[1] / "examples" / "chelsea.png"
+IMAGES = __import__("pathlib").Path(__file__).parent / "data" / "images"
+
+
+def test_classify_reports_each_file_and_goes_on(capsys):
+    import json
+
+    files = [str(EXAMPLE), str(IMAGES / "truncated_jpeg.jpg"), str(IMAGES / "pil_sample_cmyk.jpg")]
+    code = main(["classify", *files, "--pretrained", "none", "--top", "3", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1  # one file failed, and the run says so
+    assert [r["path"] for r in out] == files
+    assert out[1]["error"] and "truncated_jpeg.jpg" in out[1]["error"] and not out[1]["classes"]
+    for r in (out[0], out[2]):
+        assert r["error"] is None and len(r["classes"]) == 3
+        probs = [c["probability"] for c in r["classes"]]
+        assert probs == sorted(probs, reverse=True) and all(0 < p <= 1 for p in probs)
+        assert {"index", "wnid", "name"} <= set(r["classes"][0])
+
+
+def test_filters_draws_two_towers(tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "conv1.png"
+    assert main(["filters", "--pretrained", "none", "--out", str(out)]) == 0
+    img = Image.open(out)
+    assert img.mode == "RGB" and img.height > 6 * 44 and img.width == 16 * (44 + 2) + 2
+
+
+def test_weights_list(capsys):
+    import json
+
+    assert main(["weights", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["alexnet.bvlc_in1k"]["top1"] == 57.1 and rows["alexnet.bvlc_in1k"]["cached"] is False

@@ -1,0 +1,59 @@
+"""The builders users call: ``alexnet(...)`` and ``alexnet_owt(...)``, one path for every model:
+base config -> the weights' config -> the caller's overrides -> build -> load (-> new head)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from alexnet_zoo.config import OWT, PAPER
+from alexnet_zoo.model import AlexNet
+from alexnet_zoo.transforms import DEFAULT_PREPROCESSING
+
+__all__ = ["alexnet", "alexnet_owt", "create_model"]
+
+BASE_CONFIGS = {"alexnet": PAPER, "alexnet_owt": OWT}
+
+Pretrained = bool | str | os.PathLike | None
+
+
+def create_model(arch: str, *, pretrained: Pretrained = False, num_classes: int | None = None,
+                 **config: Any) -> AlexNet:
+    """Build ``arch`` ("alexnet" or "alexnet_owt"). With weights, their config applies first and
+    ``config`` overrides it; a ``num_classes`` other than the weights' keeps every layer but fc8,
+    which is freshly initialised (fine-tuning), instead of failing."""
+    if arch not in BASE_CONFIGS:
+        raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(BASE_CONFIGS)}")
+    if pretrained is False or pretrained is None:
+        model = AlexNet(BASE_CONFIGS[arch].replace(num_classes=1000 if num_classes is None else num_classes, **config))
+        model.preprocessing = DEFAULT_PREPROCESSING[arch]
+        return model
+    from alexnet_zoo.pretrained import resolve  # the weights machinery loads only when weights are asked for
+
+    checkpoint = resolve(pretrained, arch)
+    if checkpoint.arch and checkpoint.arch != arch:
+        raise ValueError(f"{pretrained}: holds {checkpoint.arch} weights; build it with {checkpoint.arch}(...)")
+    base = checkpoint.config if checkpoint.arch else BASE_CONFIGS[arch]
+    stored_classes = checkpoint.state_dict["fc8.weight"].shape[0] if "fc8.weight" in checkpoint.state_dict else 0
+    model = AlexNet(base.replace(num_classes=stored_classes, **config))
+    model.load_state_dict(checkpoint.state_dict)
+    if num_classes is not None and num_classes != stored_classes:
+        model.reset_classifier(num_classes)
+    model.pretrained_cfg = checkpoint.meta  # provenance, as timm keeps it
+    model.preprocessing = checkpoint.preprocessing or DEFAULT_PREPROCESSING[arch]
+    return model
+
+
+def alexnet(*, pretrained: Pretrained = False, num_classes: int | None = None, **config: Any) -> AlexNet:
+    """The paper's AlexNet: two towers (groups=2 on conv2/4/5), LRN after conv1/conv2, 227 input.
+
+    ``pretrained``: True (BVLC's weights), a tag (``"bvlc_in1k"``), ``"hf-hub:org/repo"``, or a
+    local folder / file. ``config`` overrides any :class:`AlexNetConfig` field, e.g.
+    ``lrn_convention="caffe", lrn_k=1``."""
+    return create_model("alexnet", pretrained=pretrained, num_classes=num_classes, **config)
+
+
+def alexnet_owt(*, pretrained: Pretrained = False, num_classes: int | None = None, **config: Any) -> AlexNet:
+    """torchvision's one-tower layout (64/192/384/256/256, no LRN, no groups), same API;
+    ``pretrained=True`` gives torchvision's weights."""
+    return create_model("alexnet_owt", pretrained=pretrained, num_classes=num_classes, **config)
