@@ -19,7 +19,7 @@ from alexnet_zoo import onednn, winograd
 from alexnet_zoo.config import PAPER, AlexNetConfig
 from alexnet_zoo.pooling import max_pool, pool_output_size
 
-__all__ = ["AlexNet", "DenseAlexNet", "LAYERS", "feature_sizes", "load_torchvision_state_dict",
+__all__ = ["AlexNet", "DenseAlexNet", "LAYERS", "TORCHVISION_KEYS", "feature_sizes", "load_torchvision_state_dict",
            "remap_torchvision_state_dict"]
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8")
@@ -32,7 +32,7 @@ _NORMED = (1, 2)  # LRN follows these (when the config has LRN)
 _FEATURE_CHUNK = 8
 
 # torchvision.models.alexnet key prefix -> ours: features.{0,3,6,8,10}, classifier.{1,4,6}
-_TORCHVISION_KEYS = {"features.0": "conv1", "features.3": "conv2", "features.6": "conv3",
+TORCHVISION_KEYS = {"features.0": "conv1", "features.3": "conv2", "features.6": "conv3",
                      "features.8": "conv4", "features.10": "conv5", "classifier.1": "fc6",
                      "classifier.4": "fc7", "classifier.6": "fc8"}
 
@@ -244,9 +244,9 @@ def remap_torchvision_state_dict(state_dict: Mapping[str, Tensor], model: AlexNe
     out: dict[str, Tensor] = {}
     for key, value in state_dict.items():
         prefix, _, leaf = key.rpartition(".")
-        if prefix not in _TORCHVISION_KEYS:
+        if prefix not in TORCHVISION_KEYS:
             raise KeyError(f"unexpected key {key!r} in a torchvision AlexNet state dict")
-        ours = f"{_TORCHVISION_KEYS[prefix]}.{leaf}"
+        ours = f"{TORCHVISION_KEYS[prefix]}.{leaf}"
         if ours not in expected:
             raise KeyError(f"{key!r} -> {ours!r} has no place in this model")
         if tuple(value.shape) != tuple(expected[ours].shape):

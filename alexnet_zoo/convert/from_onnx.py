@@ -18,7 +18,7 @@ Two layouts are recognised:
   ``features.0.weight`` ... or opaque ``onnx::Conv_*`` / ``onnx::Gemm_*``, taken from the Conv and
   Gemm (or MatMul + Add) nodes in graph order -> ``alexnet_owt``.
 
-``onnx`` is an optional dependency (``alexnet-zoo[convert]``), imported only when converting.
+``onnx`` (a dependency of the package) is imported only when converting.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from torch import Tensor
 from alexnet_zoo.config import OWT, PAPER, AlexNetConfig
 from alexnet_zoo.convert import Converted
 from alexnet_zoo.errors import ConversionError
-from alexnet_zoo.model import AlexNet
+from alexnet_zoo.model import TORCHVISION_KEYS, AlexNet
 
 __all__ = ["convert_onnx"]
 
@@ -45,11 +45,8 @@ _ARCHS = {"alexnet": PAPER, "alexnet_owt": OWT}
 # Initializer names, explicitly, per parameter of ours. BVLC: Caffe2's names, ONNX adds "_0".
 _BVLC_NAMES = {f"{layer}.{leaf}": (f"{layer}_{short}_0", f"{layer}_{short}")
                for layer in _LEARNED for leaf, short in (("weight", "w"), ("bias", "b"))}
-_TORCHVISION_PREFIX = {"conv1": "features.0", "conv2": "features.3", "conv3": "features.6",
-                       "conv4": "features.8", "conv5": "features.10", "fc6": "classifier.1",
-                       "fc7": "classifier.4", "fc8": "classifier.6"}
 _TORCHVISION_NAMES = {f"{layer}.{leaf}": (f"{prefix}.{leaf}",)
-                      for layer, prefix in _TORCHVISION_PREFIX.items() for leaf in ("weight", "bias")}
+                      for prefix, layer in TORCHVISION_KEYS.items() for leaf in ("weight", "bias")}
 _OPAQUE_PREFIX = "onnx::"  # names torch.onnx.export makes up: the node's place in the graph says what they are
 
 # The node sequence of each architecture: (step name, kind, optional). Kinds are what _classify makes.
@@ -85,7 +82,7 @@ def _load(path: Path) -> Any:
     try:
         import onnx
     except ImportError as e:
-        raise ImportError("converting ONNX files needs the onnx package: pip install 'alexnet-zoo[convert]'") from e
+        raise ImportError("converting ONNX files needs the onnx package: pip install onnx") from e
     from google.protobuf.message import DecodeError
 
     if not path.is_file():
