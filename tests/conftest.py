@@ -32,7 +32,9 @@ def hub_server(tmp_path, monkeypatch):
     private Hub cache and alexnet_zoo cache. huggingface_hub reads its environment once, at import, into
     ``huggingface_hub.constants``: the variables are set for code that reads them at call time (and for
     spawned processes) and the constants are patched so the client itself can never reach the real Hub.
-    Telemetry is off: otherwise the first request of a process also fetches ``/api/agent-harnesses``."""
+    Telemetry is off: otherwise the first request of a process also fetches ``/api/agent-harnesses``. Xet is off:
+    with hf_xet installed the client would upload through Xet storage, which the server does not speak; without it
+    uploads take the LFS batch API (see tests/hub_server.py)."""
     import time
     import types
 
@@ -47,14 +49,15 @@ def hub_server(tmp_path, monkeypatch):
                  "HUGGINGFACE_HUB_CACHE", "HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
     env = {"HF_ENDPOINT": server.url, "HF_HOME": str(hf_home), "HF_HUB_CACHE": str(hf_home / "hub"),
-           "HF_HUB_DISABLE_TELEMETRY": "1", "ALEXNET_ZOO_CACHE": str(tmp_path / "zoo_cache")}
+           "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_XET": "1", "ALEXNET_ZOO_CACHE": str(tmp_path / "zoo_cache")}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     template = server.url + "/{repo_id}/resolve/{revision}/{filename}"
     patched = {"ENDPOINT": server.url, "HUGGINGFACE_CO_URL_TEMPLATE": template, "HF_HOME": str(hf_home),
                "HF_HUB_CACHE": str(hf_home / "hub"), "HF_HUB_OFFLINE": False, "HF_HUB_DISABLE_TELEMETRY": True,
                "HF_TOKEN_PATH": str(hf_home / "token"), "HF_STORED_TOKENS_PATH": str(hf_home / "stored_tokens"),
-               "HF_XET_CACHE": str(hf_home / "xet"), "AGENT_HARNESSES_PATH": str(hf_home / ".agent_harnesses.json")}
+               "HF_XET_CACHE": str(hf_home / "xet"), "AGENT_HARNESSES_PATH": str(hf_home / ".agent_harnesses.json"),
+               "HF_HUB_DISABLE_XET": True}
     for name, value in patched.items():
         monkeypatch.setattr(hf_constants, name, value)
     # The client backs off 1, 2, 4, 8 s between retries (HTTP 5xx, dropped connections): no real sleeping here.
