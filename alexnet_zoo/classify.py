@@ -3,6 +3,7 @@ in batches, and report unreadable files per file instead of stopping."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -11,7 +12,9 @@ import torch
 from torch import Tensor
 
 from alexnet_zoo.categories import imagenet_categories
+from alexnet_zoo.datasets import resize_square
 from alexnet_zoo.errors import UnreadableImage
+from alexnet_zoo.evaluate import predict, rank, topk
 from alexnet_zoo.images import load_image
 from alexnet_zoo.model import AlexNet
 from alexnet_zoo.transforms import ImagePreprocess
@@ -26,40 +29,38 @@ class Prediction:
     error: str | None = None  # set when the file could not be read
 
 
-def topk(logits: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Softmax probabilities and class indices of the k best classes per row, best first
-    (ties broken by the lower class index, so results are reproducible)."""
-    probs = torch.softmax(logits.float(), dim=-1)
-    k = min(k, probs.shape[-1])
-    order = torch.argsort(probs, dim=-1, descending=True, stable=True)[..., :k]
-    return probs.gather(-1, order), order
-
-
 def classify_files(model: AlexNet, paths: Iterable[str | os.PathLike], preprocess: ImagePreprocess, *,
-                   top: int = 5, batch_size: int = 16) -> Iterator[Prediction]:
-    """Predictions for ``paths`` in order; unreadable files come back with ``error`` set."""
+                   top: int = 5, batch_size: int = 16, crops: int = 1) -> Iterator[Prediction]:
+    """Predictions for ``paths`` in order; unreadable files come back with ``error`` set.
+    ``crops=10``: the paper's ten-crop test, the same code as ``evaluate``'s ``ten`` protocol."""
+    if crops not in (1, 10):
+        raise ValueError(f"crops must be 1 (centre crop) or 10 (the paper's ten crops), got {crops}")
     model.eval()
     categories = imagenet_categories() if model.config.num_classes == 1000 else None
+    prepare = preprocess if crops == 1 else (lambda img: resize_square(preprocess, img))
+    run = functools.partial(_run, model, preprocess=preprocess, crops=crops, top=top, categories=categories)
     batch: list[tuple[str, Tensor]] = []
     for path in paths:
         try:
-            batch.append((str(path), preprocess(load_image(path))))
+            batch.append((str(path), prepare(load_image(path))))
         except UnreadableImage as err:
-            yield from _run(model, batch, top, categories)
+            yield from run(batch)
             batch = []
             yield Prediction(str(path), error=str(err))
             continue
         if len(batch) == batch_size:
-            yield from _run(model, batch, top, categories)
+            yield from run(batch)
             batch = []
-    yield from _run(model, batch, top, categories)
+    yield from run(batch)
 
 
-def _run(model: AlexNet, batch: Sequence[tuple[str, Tensor]], top: int, categories) -> Iterator[Prediction]:
+def _run(model: AlexNet, batch: Sequence[tuple[str, Tensor]], *, preprocess: ImagePreprocess, crops: int, top: int,
+         categories) -> Iterator[Prediction]:
     if not batch:
         return
     with torch.inference_mode():
-        probs, idx = topk(model(torch.stack([x for _, x in batch])), top)
+        x = torch.stack([x for _, x in batch])
+        probs, idx = topk(model(x), top) if crops == 1 else rank(predict(model, [x], "ten", preprocess), top)
     for (path, _), p_row, i_row in zip(batch, probs.tolist(), idx.tolist()):
         classes = []
         for p, i in zip(p_row, i_row):

@@ -3,6 +3,7 @@ base config -> the weights' config -> the caller's overrides -> build -> load (-
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -10,7 +11,7 @@ from alexnet_zoo.config import OWT, PAPER
 from alexnet_zoo.model import AlexNet
 from alexnet_zoo.transforms import DEFAULT_PREPROCESSING
 
-__all__ = ["alexnet", "alexnet_owt", "create_model"]
+__all__ = ["alexnet", "alexnet_owt", "create_model", "model_for_weights"]
 
 BASE_CONFIGS = {"alexnet": PAPER, "alexnet_owt": OWT}
 
@@ -42,6 +43,28 @@ def create_model(arch: str, *, pretrained: Pretrained = False, num_classes: int 
     model.pretrained_cfg = checkpoint.meta  # provenance, as timm keeps it
     model.preprocessing = checkpoint.preprocessing or DEFAULT_PREPROCESSING[arch]
     return model
+
+
+def model_for_weights(pretrained: Pretrained, *, arch: str = "alexnet") -> AlexNet:
+    """For weights named as text (command lines, configs): "none" builds ``arch`` with random
+    weights, "default" with its default weights, an arch name with that arch's default weights; a
+    full name (``alexnet_owt.tv_in1k``) or a folder in our format builds the arch it belongs to;
+    anything else is ``create_model(arch, pretrained=...)``."""
+    if isinstance(pretrained, str):
+        pretrained = {"none": False, "default": True}.get(pretrained, pretrained)
+    if isinstance(pretrained, str) and pretrained in BASE_CONFIGS:  # an arch name: its default weights
+        arch, pretrained = pretrained, True
+    if isinstance(pretrained, (str, os.PathLike)) and os.path.isfile(os.path.join(pretrained, "config.json")):
+        with open(os.path.join(pretrained, "config.json"), encoding="utf-8") as f:  # a folder in our format
+            arch = json.load(f).get("architecture", arch)
+    if isinstance(pretrained, str) and not os.path.exists(pretrained) and not pretrained.startswith("hf-hub:"):
+        from alexnet_zoo.weights import get_weight_spec
+
+        try:
+            arch = get_weight_spec(pretrained).arch  # a full weight name implies its arch
+        except KeyError:
+            pass  # a bare tag or an unknown name: create_model says what is wrong
+    return create_model(arch, pretrained=pretrained)
 
 
 def alexnet(*, pretrained: Pretrained = False, num_classes: int | None = None, **config: Any) -> AlexNet:

@@ -1,0 +1,87 @@
+"""Evaluation throughput: the whole pipeline on real JPEGs against the model-only ceiling.
+
+For each protocol, two measurements of the same per-batch code (``alexnet_zoo.evaluate``):
+
+* ``model only``  - ``model_throughput``: random uint8 256x256 images already in memory, through the
+                    protocol's crops, normalisation, forward pass, softmax averaging and ranking;
+* ``pipeline``    - ``evaluate`` on the JPEGs of ``--data`` (read, decoded, resized by DataLoader
+                    workers while the model computes), start-up of the workers included.
+
+Their ratio says how well decoding hides behind compute (1.0: entirely). Runs are interleaved
+round by round and the median is reported; the weights are random (the speed does not depend on
+them). ``--repeat`` goes through the image list that many times per pipeline run, so the fixed cost
+of starting workers and filling the first batch weighs as little as in a 50,000-image run.
+
+    python benchmarks/eval_throughput.py                                  # center, ten, dense
+    python benchmarks/eval_throughput.py --protocols ten --workers 2 --rounds 3 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from alexnet_zoo import alexnet, alexnet_owt
+from alexnet_zoo.benchmarks.imagenet import environment
+from alexnet_zoo.datasets import find_labelled_images
+from alexnet_zoo.evaluate import PROTOCOLS, dataset_for, evaluate, model_throughput
+
+SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet_samples"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=SAMPLES)
+    parser.add_argument("--arch", choices=("alexnet", "alexnet_owt"), default="alexnet")
+    parser.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS))
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--worker-niceness", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=1, help="passes over the image list per pipeline run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    model = (alexnet if args.arch == "alexnet" else alexnet_owt)().eval()
+    found = find_labelled_images(args.data)
+    samples = list(found.samples) * args.repeat
+    env = environment("cpu", args.workers, args.batch_size, args.precision) | {"worker_niceness": args.worker_niceness}
+    print(" ".join(f"{k}={v}" for k, v in env.items()))
+    print(f"{found.describe()}, x{args.repeat} per pipeline run")
+    rows = []
+    for protocol in args.protocols:
+        dataset = dataset_for(samples, model, protocol)
+        batches = -(-len(samples) // args.batch_size)
+        evaluate(model, dataset_for(samples[:args.batch_size], model, protocol), protocol,  # warm-up: kernels, packing
+                 batch_size=args.batch_size, workers=0, device="cpu", precision=args.precision, progress=False)
+        model_only, pipeline = [], []
+        for _ in range(args.rounds):
+            model_only.append(model_throughput(model, protocol, batch_size=args.batch_size, batches=batches,
+                                               device="cpu", precision=args.precision))
+            result = evaluate(model, dataset, protocol, batch_size=args.batch_size, workers=args.workers, device="cpu",
+                              precision=args.precision, keep_predictions=False, worker_niceness=args.worker_niceness,
+                              progress=False)
+            if result.failed:
+                print(f"warning: {len(result.failed)} unreadable images", file=sys.stderr)
+            pipeline.append(result.images_per_second)
+            print(f"  {protocol}: model only {model_only[-1]:.1f} img/s, pipeline {pipeline[-1]:.1f} img/s")
+        row = {"protocol": protocol, "sizes": list(dataset.sizes), "images": len(samples),
+               "model_only_images_per_s": statistics.median(model_only),
+               "pipeline_images_per_s": statistics.median(pipeline), "rounds": {"model_only": model_only,
+                                                                                   "pipeline": pipeline}}
+        row["ratio"] = row["pipeline_images_per_s"] / row["model_only_images_per_s"]
+        rows.append(row)
+        print(f"{protocol:<7} model only {row['model_only_images_per_s']:7.1f} img/s   pipeline "
+              f"{row['pipeline_images_per_s']:7.1f} img/s   ratio {row['ratio']:.2f}")
+    report = {"environment": env, "data": str(args.data), "repeat": args.repeat, "results": rows}
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
