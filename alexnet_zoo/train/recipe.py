@@ -1,0 +1,566 @@
+"""The paper's training recipe (Krizhevsky et al. 2012, sections 4-5) on today's hardware.
+
+Defaults are the paper: SGD with momentum 0.9 and weight decay 0.0005 in the paper's own update
+rule, batches of 128, learning rate 0.01 divided by 10 when the validation error stops improving
+(three times), about 90 epochs, the paper's initialisation, dropout 0.5, random 227 crops of the
+256x256 image with horizontal flips, PCA colour shifts, mean subtraction. Each is an option and
+is recorded, with its source, in ``run_config.json``. Modern options (bf16/fp16 autocast,
+channels-last, ``torch.compile``, label smoothing, warm-up, cosine) are off unless asked for.
+
+One process per GPU under ``torchrun`` (DDP; ``--batch-size`` is the global batch, split over the
+processes), or the paper's two-GPU model parallelism with ``--towers cuda:0,cuda:1``. Shape as
+torchvision's reference script: :func:`get_args_parser`, :func:`load_data`,
+:func:`train_one_epoch`, :func:`evaluate`, and :func:`main` taking an argument list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from alexnet_zoo.factory import create_model
+from alexnet_zoo.pretrained import save_pretrained
+from alexnet_zoo.train.augment import PAPER_PREPROCESSING, BatchAugment, step_generator
+from alexnet_zoo.train.checkpoint import (find_checkpoint, list_checkpoints, load_training_checkpoint, restore_rng,
+                                          save_training_checkpoint)
+from alexnet_zoo.train.data import (EpochSampler, ImageFiles, ShardSampler, decode_batch, folder_samples,
+                                    make_loader, split_synthetic)
+from alexnet_zoo.train.logs import MetricsLog
+from alexnet_zoo.train.optim import build_optimizer
+from alexnet_zoo.train.plot import plot_metrics
+from alexnet_zoo.train.schedule import LRSchedule
+from alexnet_zoo.train.towers import TwoTowerAlexNet
+from alexnet_zoo.transforms import BVLC_PREPROCESSING, TORCHVISION_PREPROCESSING
+
+__all__ = ["RECIPE_SOURCES", "Trainer", "evaluate", "get_args_parser", "load_data", "main", "train_one_epoch",
+           "train_step"]
+
+PREPROCESSINGS = {"paper": PAPER_PREPROCESSING, "bvlc": BVLC_PREPROCESSING, "torchvision": TORCHVISION_PREPROCESSING}
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+# Where each default comes from; written into run_config.json beside the values used.
+RECIPE_SOURCES = {
+    "batch_size": "paper sec. 5: batches of 128 examples (Caffe's train_val.prototxt: 256)",
+    "lr": "paper sec. 5: 0.01, the same for all layers (Caffe solver.prototxt: base_lr 0.01)",
+    "momentum": "paper sec. 5: 0.9 (Caffe: 0.9)",
+    "weight_decay": "paper sec. 5: 0.0005 (Caffe: 0.0005)",
+    "optimizer": "paper sec. 5: v <- 0.9 v - 0.0005 eps w - eps dL/dw, w <- w + v (paper-sgd; 'sgd' = torch's form)",
+    "param_groups": "paper: one rate and decay for every weight; caffe: biases lr_mult 2, decay_mult 0",
+    "lr_schedule": "paper sec. 5: divided by 10 when the validation error stopped improving, three times "
+                   "(plateau); Caffe solver.prototxt: step, gamma 0.1, stepsize 100,000 x 256 images = 20 epochs",
+    "epochs": "paper sec. 5: roughly 90 cycles through the 1.2 M training images (Caffe: 450,000 x 256)",
+    "init": "paper sec. 5: weights N(0, 0.01), biases 1 in conv2/4/5 and fc6/7, else 0 (caffe: fc6/7 std "
+            "0.005, biases 0.1)",
+    "dropout": "paper sec. 4.2: 0.5 on the outputs of fc6 and fc7",
+    "preprocessing": "paper sec. 2: short side 256, central 256x256, mean pixel subtracted from raw RGB "
+                     "(bvlc: squashed to 256x256, BGR)",
+    "crop_size": "paper sec. 4.1: random 224x224 patches of the 256x256 images; 227 is what conv1's "
+                 "arithmetic needs and Caffe's crop_size",
+    "flip": "paper sec. 4.1: horizontal reflections of the patches",
+    "pca_std": "paper sec. 4.1: alpha ~ N(0, 0.1) per image per use, PCA of ImageNet's RGB covariance "
+               "(eigenvalues/vectors of fb.resnet.torch)",
+}
+
+
+# ---- arguments ---------------------------------------------------------------------------------------
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m alexnet_zoo.train", add_help=add_help,
+                                description="Train AlexNet with the 2012 paper's recipe (defaults) or modern options.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--data", type=Path, help="folder holding train/ and val/ (class folders, or val/ + val.txt)")
+    g.add_argument("--train-dir", type=Path, help="training folder (default: DATA/train)")
+    g.add_argument("--val-dir", type=Path, help="validation folder (default: DATA/val, when it exists)")
+    g.add_argument("--synthetic", type=int, default=0, metavar="N", help="N synthetic pictures instead of --data")
+    g.add_argument("--synthetic-classes", type=int, default=10)
+    g.add_argument("--preprocessing", choices=sorted(PREPROCESSINGS), default="paper",
+                   help="resize mode, channel order, pixel scale and mean (paper: short side, RGB 0-255)")
+    g.add_argument("--image-size", type=int, default=256, help="side of the square picture crops are cut from")
+    g.add_argument("--crop-size", type=int, default=227, help="227 (Caffe) or 224 (the paper's text)")
+    g.add_argument("--no-random-crop", dest="random_crop", action="store_false", help="train on centre crops")
+    g.add_argument("--no-flip", dest="flip", action="store_false", help="no horizontal reflections")
+    g.add_argument("--pca-std", type=float, default=0.1, help="std of the PCA colour shifts' alpha (0: off)")
+    g.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="loader processes per GPU")
+    g.add_argument("--prefetch-factor", type=int, default=4, help="batches prefetched by each worker")
+    g.add_argument("--decode", choices=("cpu", "device"), default="cpu",
+                   help="decode JPEGs in the workers (cpu) or on the training device (nvJPEG on CUDA)")
+    g = p.add_argument_group("model")
+    g.add_argument("--arch", choices=("alexnet", "alexnet_owt"), default="alexnet")
+    g.add_argument("--init", choices=("paper", "caffe", "torch"), default="paper")
+    g.add_argument("--dropout", type=float, default=0.5)
+    g.add_argument("--num-classes", type=int, default=None, help="default: the number of training classes")
+    g.add_argument("--model-config", action="append", default=[], metavar="KEY=VALUE",
+                   help="any AlexNetConfig field, e.g. hidden=1024 or lrn=false (repeatable)")
+    g.add_argument("--towers", default=None, metavar="DEV0,DEV1",
+                   help="the paper's two-GPU model parallelism: tower 1 on DEV0, tower 2 on DEV1")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--optimizer", choices=("paper-sgd", "sgd"), default="paper-sgd")
+    g.add_argument("--lr", type=float, default=0.01)
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--weight-decay", type=float, default=5e-4)
+    g.add_argument("--param-groups", choices=("paper", "caffe"), default="paper")
+    g.add_argument("-b", "--batch-size", type=int, default=128, help="global batch, split over the processes")
+    g.add_argument("--eval-batch-size", type=int, default=None, help="per process (default: the training one)")
+    g.add_argument("--label-smoothing", type=float, default=0.0)
+    g.add_argument("--lr-schedule", choices=("plateau", "step", "cosine", "constant"), default="plateau")
+    g.add_argument("--lr-gamma", type=float, default=0.1, help="step schedule's factor")
+    g.add_argument("--lr-step-epochs", type=float, default=20.0, help="step schedule's period")
+    g.add_argument("--plateau-patience", type=int, default=5, help="epochs without improvement before /10")
+    g.add_argument("--plateau-threshold", type=float, default=1e-3, help="improvement of the error that counts")
+    g.add_argument("--plateau-max-drops", type=int, default=3)
+    g.add_argument("--no-plateau-stop", dest="plateau_stop", action="store_false",
+                   help="keep training after the last division instead of stopping at the next plateau")
+    g.add_argument("--warmup-epochs", type=float, default=0.0)
+    g.add_argument("--min-lr", type=float, default=0.0, help="cosine schedule's final rate")
+    g = p.add_argument_group("run")
+    g.add_argument("--epochs", type=int, default=90)
+    g.add_argument("--max-steps", type=int, default=None, help="stop (with a checkpoint) after this global step")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    g.add_argument("--amp", choices=sorted(AMP_DTYPES), default="none", help="autocast dtype")
+    g.add_argument("--channels-last", action="store_true")
+    g.add_argument("--compile", action="store_true", help="torch.compile the training model")
+    g.add_argument("--tf32", action="store_true", help="TF32 matmuls on CUDA (fp32 runs)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower)")
+    g.add_argument("--dist-backend", choices=("auto", "nccl", "gloo"), default="auto")
+    g = p.add_argument_group("output")
+    g.add_argument("--output-dir", type=Path, default=Path("runs/alexnet"))
+    g.add_argument("--resume", nargs="?", const="latest", default=None, metavar="PATH",
+                   help="continue a run: alone, from the latest checkpoint in --output-dir (or from scratch "
+                        "when it has none); or from a checkpoint folder / run folder")
+    g.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
+                   help="also checkpoint every this many steps (one is always written at each epoch's end)")
+    g.add_argument("--keep-checkpoints", type=int, default=3, help="newest checkpoints kept (0: all)")
+    g.add_argument("--log-every", type=int, default=20, help="steps between metrics rows (Caffe's display: 20)")
+    g.add_argument("--eval-every", type=int, default=1, help="epochs between validations")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    g.add_argument("--tensorboard", action="store_true", help="also log to OUTPUT_DIR/tensorboard")
+    g.add_argument("--no-export", dest="export", action="store_false",
+                   help="do not write the final model to OUTPUT_DIR/final")
+    return p
+
+
+def _model_overrides(items: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--model-config expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+# ---- data -------------------------------------------------------------------------------------------
+
+def load_data(args: argparse.Namespace) -> tuple[Dataset, Dataset | None, list[str]]:
+    """(training set, validation set or None, class names) for --synthetic or --data."""
+    preprocessing = PREPROCESSINGS[args.preprocessing]
+    if args.synthetic:
+        train, val = split_synthetic(args.synthetic, args.synthetic_classes, args.image_size, args.seed)
+        return train, val, train.classes
+    train_dir = args.train_dir or (args.data / "train" if args.data else None)
+    if train_dir is None:
+        raise ValueError("give --data DIR (holding train/ and val/), --train-dir, or --synthetic N")
+    samples, classes = folder_samples(train_dir)
+    raw = args.decode == "device"
+    build = dict(size=args.image_size, mode=preprocessing.resize_mode, interpolation=preprocessing.interpolation,
+                 raw=raw)
+    train = ImageFiles(samples, **build)
+    val_dir = args.val_dir or (args.data / "val" if args.data and (args.data / "val").exists() else None)
+    val = None
+    if val_dir is not None:
+        val_samples, _ = folder_samples(val_dir, {name: i for i, name in enumerate(classes)})
+        bad = sorted({label for _, label in val_samples if not 0 <= label < len(classes)})
+        if bad:
+            raise ValueError(f"{val_dir}: labels {bad[:5]} are outside the {len(classes)} training classes")
+        val = ImageFiles(val_samples, **build)
+    return train, val, classes
+
+
+# ---- the loop ---------------------------------------------------------------------------------------
+
+@dataclass
+class Trainer:
+    """Everything a step needs. ``model`` is what trains (maybe DDP- and compile-wrapped);
+    ``module`` the bare network (AlexNet or TwoTowerAlexNet) it wraps."""
+
+    model: nn.Module
+    module: nn.Module
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    augment: BatchAugment
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+    decode: tuple[int, str, str] | None = None  # (size, resize mode, interpolation) when decoding on the device
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    step: int = 0  # optimizer steps done
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def _to_device(images: Tensor | list[Tensor], decode: tuple[int, str, str] | None, device: torch.device) -> Tensor:
+    if decode is not None and isinstance(images, list):
+        return decode_batch(images, decode[0], decode[1], device, decode[2])  # type: ignore[arg-type]
+    return images.to(device, non_blocking=True)
+
+
+def _topk_correct(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    k = min(5, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    hits = top == labels[:, None]
+    return hits[:, 0].sum(), hits.any(dim=1).sum()
+
+
+def train_step(t: Trainer, images: Tensor | list[Tensor], labels: Tensor) -> tuple[Tensor, Tensor, float]:
+    """One optimizer step on a batch: (loss, top-1 and top-5 hit counts, learning rate used)."""
+    lr = t.schedule.apply(t.optimizer, t.step)
+    x = t.augment(_to_device(images, t.decode, t.device), step_generator(t.seed, t.rank, t.step))
+    labels = labels.to(t.device, non_blocking=True)
+    with _autocast(t.device, t.amp_dtype):
+        logits = t.model(x)
+    loss = t.criterion(logits.float(), labels)
+    t.optimizer.zero_grad(set_to_none=True)
+    if t.scaler is not None:
+        t.scaler.scale(loss).backward()
+        t.scaler.step(t.optimizer)
+        t.scaler.update()
+    else:
+        loss.backward()
+        t.optimizer.step()
+    t.step += 1
+    with torch.no_grad():
+        top1, top5 = _topk_correct(logits.detach(), labels)
+    return loss.detach(), torch.stack([top1, top5]), lr
+
+
+def _all_reduce(x: Tensor, op: str = "sum") -> Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+        if op == "mean":
+            x /= dist.get_world_size()
+    return x
+
+
+def train_one_epoch(t: Trainer, loader: DataLoader, epoch: int, *, start_batch: int, steps_per_epoch: int,
+                    log: MetricsLog, log_every: int = 20, max_steps: int | None = None,
+                    checkpoint: Callable[[int, int], None] | None = None, checkpoint_every: int = 0,
+                    progress: bool = True) -> tuple[int, float]:
+    """Train from batch ``start_batch`` of ``epoch`` to its end (or to ``max_steps``). Returns
+    (batches of the epoch done, mean training loss over this call's batches, all ranks)."""
+    t.model.train()
+    bar = tqdm(total=steps_per_epoch, initial=start_batch, desc=f"epoch {epoch}", disable=not progress,
+               dynamic_ncols=True, leave=False)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=t.device)
+    done, batches, tick, images_seen = start_batch, 0, time.perf_counter(), 0
+    local_batch = loader.batch_size or 1
+    for images, labels in loader:
+        loss, hits, lr = train_step(t, images, labels)
+        loss_sum += loss.double()
+        done, batches, images_seen = done + 1, batches + 1, images_seen + local_batch * t.world_size
+        bar.update(1)
+        last = done == steps_per_epoch or (max_steps is not None and t.step >= max_steps)
+        if t.step % log_every == 0 or last:
+            stats = _all_reduce(torch.cat([loss.double()[None], hits.double() * 100 / local_batch]), "mean").tolist()
+            elapsed = time.perf_counter() - tick
+            row = {"event": "train", "step": t.step, "epoch": epoch, "loss": stats[0], "lr": lr, "top1": stats[1],
+                   "top5": stats[2], "images_per_s": images_seen / elapsed if elapsed > 0 else None}
+            log.log(row)
+            bar.set_postfix(loss=f"{stats[0]:.4f}", lr=f"{lr:.3g}")
+            tick, images_seen = time.perf_counter(), 0
+        if checkpoint is not None and checkpoint_every and t.step % checkpoint_every == 0 and done < steps_per_epoch:
+            checkpoint(epoch, done)
+        if max_steps is not None and t.step >= max_steps:
+            break
+    bar.close()
+    mean_loss = _all_reduce(loss_sum / max(batches, 1), "mean").item()
+    return done, mean_loss
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, augment: BatchAugment, device: torch.device, *,
+             amp_dtype: torch.dtype | None = None, decode: tuple[int, str, str] | None = None,
+             progress: bool = False) -> dict[str, float]:
+    """Centre-crop validation: mean cross-entropy (without label smoothing), top-1 and top-5
+    accuracy (percent), summed over all ranks."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top-1 hits, top-5 hits, count
+    for images, labels in tqdm(loader, desc="val", disable=not progress, leave=False, dynamic_ncols=True):
+        x = augment(_to_device(images, decode, device))
+        labels = labels.to(device, non_blocking=True)
+        with _autocast(device, amp_dtype):
+            logits = model(x)
+        top1, top5 = _topk_correct(logits, labels)
+        loss = nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
+        count = torch.tensor(len(labels), device=device, dtype=torch.float64)
+        sums += torch.stack([loss.double(), top1.double(), top5.double(), count])
+    model.train(was_training)
+    loss, top1, top5, count = _all_reduce(sums).tolist()
+    if count == 0:
+        raise ValueError("the validation set is empty")
+    return {"loss": loss / count, "top1": 100 * top1 / count, "top5": 100 * top5 / count, "count": int(count)}
+
+
+# ---- setup ------------------------------------------------------------------------------------------
+
+def _init_distributed(backend: str) -> tuple[int, int, int]:
+    """(rank, world size, local rank); joins the process group when torchrun started several."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if world > 1 and not dist.is_initialized():
+        if backend == "auto":
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend)
+    return rank, world, local_rank
+
+
+def _device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _model_state(module: nn.Module) -> dict[str, Tensor]:
+    """The weights in the grouped AlexNet's names and layout, whatever the parallelism."""
+    return module.grouped_state_dict() if isinstance(module, TwoTowerAlexNet) else module.state_dict()
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value
+
+
+def _say(rank: int, message: str) -> None:
+    if rank == 0:
+        print(message, flush=True)
+
+
+# ---- main -------------------------------------------------------------------------------------------
+
+def main(argv: Sequence[str] | argparse.Namespace | None = None) -> dict[str, Any]:
+    """Train; returns a summary (output folder, step, epoch, last validation, final model folder)."""
+    args = argv if isinstance(argv, argparse.Namespace) else get_args_parser().parse_args(argv)
+    rank, world, local_rank = _init_distributed(args.dist_backend)
+    try:
+        return _run(args, rank, world, local_rank)
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> dict[str, Any]:
+    if args.batch_size % world:
+        raise ValueError(f"--batch-size {args.batch_size} (global) does not split over {world} processes")
+    if args.towers and world > 1:
+        raise ValueError("--towers (model parallelism) runs in one process; do not combine it with torchrun")
+    if args.log_every < 1 or args.epochs < 1:
+        raise ValueError("--log-every and --epochs must be at least 1")
+    device = _device(args.device, local_rank)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not args.deterministic
+        if args.tf32:  # matmuls in TF32 (convolutions already are, by PyTorch's default)
+            torch.set_float32_matmul_precision("high")
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    local_batch = args.batch_size // world
+    out = Path(args.output_dir)
+
+    # data
+    train_set, val_set, classes = load_data(args)
+    raw = isinstance(train_set, ImageFiles) and train_set.raw
+    sampler = EpochSampler(train_set, num_replicas=world, rank=rank, seed=args.seed)
+    steps_per_epoch = sampler.num_samples // local_batch
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(train_set)} training pictures do not fill one batch of {args.batch_size}")
+    pin = device.type == "cuda"
+    train_loader = make_loader(train_set, batch_size=local_batch, sampler=sampler, workers=args.workers,
+                               pin_memory=pin, raw=raw, drop_last=True, prefetch_factor=args.prefetch_factor,
+                               seed=args.seed)
+    val_loader = None
+    if val_set is not None:
+        val_loader = make_loader(val_set, batch_size=args.eval_batch_size or local_batch,
+                                 sampler=ShardSampler(len(val_set), num_replicas=world, rank=rank),
+                                 workers=args.workers, pin_memory=pin, raw=raw,
+                                 prefetch_factor=args.prefetch_factor, seed=args.seed)
+    base = PREPROCESSINGS[args.preprocessing]
+    preprocessing = dataclasses.replace(base, resize=args.image_size, crop=args.crop_size)
+    decode = (args.image_size, base.resize_mode, base.interpolation) if raw else None
+
+    # model, optimizer, schedule
+    torch.manual_seed(args.seed)  # the same initial weights in every process
+    num_classes = args.num_classes or len(classes)
+    model = create_model(args.arch, num_classes=num_classes, init=args.init, dropout=args.dropout,
+                         **_model_overrides(args.model_config))
+    model.preprocessing = preprocessing
+    if args.towers:
+        devices = [d.strip() for d in args.towers.split(",")]
+        module: nn.Module = TwoTowerAlexNet.from_grouped(model, devices)
+        device = module.devices[0]
+    else:
+        module = model.to(device)
+    if args.channels_last:
+        module.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(module, args.optimizer, lr=args.lr, momentum=args.momentum,
+                                weight_decay=args.weight_decay, groups=args.param_groups)
+    schedule = LRSchedule(args.lr_schedule, args.lr, steps_per_epoch=steps_per_epoch,
+                          total_steps=steps_per_epoch * args.epochs, gamma=args.lr_gamma,
+                          step_epochs=args.lr_step_epochs, patience=args.plateau_patience,
+                          threshold=args.plateau_threshold, max_drops=args.plateau_max_drops,
+                          warmup_steps=round(args.warmup_epochs * steps_per_epoch), min_lr=args.min_lr)
+    amp_dtype = AMP_DTYPES[args.amp]
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+
+    # resume
+    step = epoch = epoch_step = 0
+    resumed_from = None
+    if args.resume:
+        source = out if args.resume == "latest" else Path(args.resume)
+        if args.resume == "latest" and not list_checkpoints(out):
+            _say(rank, f"--resume: no checkpoint in {out} yet; starting from scratch")
+        else:
+            resumed_from = find_checkpoint(source)
+            weights, state, rng = load_training_checkpoint(resumed_from, rank)
+            if state["batch_size"] != args.batch_size:
+                raise ValueError(f"{resumed_from}: trained with --batch-size {state['batch_size']}, not "
+                                 f"{args.batch_size}; the data order would not continue")
+            if isinstance(module, TwoTowerAlexNet):
+                module.load_grouped_state_dict(weights)
+            else:
+                module.load_state_dict(weights)
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            step, epoch, epoch_step = state["step"], state["epoch"], state["epoch_step"]
+            if rng is not None and state.get("world_size") == world:
+                restore_rng(rng)
+            else:
+                torch.manual_seed(args.seed + 1_000_003 * rank + step)
+            _say(rank, f"resumed from {resumed_from}: step {step}, epoch {epoch}, batch {epoch_step}")
+    if resumed_from is None:
+        if list_checkpoints(out):
+            raise FileExistsError(f"{out} holds checkpoints of an earlier run; pass --resume, or another --output-dir")
+        torch.manual_seed(args.seed + 1_000_003 * rank)  # dropout: one stream per process
+
+    train_model: nn.Module = module
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
+                                              gradient_as_bucket_view=True)
+    if args.compile:
+        train_model = torch.compile(train_model)
+    augment = BatchAugment(preprocessing, args.crop_size, train=True, flip=args.flip, random_crop=args.random_crop,
+                           pca_std=args.pca_std, channels_last=args.channels_last)
+    eval_augment = BatchAugment(preprocessing, args.crop_size, train=False, channels_last=args.channels_last)
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    t = Trainer(train_model, module, criterion, optimizer, schedule, augment, device, amp_dtype, scaler, decode,
+                args.seed, rank, world, step)
+
+    log = MetricsLog(out, enabled=rank == 0, resume_step=step if resumed_from else None, tensorboard=args.tensorboard)
+    if rank == 0:
+        config = {"args": {k: _plain(v) for k, v in vars(args).items()}, "world_size": world, "device": str(device),
+                  "local_batch_size": local_batch, "steps_per_epoch": steps_per_epoch, "num_classes": num_classes,
+                  "classes": classes[:1000], "model_config": model.config.to_dict(), "augment": augment.describe(),
+                  "sources": RECIPE_SOURCES, "torch": torch.__version__, "resumed_from": _plain(resumed_from)}
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / ".run_config.json.tmp"
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
+        os.replace(tmp, out / "run_config.json")
+
+    def checkpoint(at_epoch: int, at_batch: int) -> Path:
+        state = {"epoch": at_epoch, "epoch_step": at_batch, "optimizer": optimizer.state_dict(),
+                 "schedule": schedule.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                 "world_size": world, "batch_size": args.batch_size, "seed": args.seed}
+        return save_training_checkpoint(out, t.step, model_state=_model_state(module), train_state=state, rank=rank,
+                                        keep=args.keep_checkpoints, barrier=_barrier)
+
+    progress = args.progress and rank == 0
+    val_metrics: dict[str, float] | None = None
+    last_checkpoint: Path | None = resumed_from
+    while epoch < args.epochs and not schedule.should_stop:
+        if args.max_steps is not None and t.step >= args.max_steps:
+            break
+        sampler.set_epoch(epoch, epoch_step * local_batch)
+        done, train_loss = train_one_epoch(t, train_loader, epoch, start_batch=epoch_step,
+                                           steps_per_epoch=steps_per_epoch, log=log, log_every=args.log_every,
+                                           max_steps=args.max_steps, checkpoint=checkpoint,
+                                           checkpoint_every=args.checkpoint_every, progress=progress)
+        if done < steps_per_epoch:  # stopped by --max-steps part-way through the epoch
+            last_checkpoint = checkpoint(epoch, done)
+            break
+        error = None if val_loader is not None else train_loss
+        if val_loader is not None and ((epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs):
+            val_metrics = evaluate(module, val_loader, eval_augment, device, amp_dtype=amp_dtype, decode=decode,
+                                   progress=progress)
+            log.log({"event": "val", "step": t.step, "epoch": epoch, "loss": val_metrics["loss"],
+                     "lr": schedule.lr(max(t.step - 1, 0)), "top1": val_metrics["top1"], "top5": val_metrics["top5"]})
+            error = 1 - val_metrics["top1"] / 100
+            _say(rank, f"epoch {epoch}: train loss {train_loss:.4f}, val loss {val_metrics['loss']:.4f}, "
+                       f"top-1 {val_metrics['top1']:.2f}%, top-5 {val_metrics['top5']:.2f}%")
+        if error is not None and schedule.epoch_end(error):
+            _say(rank, f"epoch {epoch}: the error stopped improving; learning rate divided by 10 "
+                       f"({schedule.drops} of {schedule.max_drops})")
+        if not args.plateau_stop:
+            schedule.should_stop = False
+        epoch, epoch_step = epoch + 1, 0
+        last_checkpoint = checkpoint(epoch, 0)
+        if rank == 0:
+            plot_metrics(log.rows(), out / "curves.png")
+
+    final = None
+    if rank == 0:
+        plot_metrics(log.rows(), out / "curves.png")
+        if args.export:
+            grouped = module.to_grouped() if isinstance(module, TwoTowerAlexNet) else module
+            meta: dict[str, Any] = {
+                "description": f"Trained from scratch with alexnet_zoo.train ({epoch} epochs, {t.step} steps).",
+                "classes": classes, "training": {"step": t.step, "epoch": epoch, "val": val_metrics,
+                                                 "recipe": "alexnet_zoo.train", "run_dir": str(out)}}
+            if val_metrics is not None:  # read by `alexnet-zoo weights publish` for the model card
+                dataset = str(args.val_dir or (args.data / "val" if args.data else "synthetic validation set"))
+                meta["metrics"] = [{"top1": val_metrics["top1"], "top5": val_metrics["top5"], "dataset": dataset,
+                                    "protocol": f"centre crop {args.crop_size}, after the last epoch",
+                                    "source": f"alexnet_zoo.train run {out}"}]
+            final = save_pretrained(grouped, out / "final", preprocessing=preprocessing, meta=meta)
+    log.close()
+    _barrier()
+    return {"output_dir": out, "step": t.step, "epoch": epoch, "val": val_metrics, "final": final,
+            "checkpoint": last_checkpoint}
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,357 @@
+"""The training recipe on the CPU: augmentation statistics, schedules, the paper's update rule,
+the two-tower split, runs on synthetic and real pictures, an exact resume, and torchrun (gloo)
+against one process with the whole batch."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from alexnet_zoo import alexnet
+from alexnet_zoo.train import main
+from alexnet_zoo.train.augment import (IMAGENET_EIGVAL, IMAGENET_EIGVEC, PAPER_PREPROCESSING, BatchAugment,
+                                       lighting_offsets)
+from alexnet_zoo.train.checkpoint import find_checkpoint, list_checkpoints, load_training_checkpoint
+from alexnet_zoo.train.data import EpochSampler, SyntheticImages, folder_samples
+from alexnet_zoo.train.logs import read_metrics
+from alexnet_zoo.train.optim import PaperSGD
+from alexnet_zoo.train.pack import pack_folder
+from alexnet_zoo.train.recipe import Trainer, train_step
+from alexnet_zoo.train.schedule import LRSchedule
+from alexnet_zoo.train.towers import TwoTowerAlexNet
+from alexnet_zoo.transforms import BVLC_PREPROCESSING
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGES = Path(__file__).parent / "data" / "images"
+# a small, fast configuration of the real recipe: 67-pixel crops of 72-pixel squares, fc6/fc7 of 256
+TINY = ["--synthetic", "24", "--synthetic-classes", "4", "--image-size", "72", "--crop-size", "67", "-b", "8",
+        "--model-config", "hidden=256", "--workers", "0", "--log-every", "1", "--no-progress"]
+DETERMINISTIC = ["--dropout", "0", "--no-random-crop", "--no-flip", "--pca-std", "0"]
+
+
+def _losses(run: Path) -> list[float]:
+    return [r["loss"] for r in read_metrics(run) if r["event"] == "train"]
+
+
+# ---- augmentation -----------------------------------------------------------------------------------
+
+def test_pca_lighting_has_the_papers_statistics():
+    vec, val = torch.tensor(IMAGENET_EIGVEC, dtype=torch.float64), torch.tensor(IMAGENET_EIGVAL, dtype=torch.float64)
+    assert torch.allclose(vec.T @ vec, torch.eye(3, dtype=torch.float64), atol=2e-3)  # columns: unit eigenvectors
+    shifts = lighting_offsets(200_000, 0.1, torch.Generator().manual_seed(0)).double()
+    assert shifts.mean(0).abs().max() < 1e-3
+    # covariance of the shifts = P diag((0.1 lambda)^2) P^T; along each eigenvector: std 0.1 * lambda
+    expected = vec @ torch.diag((0.1 * val) ** 2) @ vec.T
+    assert torch.allclose(torch.cov(shifts.T), expected, rtol=0.02, atol=1e-7)
+    along = shifts @ vec
+    assert torch.allclose(along.std(0), 0.1 * val, rtol=0.01)
+    assert along.T.corrcoef().sub(torch.eye(3, dtype=torch.float64)).abs().max() < 0.01  # independent alphas
+
+
+def test_lighting_is_one_shift_per_image_in_the_preprocessings_scale_and_order():
+    images = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    for pre in (BVLC_PREPROCESSING, PAPER_PREPROCESSING):
+        plain = BatchAugment(pre, 8, train=True, flip=False, random_crop=False, pca_std=0.0)
+        lit = BatchAugment(pre, 8, train=True, flip=False, random_crop=False, pca_std=0.1)
+        delta = lit(images, torch.Generator().manual_seed(3)) - plain(images)
+        per_image = delta[:, :, :1, :1]
+        assert torch.allclose(delta, per_image.expand_as(delta), atol=1e-4)  # the same shift on every pixel
+        rgb = lighting_offsets(64, 0.1, torch.Generator().manual_seed(3)) * 255  # 0..1 -> 0..255
+        if pre.channel_order == "BGR":
+            rgb = rgb.flip(1)
+        assert torch.allclose(per_image.flatten(1), rgb, atol=1e-3)
+        assert per_image.flatten(1).std(0).min() > 1.0  # drawn afresh for every image
+
+
+def test_crops_and_flips_are_slices_of_the_picture():
+    images = torch.randint(0, 256, (16, 3, 20, 20), dtype=torch.uint8)
+    aug = BatchAugment(BVLC_PREPROCESSING, 15, train=True, pca_std=0.0)
+    x = aug(images, torch.Generator().manual_seed(0))
+    reference = aug.normalize(images)
+    flips = 0
+    for i in range(16):
+        found = [(top, left, flip) for top in range(6) for left in range(6) for flip in (False, True)
+                 if torch.equal(x[i], (reference[i, :, top:top + 15, left:left + 15].flip(-1) if flip
+                                       else reference[i, :, top:top + 15, left:left + 15]))]
+        assert found, f"image {i} is not a (flipped) crop"
+        flips += found[0][2]
+    assert 0 < flips < 16
+    centre = BatchAugment(BVLC_PREPROCESSING, 15, train=False)(images)
+    assert torch.equal(centre, reference[:, :, 2:17, 2:17])
+
+
+def test_evaluation_input_equals_the_library_preprocessing():
+    picture = Image.open(IMAGES / "hopper.jpg").convert("RGB")
+    reference = BVLC_PREPROCESSING.transforms()
+    resized = reference.resized(picture)  # 256x256 squash, uint8
+    ours = BatchAugment(BVLC_PREPROCESSING, 227, train=False)(resized[None])[0]
+    assert torch.allclose(ours, reference(picture), atol=1e-4)
+
+
+# ---- schedules and the update rule ------------------------------------------------------------------
+
+def test_plateau_divides_three_times_then_stops():
+    s = LRSchedule("plateau", 0.01, steps_per_epoch=10, total_steps=900, patience=2)
+    assert s.lr(0) == 0.01
+    drops = [s.epoch_end(e) for e in (0.9, 0.8, 0.8, 0.8, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7)]
+    assert drops.count(True) == 3 and s.drops == 3 and math.isclose(s.lr(500), 1e-5)
+    assert s.should_stop
+    fresh = LRSchedule("plateau", 0.01, steps_per_epoch=10, total_steps=900, patience=2)
+    fresh.load_state_dict(torch.load(_roundtrip(s.state_dict()), weights_only=True))
+    assert fresh.state_dict() == s.state_dict()
+
+
+def _roundtrip(obj, path=None):
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    buffer.seek(0)
+    return buffer
+
+
+def test_caffe_step_and_cosine_schedules():
+    # solver.prototxt: base_lr 0.01, gamma 0.1, stepsize 100,000 iterations of 256 images; 5,000 steps/epoch
+    caffe = LRSchedule("step", 0.01, steps_per_epoch=5000, total_steps=450_000, step_epochs=20)
+    assert [caffe.lr(s) for s in (0, 99_999, 100_000, 250_000)] == pytest.approx([0.01, 0.01, 0.001, 0.0001])
+    cosine = LRSchedule("cosine", 0.1, steps_per_epoch=10, total_steps=100, warmup_steps=10)
+    assert cosine.lr(0) == pytest.approx(0.01) and cosine.lr(9) == pytest.approx(0.1)
+    assert cosine.lr(55) == pytest.approx(0.05) and cosine.lr(100) == pytest.approx(0.0)
+
+
+def test_paper_sgd_is_the_papers_update():
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = PaperSGD([w], lr=0.1, momentum=0.9, weight_decay=5e-4)
+    v = torch.zeros(2)
+    expected = w.detach().clone()
+    for grad in (torch.tensor([0.5, 1.0]), torch.tensor([-1.0, 0.25])):
+        w.grad = grad.clone()
+        opt.step()
+        v = 0.9 * v - 0.0005 * 0.1 * expected - 0.1 * grad
+        expected = expected + v
+        assert torch.allclose(w.detach(), expected)
+    # with a constant rate it is torch's SGD in other units
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
+    pa, pb = PaperSGD([a], lr=0.05), torch.optim.SGD([b], lr=0.05, momentum=0.9, weight_decay=5e-4)
+    for i in range(5):
+        for p, o in ((a, pa), (b, pb)):
+            p.grad = torch.full((3,), float(i) - 2.0)
+            o.step()
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+# ---- the two towers ---------------------------------------------------------------------------------
+
+def test_two_tower_model_equals_the_grouped_model():
+    grouped = alexnet(num_classes=10, hidden=64, dropout=0.0)
+    towers = TwoTowerAlexNet.from_grouped(grouped, ("cpu", "cpu"))
+    state = towers.grouped_state_dict()
+    assert list(state) == list(grouped.state_dict())
+    assert all(torch.equal(state[k], v) for k, v in grouped.state_dict().items())
+    x = torch.randn(3, 3, 99, 99) * 60
+    with torch.no_grad():
+        assert torch.allclose(towers.eval()(x), grouped.eval()(x), atol=1e-5, rtol=1e-4)
+    # and they train alike: one step of the paper's SGD from the same weights
+    grouped.train(), towers.train()
+    y = torch.tensor([1, 5, 9])
+    for net in (grouped, towers):
+        opt = PaperSGD(net.parameters(), lr=0.01)
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    after = towers.grouped_state_dict()
+    for key, value in grouped.state_dict().items():
+        assert torch.allclose(after[key], value, atol=1e-6), key
+    assert torch.equal(towers.to_grouped().fc6.weight, after["fc6.weight"])
+
+
+# ---- data -------------------------------------------------------------------------------------------
+
+def test_epoch_sampler_resumes_part_way_and_shards_like_one_process():
+    data = SyntheticImages(20, 4, size=8)
+    whole = EpochSampler(data, num_replicas=1, rank=0, seed=5)
+    whole.set_epoch(3)
+    order = list(whole)
+    whole.set_epoch(3, start=8)
+    assert list(whole) == order[8:]
+    shards = [EpochSampler(data, num_replicas=2, rank=r, seed=5) for r in (0, 1)]
+    for s in shards:
+        s.set_epoch(3)
+    a, b = list(shards[0]), list(shards[1])
+    for i in range(2):  # global batch i of 8 = the two local batches of 4
+        assert sorted(a[4 * i:4 * i + 4] + b[4 * i:4 * i + 4]) == sorted(order[8 * i:8 * i + 8])
+
+
+def _picture_folder(root: Path) -> Path:
+    """train/ as class folders and val/ as flat pictures with Caffe's val.txt, from tests/data/images."""
+    classes = {"hopper": ["hopper.jpg", "hopper_orientation_6.jpg", "hopper.gif"],
+               "sample": ["pil_sample_rgb.jpg", "pil_sample_cmyk.jpg", "pil123p.png", "transparent.png"]}
+    for split in ("train",):
+        for name, files in classes.items():
+            (root / split / name).mkdir(parents=True)
+            for f in files:
+                shutil.copy(IMAGES / f, root / split / name / f)
+    (root / "val").mkdir()
+    shutil.copy(IMAGES / "hopper.jpg", root / "val" / "a.jpg")
+    shutil.copy(IMAGES / "pil_sample_rgb.jpg", root / "val" / "b.jpg")
+    (root / "val" / "val.txt").write_text("a.jpg 0\nb.jpg 1\n")
+    return root
+
+
+def test_folder_layouts(tmp_path):
+    root = _picture_folder(tmp_path)
+    samples, classes = folder_samples(root / "train")
+    assert classes == ["hopper", "sample"] and len(samples) == 7
+    val, _ = folder_samples(root / "val", {"hopper": 0, "sample": 1})
+    assert [(p.name, label) for p, label in val] == [("a.jpg", 0), ("b.jpg", 1)]
+    with pytest.raises(FileNotFoundError, match="val.txt"):
+        folder_samples(tmp_path / "train" / "hopper")  # pictures but no labels
+    # the evaluator's flat layouts carry ImageNet indices: mapped by WNID onto a subset of the classes
+    subset = tmp_path / "subset"
+    for wnid in ("n01440764", "n01484850"):  # ImageNet classes 0 and 2
+        (subset / "train" / wnid).mkdir(parents=True)
+        shutil.copy(IMAGES / "hopper.jpg", subset / "train" / wnid / "a.JPEG")
+    (subset / "val").mkdir()
+    shutil.copy(IMAGES / "hopper.jpg", subset / "val" / "n01484850_7.JPEG")
+    _, classes = folder_samples(subset / "train")
+    val, _ = folder_samples(subset / "val", {name: i for i, name in enumerate(classes)})
+    assert [label for _, label in val] == [1]
+
+
+# ---- whole runs ---------------------------------------------------------------------------------------
+
+def test_a_few_steps_on_synthetic_pictures_write_everything(tmp_path):
+    out = tmp_path / "run"
+    result = main(TINY + ["--epochs", "2", "--output-dir", str(out), "--checkpoint-every", "2"])
+    assert result["step"] == 6 and result["epoch"] == 2
+    rows = read_metrics(out)
+    train = [r for r in rows if r["event"] == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3, 4, 5, 6]
+    assert all({"step", "epoch", "loss", "lr"} <= set(r) and math.isfinite(r["loss"]) for r in rows)
+    assert [r["epoch"] for r in rows if r["event"] == "val"] == [0, 1]
+    assert (out / "metrics.csv").read_text().splitlines()[0].startswith("event,step,epoch,loss,lr")
+    assert Image.open(out / "curves.png").size == (960, 320)
+    config = json.loads((out / "run_config.json").read_text())
+    assert config["args"]["momentum"] == 0.9 and config["args"]["weight_decay"] == 5e-4
+    assert config["args"]["lr_schedule"] == "plateau" and "paper" in config["sources"]["lr_schedule"]
+    assert config["augment"]["pca_std"] == 0.1 and config["model_config"]["init"] == "paper"
+    # checkpoints: the newest kept, complete, loadable without pickle
+    kept = ["step-000000003", "step-000000004", "step-000000006"]  # every 2 steps and every epoch, newest 3
+    assert [c.name for c in list_checkpoints(out)] == kept
+    weights, state, rng = load_training_checkpoint(find_checkpoint(out))
+    assert state["step"] == 6 and state["epoch"] == 2 and state["epoch_step"] == 0 and rng is not None
+    assert set(state) >= {"optimizer", "schedule", "scaler"}
+    # the final model loads through the library and computes what the last checkpoint holds
+    model = alexnet(pretrained=out / "final").eval()
+    reference = alexnet(num_classes=4, hidden=256).eval()
+    reference.load_state_dict(weights)
+    x = torch.randn(2, 3, 67, 67)
+    with torch.no_grad():
+        assert torch.allclose(model(x), reference(x))
+    assert model.preprocessing.crop == 67 and model.preprocessing.resize_mode == "short_side"
+    from alexnet_zoo.publish import folder_card  # what `alexnet-zoo weights publish` writes from it
+
+    card = folder_card(out / "final", "someone/alexnet-trained")
+    assert "centre crop 67" in card and "Trained from scratch with alexnet_zoo.train" in card
+
+
+def test_a_few_steps_on_a_folder_of_real_pictures(tmp_path):
+    root = _picture_folder(tmp_path / "data")
+    packed = tmp_path / "packed"
+    assert pack_folder(root, packed, size=72, workers=2, progress=False) == 9
+    assert pack_folder(root, packed, size=72, workers=2, progress=False) == 0  # done already: skipped
+    assert (packed / "val" / "val.txt").is_file()
+    assert Image.open(packed / "train" / "sample" / "pil123p.png").size == (72, 72)
+    # decoded in two workers / on the device (the CPU here) with one worker reading bytes
+    for data, decode, workers in ((root, "cpu", "2"), (packed, "device", "1")):
+        out = tmp_path / decode
+        result = main(["--data", str(data), "--image-size", "72", "--crop-size", "67", "-b", "2", "--epochs", "1",
+                       "--model-config", "hidden=128", "--workers", workers, "--decode", decode, "--no-progress",
+                       "--log-every", "1", "--output-dir", str(out), "--no-export"])
+        assert result["step"] == 3 and result["val"]["count"] == 2
+        assert len(_losses(out)) == 3 and all(math.isfinite(v) for v in _losses(out))
+
+
+def test_loss_falls_when_overfitting_16_pictures():
+    torch.manual_seed(0)
+    model = alexnet(num_classes=4, init="caffe")  # the full network; BVLC's init, as Caffe trained it
+    optimizer = PaperSGD(model.parameters(), lr=0.01)
+    schedule = LRSchedule("constant", 0.01, steps_per_epoch=1, total_steps=30)
+    augment = BatchAugment(PAPER_PREPROCESSING, 67, train=True)  # random crops, flips and colour shifts
+    t = Trainer(model, model, torch.nn.CrossEntropyLoss(), optimizer, schedule, augment, torch.device("cpu"))
+    data = SyntheticImages(16, 4, size=72)
+    images = torch.stack([data[i][0] for i in range(16)])
+    labels = torch.tensor([data[i][1] for i in range(16)])
+    losses = [train_step(t, images, labels)[0].item() for _ in range(30)]
+    assert losses[0] == pytest.approx(math.log(4), abs=0.1)
+    assert min(losses[-10:]) < 0.5 * losses[0] and sum(losses[-5:]) / 5 < 0.8 * losses[0], losses
+
+
+def test_a_stopped_and_resumed_run_gives_the_same_losses(tmp_path):
+    # random crops, flips, colour shifts and dropout all on: the resume must restore every stream
+    args = TINY + ["--epochs", "2"]
+    main(args + ["--output-dir", str(tmp_path / "straight"), "--no-export"])
+    stopped = tmp_path / "stopped"
+    first = main(args + ["--output-dir", str(stopped), "--max-steps", "4", "--no-export"])  # mid-epoch 2
+    assert first["step"] == 4 and first["checkpoint"].name == "step-000000004"
+    with pytest.raises(FileExistsError, match="--resume"):
+        main(args + ["--output-dir", str(stopped)])
+    resumed = main(args + ["--output-dir", str(stopped), "--resume", "--no-export"])
+    assert resumed["step"] == 6
+    expected = _losses(tmp_path / "straight")
+    assert len(expected) == 6 and _losses(stopped) == expected  # exact, step by step
+    a = load_file(str(find_checkpoint(tmp_path / "straight") / "model.safetensors"))
+    b = load_file(str(find_checkpoint(stopped) / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_torchrun_on_two_processes_matches_one_process_with_the_whole_batch(tmp_path):
+    args = TINY + DETERMINISTIC + ["--synthetic", "16", "--epochs", "1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "alexnet_zoo.train", *args, "--output-dir", str(tmp_path / "ddp")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    main(args + ["--output-dir", str(tmp_path / "one")])
+    config = json.loads((tmp_path / "ddp" / "run_config.json").read_text())
+    assert config["world_size"] == 2 and config["local_batch_size"] == 4
+    assert _losses(tmp_path / "ddp") == pytest.approx(_losses(tmp_path / "one"), rel=1e-5)
+    a = load_file(str(tmp_path / "ddp" / "final" / "model.safetensors"))
+    b = load_file(str(tmp_path / "one" / "final" / "model.safetensors"))
+    for key in b:
+        assert torch.allclose(a[key], b[key], atol=1e-6, rtol=1e-5), key
+
+
+def test_modern_options_and_towers_run_on_cpu(tmp_path):
+    result = main(TINY + ["--epochs", "1", "--amp", "bf16", "--channels-last", "--label-smoothing", "0.1",
+                          "--lr-schedule", "cosine", "--warmup-epochs", "0.5", "--optimizer", "sgd",
+                          "--param-groups", "caffe", "--output-dir", str(tmp_path / "modern"), "--no-export"])
+    assert result["step"] == 3 and all(math.isfinite(v) for v in _losses(tmp_path / "modern"))
+    lrs = [r["lr"] for r in read_metrics(tmp_path / "modern") if r["event"] == "train"]
+    assert lrs[0] < lrs[1]  # warm-up
+    towers = main(TINY + DETERMINISTIC + ["--epochs", "1", "--towers", "cpu,cpu", "--output-dir", str(tmp_path / "t")])
+    grouped = main(TINY + DETERMINISTIC + ["--epochs", "1", "--output-dir", str(tmp_path / "g")])
+    assert _losses(tmp_path / "t") == pytest.approx(_losses(tmp_path / "g"), rel=1e-4)
+    a, b = load_file(str(towers["final"] / "model.safetensors")), load_file(str(grouped["final"] / "model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_command_lines(tmp_path):
+    from alexnet_zoo.cli import main as cli
+
+    assert cli(["train", *TINY, "--synthetic", "8", "--epochs", "1", "--output-dir", str(tmp_path / "cli"),
+                "--no-export"]) == 0
+    assert _losses(tmp_path / "cli")
+    assert cli(["train", "--output-dir", str(tmp_path / "x")]) == 2  # no data given: an error, not a traceback
+    done = subprocess.run([sys.executable, "-m", "alexnet_zoo.train", "--help"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert done.returncode == 0 and "--resume" in done.stdout and "--towers" in done.stdout
