@@ -26,23 +26,11 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pretrained_arg(value: str) -> bool | str:
-    """--pretrained: a weight name or path; 'default' = the arch's default weights; 'none' = random."""
-    return {"none": False, "default": True}.get(value, value)
-
-
 def _load(args: argparse.Namespace):
-    from alexnet_zoo.factory import create_model
-    from alexnet_zoo.weights import get_weight_spec
+    """--pretrained: a weight name or path; 'default' = the arch's default weights; 'none' = random."""
+    from alexnet_zoo.factory import model_for_weights
 
-    pretrained = _pretrained_arg(args.pretrained)
-    arch = args.arch
-    if isinstance(pretrained, str) and not Path(pretrained).exists() and not pretrained.startswith("hf-hub:"):
-        try:
-            arch = get_weight_spec(pretrained).arch  # a full weight name implies its arch
-        except KeyError:
-            pass
-    return create_model(arch, pretrained=pretrained)
+    return model_for_weights(args.pretrained, arch=args.arch)
 
 
 def _weights_list(args: argparse.Namespace) -> int:
@@ -91,12 +79,24 @@ def _weights_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weights_publish(args: argparse.Namespace) -> int:
+    from alexnet_zoo.publish import folder_card, publish
+
+    if args.dry_run:
+        print(folder_card(args.directory, args.repo, spec=args.spec), end="")
+        return 0
+    url = publish(args.directory, args.repo, spec=args.spec, revision=args.revision, private=args.private,
+                  commit_message=args.commit_message)
+    print(f"{args.directory} -> hf-hub:{args.repo.removeprefix('hf-hub:')}: {url}")
+    return 0
+
+
 def _classify(args: argparse.Namespace) -> int:
     from alexnet_zoo.classify import classify_files
 
     model = _load(args)
     results = list(classify_files(model, args.images, model.preprocessing.transforms(), top=args.top,
-                                  batch_size=args.batch_size))
+                                  batch_size=args.batch_size, crops=args.crops))
     if args.json:
         print(json.dumps([{"path": r.path, "classes": r.classes, "error": r.error} for r in results], indent=2))
     else:
@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="weight name (see `weights list`), hf-hub:org/repo, a local folder or file, "
                             "'default' (the arch's default weights) or 'none' (random)")
 
-    weights = commands.add_parser("weights", help="list, download and convert pretrained weights")
+    weights = commands.add_parser("weights", help="list, download, convert and publish pretrained weights")
     wsub = weights.add_subparsers(dest="weights_command", required=True)
     wlist = wsub.add_parser("list", help="the weight specs, their accuracy, size, licence and cache state")
     wlist.add_argument("--json", action="store_true")
@@ -151,12 +151,25 @@ def build_parser() -> argparse.ArgumentParser:
     wconv.add_argument("--arch", choices=sorted(_ARCHS), required=True)
     wconv.add_argument("--out", type=Path, required=True)
     wconv.set_defaults(run=_weights_convert)
+    wpub = wsub.add_parser("publish", help="upload a folder in our format to the Hub with a generated model card")
+    wpub.add_argument("directory", type=Path, help="a folder with model.safetensors + config.json")
+    wpub.add_argument("--repo", required=True, help="the Hub model repo, ORG/NAME (created if missing)")
+    wpub.add_argument("--revision", default=None, help="branch to commit to (default: main; created if missing)")
+    wpub.add_argument("--private", action="store_true", help="create the repo private (an existing repo is kept as is)")
+    wpub.add_argument("--spec", default=None, help="weight spec whose card to upload (default: the one config.json "
+                                                   "names, else a card from config.json)")
+    wpub.add_argument("--commit-message", default=None)
+    wpub.add_argument("--dry-run", action="store_true", help="check the folder and print the card; upload nothing")
+    wpub.set_defaults(run=_weights_publish)
 
     classify = commands.add_parser("classify", help="top-k ImageNet classes of image files")
     classify.add_argument("images", nargs="+", type=Path)
     model_args(classify)
     classify.add_argument("--top", type=int, default=5)
     classify.add_argument("--batch-size", type=int, default=16)
+    classify.add_argument("--crops", type=int, choices=(1, 10), default=1,
+                          help="1: the centre crop; 10: the paper's test (corners, centre and their mirrors, "
+                               "softmax averaged)")
     classify.add_argument("--json", action="store_true")
     classify.set_defaults(run=_classify)
 
@@ -164,10 +177,28 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(filters)
     filters.add_argument("--out", type=Path, default=Path("conv1.png"))
     filters.set_defaults(run=_filters)
+
+    from alexnet_zoo.search import add_commands  # extract, index build|query|dedupe
+
+    add_commands(commands, _ARCHS)
+
+    # `train` has its own parser (alexnet_zoo.train.recipe); main() forwards its arguments untouched
+    commands.add_parser("train", add_help=False,
+                        help="train with the paper's recipe (`alexnet-zoo train --help` lists the options)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        from alexnet_zoo.train.recipe import main as train
+
+        try:
+            train(argv[1:])
+        except (ValueError, FileNotFoundError, FileExistsError) as err:
+            print(f"alexnet-zoo train: error: {err}", file=sys.stderr)
+            return 2
+        return 0
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
