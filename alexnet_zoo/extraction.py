@@ -15,8 +15,7 @@ import glob
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from alexnet_zoo.errors import UnreadableImage
 from alexnet_zoo.features import FeatureExtractor
 from alexnet_zoo.images import load_image
 from alexnet_zoo.transforms import ImagePreprocess
+from alexnet_zoo.paths import atomic_write
 
 __all__ = ["IMAGE_EXTENSIONS", "ExtractionMismatch", "Shard", "dist_rank", "extract_to_shards", "list_images",
            "merge_ranks", "read_features", "read_manifest"]
@@ -101,26 +101,15 @@ def _collate(items: list) -> list:
     return items
 
 
-def _atomic_write(target: Path, write: Callable[[Path], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _write_npy(target: Path, array: np.ndarray) -> None:
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             np.save(f, array)
-    _atomic_write(target, write)
+    atomic_write(target, write)
 
 
 def _write_text(target: Path, text: str) -> None:
-    _atomic_write(target, lambda tmp: tmp.write_text(text))
+    atomic_write(target, lambda tmp: tmp.write_text(text))
 
 
 def _prefix(rank: int, world_size: int) -> str:

@@ -8,7 +8,6 @@ paper and map one-to-one onto BVLC, ONNX and Caffe2 weight files. The two GPUs o
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 
 import torch

@@ -1,11 +1,14 @@
-"""Where alexnet_zoo keeps what it builds or downloads, so every module agrees on one place."""
+"""Where alexnet_zoo keeps what it builds or downloads, and how it writes files: one cache root,
+and writes that are never seen half-done (a crash leaves the old file or the new, never a mix)."""
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["cache_dir"]
+__all__ = ["atomic_write", "cache_dir"]
 
 
 def cache_dir(*parts: str) -> Path:
@@ -18,3 +21,15 @@ def cache_dir(*parts: str) -> Path:
     path = Path(root, *parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``target``, then rename it over ``target``."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

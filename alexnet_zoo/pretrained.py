@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from filelock import FileLock
 from safetensors.torch import load_file, save_file
 from torch import Tensor
@@ -23,9 +21,9 @@ from torch import Tensor
 from alexnet_zoo.config import AlexNetConfig
 from alexnet_zoo.errors import ConversionError, WeightsError
 from alexnet_zoo.model import AlexNet
-from alexnet_zoo.paths import cache_dir
+from alexnet_zoo.paths import atomic_write, cache_dir
 from alexnet_zoo.factory import BASE_CONFIGS
-from alexnet_zoo.transforms import DEFAULT_PREPROCESSING, Preprocessing
+from alexnet_zoo.transforms import Preprocessing
 from alexnet_zoo.weights import WeightSpec, get_weight_spec
 
 __all__ = ["Checkpoint", "cached_spec", "is_cached", "load_checkpoint", "resolve", "save_pretrained"]
@@ -64,8 +62,8 @@ def save_pretrained(model: AlexNet, directory: str | os.PathLike, *, preprocessi
                            "license": spec.license, "citation": spec.citation,
                            "metrics": [m.__dict__ for m in spec.metrics]}
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    _atomic(directory / _WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
-    _atomic(directory / _CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(info, indent=2) + "\n"))
+    atomic_write(directory / _WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    atomic_write(directory / _CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(info, indent=2) + "\n"))
     return directory
 
 
@@ -188,15 +186,3 @@ def _arch_of(config: AlexNetConfig) -> str:
         if all(getattr(config, f) == getattr(base, f) for f in structural):
             return arch
     raise ValueError("this model's layout is neither alexnet nor alexnet_owt; it cannot be saved by name")
-
-
-def _atomic(target: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename over ``target``."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,23 +22,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from alexnet_zoo.paths import atomic_write
+
 __all__ = ["capture_rng", "find_checkpoint", "list_checkpoints", "load_training_checkpoint", "restore_rng",
            "save_training_checkpoint"]
 
 FORMAT = "alexnet_zoo-train-state"
 VERSION = 1
 _MODEL, _STATE, _LATEST = "model.safetensors", "state.pt", "latest"
-
-
-def _atomic_write(target: Path, write: Callable[[Path], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # ---- random states, as tensors and numbers (weights_only-compatible) --------------------------------
@@ -83,17 +73,17 @@ def save_training_checkpoint(output_dir: str | Path, step: int, *, model_state: 
     barrier()
     partial.mkdir(parents=True, exist_ok=True)  # output folders that are not shared between nodes
     rng = capture_rng()
-    _atomic_write(partial / f"rng-{rank}.pt", lambda tmp: torch.save(rng, tmp))
+    atomic_write(partial / f"rng-{rank}.pt", lambda tmp: torch.save(rng, tmp))
     barrier()
     if rank == 0:
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in model_state.items()}
-        _atomic_write(partial / _MODEL, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+        atomic_write(partial / _MODEL, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
         state = {"format": FORMAT, "version": VERSION, "step": step, **train_state}
-        _atomic_write(partial / _STATE, lambda tmp: torch.save(state, tmp))
+        atomic_write(partial / _STATE, lambda tmp: torch.save(state, tmp))
         if final.exists():
             shutil.rmtree(final)
         os.replace(partial, final)
-        _atomic_write(root / _LATEST, lambda tmp: tmp.write_text(final.name + "\n"))
+        atomic_write(root / _LATEST, lambda tmp: tmp.write_text(final.name + "\n"))
         if keep > 0:
             for old in list_checkpoints(output_dir)[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
