@@ -27,14 +27,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from alexnet_zoo.categories import imagenet_categories
 from alexnet_zoo.datasets import ImageDataset, collate
-from alexnet_zoo.model import _FEATURE_CHUNK, AlexNet
 from alexnet_zoo.transforms import ImagePreprocess, Preprocessing
 
 __all__ = ["Accuracy", "EvalResult", "PROTOCOLS", "average_softmax", "center_crop", "dataset_for", "dense_probs",
@@ -86,35 +84,9 @@ def average_softmax(logits: Tensor, views: int) -> Tensor:
     return probs.view(-1, views, probs.shape[-1]).mean(dim=1)
 
 
-class _WindowedDense(nn.Module):
-    """:class:`~alexnet_zoo.model.DenseAlexNet`'s score maps computed as its fc6 convolution is
-    defined: fc6, fc7 and fc8 applied to every 6x6 window of the pool5 map. The same numbers; on
-    the CPU about 1.7x faster at 256 (measured), because the fc layers keep their prepacked oneDNN
-    weights instead of ``F.conv2d`` re-laying out fc6's 151 MB on every call."""
-
-    def __init__(self, net: AlexNet) -> None:
-        super().__init__()
-        if not isinstance(net.fc8, nn.Linear):
-            raise ValueError("dense evaluation needs a classifier: this model has num_classes=0")
-        self.net = net
-
-    def forward(self, x: Tensor) -> Tensor:
-        net = self.net
-        if x.device.type == "cpu":  # chunks of images keep conv1's output in cache, as forward_features does
-            x = x.contiguous(memory_format=torch.channels_last)
-            maps = torch.cat([net._features_unpooled(part) for part in x.split(_FEATURE_CHUNK)])
-        else:
-            maps = net._features_unpooled(x)
-        n, c, h, w = maps.shape
-        if min(h, w) < 6:
-            raise ValueError(f"dense evaluation needs a pool5 map of at least 6x6, got {h}x{w}: use larger scales")
-        windows = F.unfold(maps, 6).transpose(1, 2).reshape(-1, c, 6, 6)  # (n * h' * w', 256, 6, 6)
-        return net.forward_head(windows).view(n, h - 5, w - 5, -1).permute(0, 3, 1, 2)
-
-
 def score_maps(model: nn.Module) -> nn.Module:
     """The fully convolutional form of ``model``: images (N, 3, H, W) -> class scores (N, C, h, w)."""
-    return _WindowedDense(model) if isinstance(model, AlexNet) else model.to_dense()
+    return model.to_dense()
 
 
 def dense_probs(dense: nn.Module, x: Tensor, flip: bool = True) -> Tensor:

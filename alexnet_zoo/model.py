@@ -142,14 +142,18 @@ class AlexNet(nn.Module):
         """torchvision's adaptive pooling: an identity at 224/227, an average elsewhere."""
         return x if x.shape[-2:] == (6, 6) else F.adaptive_avg_pool2d(x, 6)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Images (N, 3, H, W) -> the pool5 map (N, 256, 6, 6)."""
+    def _pool5(self, x: Tensor) -> Tensor:
+        """pool5 at the input's own size; on the CPU fast path the batch is converted once (dtype
+        first: a third of the cost of both at once) and run in chunks of _FEATURE_CHUNK images."""
         if onednn.applies(x, self.conv1):
-            # converted once for the whole batch (dtype first: a third of the cost of both at once)
             x = x.to(onednn.compute_dtype(x)).contiguous(memory_format=torch.channels_last)
             if x.shape[0] > _FEATURE_CHUNK:
-                return torch.cat([self._to_6x6(self._features_unpooled(part)) for part in x.split(_FEATURE_CHUNK)])
-        return self._to_6x6(self._features_unpooled(x))
+                return torch.cat([self._features_unpooled(part) for part in x.split(_FEATURE_CHUNK)])
+        return self._features_unpooled(x)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Images (N, 3, H, W) -> the pool5 map (N, 256, 6, 6)."""
+        return self._to_6x6(self._pool5(x))
 
     def _dropout(self, x: Tensor, where: str) -> Tensor:
         if self.config.dropout_placement != where or not self.training or self.config.dropout == 0:
@@ -226,9 +230,16 @@ class DenseAlexNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Images (N, 3, H, W) -> class scores (N, num_classes, h, w)."""
         net = self.net
-        x = net._features_unpooled(x)
+        x = net._pool5(x)
         if min(x.shape[-2:]) < 6:
             raise ValueError(f"dense evaluation needs a pool5 map of at least 6x6, got {tuple(x.shape[-2:])}")
+        if not net.training and onednn.applies(x, net.fc6):
+            # the same numbers as the convolutions below: fc6..fc8 over every 6x6 window of pool5,
+            # keeping their prepacked oneDNN weights (about 1.7x faster on the CPU than F.conv2d,
+            # which re-lays out fc6's 151 MB on every call)
+            n, c, h, w = x.shape
+            windows = F.unfold(x, 6).transpose(1, 2).reshape(-1, c, 6, 6)
+            return net.forward_head(windows).view(n, h - 5, w - 5, -1).permute(0, 3, 1, 2)
         fc6 = net.fc6.weight.view(net.fc6.out_features, -1, 6, 6)
         x = F.relu(F.conv2d(x, fc6, net.fc6.bias), inplace=True)
         x = F.relu(F.conv2d(x, net.fc7.weight[:, :, None, None], net.fc7.bias), inplace=True)

@@ -137,12 +137,14 @@ def test_dense_equals_centre_on_a_crop_sized_input(build):
         torch.testing.assert_close(predict(model, [x], "dense", preprocess), (centre + mirrored) / 2)
 
 
-def test_windowed_score_maps_equal_dense_alexnet():
-    """The evaluation's dense form (fc layers over pool5 windows) gives DenseAlexNet's score maps."""
+def test_windowed_score_maps_equal_dense_alexnet(monkeypatch):
+    """The CPU fast dense form (fc layers over pool5 windows) gives the convolutional score maps."""
     model = alexnet().eval()
     x = torch.randn(2, 3, 259, 291) * 60
     with torch.inference_mode():
-        ours, reference = score_maps(model)(x), model.to_dense()(x)
+        ours = score_maps(model)(x)
+        monkeypatch.setenv("ALEXNET_ZOO_NATIVE", "0")  # plain torch: fc6 as a 6x6 F.conv2d
+        reference = model.to_dense()(x)
     assert ours.shape == reference.shape == (2, 1000, 2, 3)
     torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4)
 
