@@ -12,10 +12,9 @@ import torch
 from torch import Tensor
 
 from alexnet_zoo.categories import imagenet_categories
-from alexnet_zoo.datasets import resize_square
 from alexnet_zoo.errors import UnreadableImage
 from alexnet_zoo.evaluate import predict, rank, topk
-from alexnet_zoo.images import load_image
+from alexnet_zoo.images import read_image
 from alexnet_zoo.model import AlexNet
 from alexnet_zoo.transforms import ImagePreprocess
 
@@ -37,12 +36,12 @@ def classify_files(model: AlexNet, paths: Iterable[str | os.PathLike], preproces
         raise ValueError(f"crops must be 1 (centre crop) or 10 (the paper's ten crops), got {crops}")
     model.eval()
     categories = imagenet_categories() if model.config.num_classes == 1000 else None
-    prepare = preprocess if crops == 1 else (lambda img: resize_square(preprocess, img))
+    prepare = preprocess if crops == 1 else preprocess.square
     run = functools.partial(_run, model, preprocess=preprocess, crops=crops, top=top, categories=categories)
     batch: list[tuple[str, Tensor]] = []
     for path in paths:
         try:
-            batch.append((str(path), prepare(load_image(path))))
+            batch.append((str(path), prepare(read_image(path))))
         except UnreadableImage as err:
             yield from run(batch)
             batch = []

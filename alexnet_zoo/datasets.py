@@ -6,7 +6,7 @@ a flat folder with Caffe's ``val.txt`` (``ILSVRC2012_val_00000001.JPEG 65``), a 
 same list of ``(path, class_index)`` in the Caffe / torchvision class order (sorted WNIDs), or an
 error naming the folder or file and what was expected.
 
-:class:`ImageDataset` decodes with :func:`~alexnet_zoo.images.load_image` and resizes as the
+:class:`ImageDataset` decodes with :func:`~alexnet_zoo.images.read_image` and resizes as the
 weights' :class:`~alexnet_zoo.transforms.Preprocessing` says, returning square uint8 images so
 that batches stack and crops are cut later, on whole batches. A file that cannot be read comes
 back as a marker carrying the error, never as an exception: one bad JPEG must not kill a
@@ -16,7 +16,6 @@ DataLoader worker, and with it a 50,000-image run.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import os
 import re
 from collections.abc import Sequence
@@ -25,17 +24,15 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.transforms.v2 import functional as TF
 
 from alexnet_zoo.categories import imagenet_categories
-from alexnet_zoo.images import load_image
+from alexnet_zoo.images import read_image
 from alexnet_zoo.transforms import ImagePreprocess, Preprocessing
 
 __all__ = ["Batch", "IMAGE_SUFFIXES", "ImageDataset", "Item", "LabelledImages", "collate", "find_labelled_images",
-           "from_label_file", "from_wnid_folders", "from_wnid_prefixes", "resize_square"]
+           "from_label_file", "from_wnid_folders", "from_wnid_prefixes"]
 
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 LABEL_FILES = ("val.txt", "labels.txt", "labels.csv", "val.csv")  # looked for in the data folder
@@ -206,18 +203,6 @@ def _label_value(cell: str, index: dict[str, int] | None) -> int | None:
 
 # ---- decoding ------------------------------------------------------------------------------------
 
-def resize_square(preprocess: ImagePreprocess, img: Image.Image | Tensor, side: int | None = None) -> Tensor:
-    """The uint8 (3, side, side) image every crop is cut from: resized as the preprocessing says
-    with its resize set to ``side`` (default: its own, 256), then, in short-side mode, the centre
-    square (in squash mode the image is square already). torchvision's ``Resize(256)`` +
-    ``CenterCrop(224)`` equals ``CenterCrop(224)`` of this image exactly."""
-    p = preprocess.preprocessing
-    if side is not None and side != p.resize:
-        preprocess = ImagePreprocess(dataclasses.replace(p, resize=side, crop=min(p.crop, side)))
-    side = preprocess.preprocessing.resize
-    return TF.center_crop(preprocess.resized(img), [side, side])
-
-
 class Item(NamedTuple):
     """One dataset entry: its images (one per size) or, when unreadable, the error instead."""
 
@@ -237,9 +222,7 @@ class ImageDataset(Dataset):
         self.samples = [(str(p), int(label)) for p, label in samples]
         self.preprocessing = preprocessing
         self.sizes = tuple(sizes) if sizes else (preprocessing.resize,)
-        self._preprocess = {s: ImagePreprocess(dataclasses.replace(preprocessing, resize=s,
-                                                                   crop=min(preprocessing.crop, s)))
-                            for s in self.sizes}
+        self._preprocess = ImagePreprocess(preprocessing)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -247,10 +230,10 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> Item:
         path, label = self.samples[index]
         try:
-            img = load_image(path)
-            images = tuple(resize_square(self._preprocess[s], img) for s in self.sizes)
+            img = read_image(path)
+            images = tuple(self._preprocess.square(img, s) for s in self.sizes)
         except Exception as err:  # noqa: BLE001 - counted and listed by the caller, never swallowed:
-            # load_image turns decoding errors into UnreadableImage; anything else Pillow raises on
+            # read_image turns decoding errors into UnreadableImage; anything else Pillow raises on
             # a malformed file must not kill the worker (and the run) either.
             message = str(err) if path in str(err) else f"{path}: {type(err).__name__}: {err}"
             return Item(index, label, None, message)

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from alexnet_zoo.errors import UnreadableImage
 from alexnet_zoo.features import FeatureExtractor
-from alexnet_zoo.images import load_image
+from alexnet_zoo.images import read_image
 from alexnet_zoo.transforms import ImagePreprocess
 from alexnet_zoo.paths import atomic_write
 
@@ -92,7 +92,7 @@ class _Files(Dataset):
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
         try:
-            return i, self.preprocess(load_image(self.paths[i])), None
+            return i, self.preprocess(read_image(self.paths[i])), None
         except UnreadableImage as err:
             return i, None, str(err)
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from alexnet_zoo.images import load_image
+from alexnet_zoo.images import read_image
 from alexnet_zoo.model import LAYERS, AlexNet
 from alexnet_zoo.transforms import DEFAULT_PREPROCESSING, ImagePreprocess
 
@@ -108,7 +108,7 @@ class FeatureExtractor:
             return item.float()
         if isinstance(item, Image.Image):
             return self.preprocess(item)
-        return self.preprocess(load_image(item))
+        return self.preprocess(read_image(item))
 
     def embed_batch(self, batch: Tensor) -> np.ndarray:
         """Preprocessed images (N, 3, H, W) -> vectors (N, dim) as numpy in the storage dtype."""

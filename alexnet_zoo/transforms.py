@@ -18,10 +18,12 @@ from torch import Tensor, nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from alexnet_zoo.images import to_rgb
+from alexnet_zoo.images import pil_to_uint8
 
-__all__ = ["BVLC_PREPROCESSING", "DEFAULT_PREPROCESSING", "ImagePreprocess", "Preprocessing",
-           "TORCHVISION_PREPROCESSING"]
+__all__ = ["BVLC_PREPROCESSING", "DEFAULT_PREPROCESSING", "ImagePreprocess", "Preprocessing", "ResizeMode",
+           "TORCHVISION_PREPROCESSING", "square_uint8"]
+
+ResizeMode = Literal["squash", "short_side"]
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class Preprocessing:
     """How pictures become the network's input."""
 
     resize: int = 256
-    resize_mode: Literal["squash", "short_side"] = "short_side"  # squash: whole image to resize x resize
+    resize_mode: ResizeMode = "short_side"  # squash: whole image to resize x resize
     crop: int = 224
     interpolation: Literal["bilinear", "bicubic"] = "bilinear"
     channel_order: Literal["RGB", "BGR"] = "RGB"
@@ -63,6 +65,23 @@ TORCHVISION_PREPROCESSING = Preprocessing()
 DEFAULT_PREPROCESSING = {"alexnet": BVLC_PREPROCESSING, "alexnet_owt": TORCHVISION_PREPROCESSING}
 
 
+def square_uint8(image: Tensor, size: int, mode: ResizeMode, interpolation: str = "bilinear") -> Tensor:
+    """uint8 (..., 3, H, W) -> uint8 (..., 3, size, size), the picture every crop is cut from: the
+    short side to ``size`` then the central square (the paper, torchvision), or the whole picture
+    squashed (BVLC). ``Resize(256)`` + ``CenterCrop(224)`` equals ``CenterCrop(224)`` of this square
+    exactly (tested). A picture already of that size is returned as is (packed training folders)."""
+    if mode not in ("squash", "short_side"):
+        raise ValueError(f"unknown resize mode {mode!r}; choose short_side or squash")
+    if tuple(image.shape[-2:]) == (size, size):
+        return image
+    interp = InterpolationMode(interpolation)
+    if mode == "squash":
+        return TF.resize(image, [size, size], interpolation=interp, antialias=True)
+    if min(image.shape[-2:]) != size:
+        image = TF.resize(image, [size], interpolation=interp, antialias=True)
+    return TF.center_crop(image, [size, size])
+
+
 class ImagePreprocess(nn.Module):
     """PIL image or uint8 (3, H, W) tensor -> float (3, crop, crop) network input."""
 
@@ -73,14 +92,18 @@ class ImagePreprocess(nn.Module):
         self.register_buffer("std", torch.tensor(p.std).view(3, 1, 1), persistent=False)
 
     def resized(self, img: Image.Image | Tensor) -> Tensor:
-        """The uint8 RGB image resized as the weights expect, before cropping (the 256x256 image
-        that centre and ten-crop protocols cut from, in squash mode)."""
+        """The uint8 RGB image resized as the weights expect, before cropping (in squash mode the
+        square that centre and ten-crop protocols cut from)."""
         p = self.preprocessing
-        x = TF.pil_to_tensor(to_rgb(img)) if isinstance(img, Image.Image) else img
-        if x.dtype != torch.uint8 or x.dim() != 3 or x.shape[0] != 3:
-            raise ValueError(f"expected a PIL image or a uint8 (3, H, W) tensor, got {x.dtype} {tuple(x.shape)}")
+        x = _uint8_rgb(img)
         size = [p.resize, p.resize] if p.resize_mode == "squash" else [p.resize]
         return TF.resize(x, size, interpolation=InterpolationMode(p.interpolation), antialias=True)
+
+    def square(self, img: Image.Image | Tensor, side: int | None = None) -> Tensor:
+        """The uint8 (3, side, side) square every crop of the evaluation protocols is cut from
+        (``side`` defaults to the preprocessing's resize, 256)."""
+        p = self.preprocessing
+        return square_uint8(_uint8_rgb(img), side or p.resize, p.resize_mode, p.interpolation)
 
     def normalize(self, x: Tensor) -> Tensor:
         """uint8 RGB crops (..., 3, h, w) -> float network input (channel order, scale, mean, std)."""
@@ -95,3 +118,10 @@ class ImagePreprocess(nn.Module):
 
     def extra_repr(self) -> str:
         return repr(self.preprocessing)
+
+
+def _uint8_rgb(img: Image.Image | Tensor) -> Tensor:
+    x = pil_to_uint8(img) if isinstance(img, Image.Image) else img
+    if x.dtype != torch.uint8 or x.dim() != 3 or x.shape[0] != 3:
+        raise ValueError(f"expected a PIL image or a uint8 (3, H, W) tensor, got {x.dtype} {tuple(x.shape)}")
+    return x

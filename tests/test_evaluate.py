@@ -18,7 +18,7 @@ from alexnet_zoo.benchmarks.imagenet import main as imagenet_main
 from alexnet_zoo.categories import imagenet_categories
 from alexnet_zoo.classify import classify_files
 from alexnet_zoo.cli import main as cli_main
-from alexnet_zoo.datasets import (ImageDataset, collate, find_labelled_images, from_label_file, resize_square)
+from alexnet_zoo.datasets import ImageDataset, collate, find_labelled_images, from_label_file
 from alexnet_zoo.evaluate import (Accuracy, average_softmax, center_crop, dataset_for, dense_probs, evaluate,
                                   model_throughput, predict, rank, score_maps, ten_crops)
 from alexnet_zoo.images import load_image
@@ -50,7 +50,7 @@ def test_ten_crops_equal_torchvision_tencrop_exactly(crop, shape):
 def test_ten_crops_of_a_real_picture_equal_pil_tencrop(tmp_path):
     """The 256x256 image the dataset returns, cut by torchvision's PIL TenCrop: same pixels."""
     img = load_image(_noise_image(tmp_path / "a.png", (320, 240)))
-    square = resize_square(BVLC_PREPROCESSING.transforms(), img)
+    square = BVLC_PREPROCESSING.transforms().square(img)
     assert square.shape == (3, 256, 256)
     reference = [TF.pil_to_tensor(c) for c in v2.TenCrop(227)(TF.to_pil_image(square))]
     assert torch.equal(ten_crops(square[None], 227), torch.stack(reference))
@@ -63,7 +63,7 @@ def test_center_crop_equals_torchvision_resize_then_centercrop(tmp_path):
         x = TF.pil_to_tensor(img)
         reference = TF.center_crop(TF.resize(x, [256], antialias=True), [224, 224])
         preprocess = TORCHVISION_PREPROCESSING.transforms()
-        ours = center_crop(resize_square(preprocess, img), 224)
+        ours = center_crop(preprocess.square(img), 224)
         assert torch.equal(ours, reference), size
         assert torch.equal(preprocess.normalize(ours), preprocess(img))  # and the library's own single-image path
 
@@ -380,7 +380,7 @@ def test_classify_ten_crops_uses_the_evaluation_code(tmp_path, capsys):
     preprocess = model.preprocessing.transforms()
     [prediction] = classify_files(model, [path], preprocess, top=5, crops=10)
     with torch.inference_mode():
-        probs, idx = rank(predict(model, [resize_square(preprocess, load_image(path))[None]], "ten", preprocess), 5)
+        probs, idx = rank(predict(model, [preprocess.square(load_image(path))[None]], "ten", preprocess), 5)
     assert [c["index"] for c in prediction.classes] == idx[0].tolist()
     torch.testing.assert_close(torch.tensor([c["probability"] for c in prediction.classes]), probs[0])
     assert cli_main(["classify", str(path), "--pretrained", "none", "--crops", "10", "--json"]) == 0

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from alexnet_zoo.errors import UnreadableImage
-from alexnet_zoo.images import load_image
+from alexnet_zoo.images import load_image, read_image
 from alexnet_zoo.transforms import BVLC_PREPROCESSING, TORCHVISION_PREPROCESSING
 
 IMAGES = Path(__file__).parent / "data" / "images"
@@ -55,8 +55,28 @@ def test_16_bit_grey_is_rescaled_not_clipped(tmp_path):
     assert np.all(np.diff(out.ravel()) >= 0)  # still a ramp: nothing saturated at 255
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in IMAGES.iterdir() if p.suffix in (".jpg", ".png", ".gif")
+                                       and "truncated" not in p.name) + ["../../../examples/chelsea.png"])
+def test_read_image_gives_load_images_pixels_as_a_tensor(name):
+    """The pipelines' decoder (torchvision's libjpeg-turbo for JPEGs: CMYK, EXIF-rotated) and the
+    Pillow path agree pixel for pixel."""
+    tensor = read_image(IMAGES / name)
+    assert tensor.dtype == torch.uint8 and tensor.shape[0] == 3
+    assert np.array_equal(tensor.permute(1, 2, 0).numpy(), np.asarray(load_image(IMAGES / name)))
+
+
+def test_read_image_of_a_cut_jpeg_is_an_error_not_a_grey_picture(tmp_path):
+    data = (IMAGES / "hopper.jpg").read_bytes()
+    for fraction in (0.3, 0.9):
+        path = tmp_path / f"cut{fraction}.jpg"
+        path.write_bytes(data[:int(len(data) * fraction)])
+        with pytest.raises(UnreadableImage, match=path.name):
+            read_image(path)
+
+
+@pytest.mark.parametrize("decode", [load_image, read_image])
 @pytest.mark.parametrize("make", ["truncated", "text", "missing", "empty"])
-def test_unreadable_files_raise_a_typed_error_naming_the_file(tmp_path, make):
+def test_unreadable_files_raise_a_typed_error_naming_the_file(tmp_path, make, decode):
     path = {"truncated": IMAGES / "truncated_jpeg.jpg", "text": tmp_path / "notes.jpg",
             "missing": tmp_path / "nope.png", "empty": tmp_path / "empty.png"}[make]
     if make == "text":
@@ -64,7 +84,7 @@ def test_unreadable_files_raise_a_typed_error_naming_the_file(tmp_path, make):
     if make == "empty":
         path.write_bytes(b"")
     with pytest.raises(UnreadableImage, match=path.name):
-        load_image(path)
+        decode(path)
 
 
 def test_bvlc_preprocessing_squashes_bgr_0_255_minus_mean():

@@ -1,9 +1,9 @@
 """Datasets, samplers and loaders for training: what the workers do and what they leave to the GPU.
 
-Workers decode a picture (upright, RGB; JPEGs with torchvision's libjpeg-turbo decoder, any other
-format Pillow reads with ``alexnet_zoo.images``), resize it to the stored square (the paper: short
-side 256, then the central 256x256; BVLC: squashed to 256x256) and hand over uint8. Cropping, flipping, mean subtraction and colour shifts happen on
-the batch (``augment.py``). With ``decode="device"`` the workers only read the file's bytes and
+Workers decode a picture (upright, RGB: ``alexnet_zoo.images.read_image``), resize it to the
+stored square (``alexnet_zoo.transforms.square_uint8``: the paper's short side 256 then the central
+256x256, or BVLC's squash) and hand over uint8. Cropping, flipping, mean subtraction and colour
+shifts happen on the batch (``augment.py``). With ``decode="device"`` the workers only read the file's bytes and
 the JPEGs are decoded on the GPU in one batched nvJPEG call (``torchvision.io.decode_jpeg``).
 
 Layouts: ``DIR/train`` and ``DIR/val`` as class folders (``ImageFolder``: class index = sorted
@@ -19,7 +19,6 @@ import re
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torchvision
@@ -27,56 +26,21 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.io import ImageReadMode
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
 
 from alexnet_zoo.categories import imagenet_categories
 from alexnet_zoo.datasets import find_labelled_images
-from alexnet_zoo.images import load_image
+from alexnet_zoo.images import read_image
+from alexnet_zoo.transforms import ResizeMode, square_uint8
 
 __all__ = ["EpochSampler", "ImageFiles", "ResizeMode", "ShardSampler", "SyntheticImages", "collate_raw",
-           "decode_batch", "decode_file", "folder_samples", "make_loader", "split_synthetic", "square_uint8",
-           "steps_per_epoch"]
+           "decode_batch", "folder_samples", "make_loader", "split_synthetic", "steps_per_epoch"]
 
-ResizeMode = Literal["short_side", "squash"]
 _WNID = re.compile(r"n\d{8}")
 WORKER_START = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 PICTURE_SUFFIXES = frozenset(IMG_EXTENSIONS) | {".gif", ".jfif"}  # all alexnet_zoo.images reads
 
 
-# ---- pictures -> uint8 squares ---------------------------------------------------------------------
-
-def square_uint8(image: Tensor, size: int, mode: ResizeMode, interpolation: str = "bilinear") -> Tensor:
-    """uint8 (3, H, W) -> uint8 (3, size, size): the short side to ``size`` then the central
-    square (the paper), or the whole picture squashed (BVLC)."""
-    interp = InterpolationMode(interpolation)
-    if mode not in ("squash", "short_side"):
-        raise ValueError(f"unknown resize mode {mode!r}; choose short_side or squash")
-    if tuple(image.shape[-2:]) == (size, size):
-        return image  # already the stored square (a folder packed by alexnet_zoo.train.pack)
-    if mode == "squash":
-        return TF.resize(image, [size, size], interpolation=interp, antialias=True)
-    if min(image.shape[-2:]) != size:
-        image = TF.resize(image, [size], interpolation=interp, antialias=True)
-    return TF.center_crop(image, [size, size])
-
-
-def decode_file(path: Path) -> Tensor:
-    """A picture file -> uint8 RGB (3, H, W), upright. JPEGs go through torchvision's
-    libjpeg-turbo decoder (1.3-1.6x Pillow's rate with the resize, measured in docs/training.md);
-    anything else, or a JPEG it refuses, through ``alexnet_zoo.images.load_image``, which reads
-    every format Pillow does or raises an error naming the file."""
-    data = path.read_bytes()
-    if data[:2] == b"\xff\xd8":
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                return torchvision.io.decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                                                  mode=ImageReadMode.RGB, apply_exif_orientation=True)
-        except RuntimeError:
-            pass
-    return TF.pil_to_tensor(load_image(path))
-
+# ---- datasets ------------------------------------------------------------------------------------
 
 class SyntheticImages(Dataset):
     """``num_samples`` deterministic uint8 pictures; picture i is of class i % num_classes, with
@@ -174,7 +138,7 @@ class ImageFiles(Dataset):
         path = Path(name)
         if self.raw:
             return torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8), label
-        return square_uint8(decode_file(path), self.size, self.mode, self.interpolation), label
+        return square_uint8(read_image(path), self.size, self.mode, self.interpolation), label
 
 
 def collate_raw(batch: list[tuple[Tensor, int]]) -> tuple[list[Tensor], Tensor]:

@@ -25,14 +25,16 @@ from PIL import Image
 from tqdm import tqdm
 
 from alexnet_zoo.datasets import LABEL_FILES
-from alexnet_zoo.train.data import PICTURE_SUFFIXES, WORKER_START, ResizeMode, decode_file, square_uint8
+from alexnet_zoo.images import read_image
+from alexnet_zoo.train.data import PICTURE_SUFFIXES, WORKER_START
+from alexnet_zoo.transforms import ResizeMode, square_uint8
 
 __all__ = ["main", "pack_folder"]
 
 
 def _pack_one(job: tuple[Path, Path, int, ResizeMode, int]) -> None:
     source, target, size, mode, quality = job
-    square = square_uint8(decode_file(source), size, mode)
+    square = square_uint8(read_image(source), size, mode)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
     Image.fromarray(square.permute(1, 2, 0).numpy()).save(tmp, format="JPEG", quality=quality)
