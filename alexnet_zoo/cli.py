@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             train(argv[1:])
-        except (ValueError, FileNotFoundError, FileExistsError) as err:
+        except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:  # ImportError: --tensorboard
             print(f"alexnet-zoo train: error: {err}", file=sys.stderr)
             return 2
         return 0

@@ -1,6 +1,7 @@
 """The training recipe on the CPU: augmentation statistics, schedules, the paper's update rule,
-the two-tower split, runs on synthetic and real pictures, an exact resume, and torchrun (gloo)
-against one process with the whole batch."""
+the two-tower split, runs on synthetic and real pictures, an exact resume (fp16's scaler too),
+torchrun (gloo) against one process with the whole batch, unreadable pictures skipped and listed,
+ten-crop validation against alexnet_zoo.evaluate, and TensorBoard's event files."""
 
 from __future__ import annotations
 
@@ -314,6 +315,18 @@ def test_a_stopped_and_resumed_run_gives_the_same_losses(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_fp16_gradient_scaler_state_is_checkpointed_and_resumed(tmp_path):
+    args = TINY + ["--epochs", "1", "--amp", "fp16", "--no-export"]  # GradScaler("cpu") here, "cuda" on a GPU
+    main(args + ["--output-dir", str(tmp_path / "straight")])
+    main(args + ["--output-dir", str(tmp_path / "stopped"), "--max-steps", "2"])
+    main(args + ["--output-dir", str(tmp_path / "stopped"), "--resume"])
+    states = [torch.load(find_checkpoint(tmp_path / name) / "state.pt", weights_only=True)
+              for name in ("straight", "stopped")]
+    assert states[0]["scaler"]["_growth_tracker"] == 3 and states[0]["scaler"]["scale"] > 1
+    assert states[1]["scaler"] == states[0]["scaler"]  # the growth tracker went on from the checkpoint's
+    assert _losses(tmp_path / "stopped") == _losses(tmp_path / "straight")
+
+
 def test_torchrun_on_two_processes_matches_one_process_with_the_whole_batch(tmp_path):
     args = TINY + DETERMINISTIC + ["--synthetic", "16", "--epochs", "1"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -355,3 +368,140 @@ def test_command_lines(tmp_path):
     done = subprocess.run([sys.executable, "-m", "alexnet_zoo.train", "--help"], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
     assert done.returncode == 0 and "--resume" in done.stdout and "--towers" in done.stdout
+
+
+# ---- unreadable pictures, the ten-crop test, TensorBoard -------------------------------------------------
+
+def _folder_with_unreadable_pictures(root: Path) -> Path:
+    """The real-picture folder plus a truncated JPEG and a text file named .jpg in train/, and a
+    text file named .jpg in val/."""
+    _picture_folder(root)
+    shutil.copy(IMAGES / "truncated_jpeg.jpg", root / "train" / "hopper" / "truncated_jpeg.jpg")
+    (root / "train" / "sample" / "notes.jpg").write_text("not a picture\n")
+    (root / "val" / "c.jpg").write_text("not a picture either\n")
+    (root / "val" / "val.txt").write_text("a.jpg 0\nb.jpg 1\nc.jpg 1\n")
+    return root
+
+
+def test_unreadable_pictures_are_skipped_counted_and_listed(tmp_path):
+    root = _folder_with_unreadable_pictures(tmp_path / "data")
+    bad_train = {str(root / "train" / "hopper" / "truncated_jpeg.jpg"), str(root / "train" / "sample" / "notes.jpg")}
+    bad_val = str(root / "val" / "c.jpg")
+    # 9 training files in batches of 3: every file is drawn once; in worker processes, and with the
+    # workers only reading bytes for the device decoder (the CPU here), with the ten-crop validation
+    for decode, workers, protocol in (("cpu", "2", "center"), ("device", "1", "ten")):
+        out = tmp_path / decode
+        with pytest.warns(RuntimeWarning, match="skipped an unreadable (train|val) picture") as caught:
+            result = main(["--data", str(root), "--image-size", "72", "--crop-size", "67", "-b", "3",
+                           "--epochs", "1", "--model-config", "hidden=128", "--workers", workers, "--decode", decode,
+                           "--val-protocol", protocol, "--no-progress", "--log-every", "1", "--output-dir", str(out),
+                           "--no-export"])
+        warned = " ".join(str(w.message) for w in caught)
+        assert all(name in warned for name in ("truncated_jpeg.jpg", "notes.jpg", "c.jpg"))
+        assert result["step"] == 3 and result["skipped"] == 2
+        assert result["val"]["count"] == 2 and result["val"]["unreadable"] == 1
+        rows = read_metrics(out)
+        train = [r for r in rows if r["event"] == "train"]
+        assert len(train) == 3 and all(math.isfinite(r["loss"]) for r in train)
+        assert train[-1]["skipped"] == 2 and [r["skipped"] for r in train] == sorted(r["skipped"] for r in train)
+        val = [r for r in rows if r["event"] == "val"]
+        assert val[0]["unreadable"] == 1 and val[0]["protocol"] == protocol
+        listed = [line.split("\t") for line in (out / "failures.txt").read_text().splitlines()
+                  if not line.startswith("#")]
+        assert {(split, path) for split, path, _ in listed} == {("train", p) for p in bad_train} | {("val", bad_val)}
+        assert all(reason for _, _, reason in listed)
+        assert not list(out.glob(".failures.txt.*"))  # written atomically: no temporary file left
+        state = torch.load(find_checkpoint(out) / "state.pt", weights_only=True)
+        assert state["skipped"] == 2
+
+
+def test_decode_batch_reports_what_it_cannot_decode(tmp_path):
+    from alexnet_zoo.train.data import decode_batch
+
+    text = tmp_path / "text.jpg"
+    text.write_text("not a picture")
+    paths = [str(IMAGES / "hopper.jpg"), str(text), str(IMAGES / "truncated_jpeg.jpg"), str(IMAGES / "hopper.gif")]
+    files = [torch.frombuffer(bytearray(Path(p).read_bytes()), dtype=torch.uint8) for p in paths]
+    images, failed = decode_batch(files, 32, "short_side", torch.device("cpu"), paths=paths)
+    assert images.shape == (2, 3, 32, 32) and images.dtype == torch.uint8
+    assert [i for i, _ in failed] == [1, 2]
+    assert "text.jpg" in failed[0][1] and "truncated_jpeg.jpg" in failed[1][1]
+    empty, failed = decode_batch(files[1:3], 32, "short_side", torch.device("cpu"), paths=paths[1:3])
+    assert empty.shape == (0, 3, 32, 32) and len(failed) == 2
+
+
+def test_torchrun_with_unreadable_pictures_matches_one_process(tmp_path):
+    root = _folder_with_unreadable_pictures(tmp_path / "data")
+    # seed 20 shuffles both unreadable files into process 1's first batch of 2: it steps on nothing
+    # while process 0 (and the single process, with half its batch of 4) learns from the rest
+    args = ["--data", str(root), "--image-size", "72", "--crop-size", "67", "-b", "4", "--epochs", "1",
+            "--seed", "20", "--model-config", "hidden=128", "--workers", "0", "--no-progress", "--log-every", "1",
+            *DETERMINISTIC]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "alexnet_zoo.train", *args, "--output-dir", str(tmp_path / "ddp")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with pytest.warns(RuntimeWarning, match="skipped an unreadable"):
+        one = main(args + ["--output-dir", str(tmp_path / "one")])
+    assert _losses(tmp_path / "ddp") == pytest.approx(_losses(tmp_path / "one"), rel=1e-5)
+    rows = {name: [r for r in read_metrics(tmp_path / name) if r["event"] == "train"] for name in ("ddp", "one")}
+    assert [r["skipped"] for r in rows["ddp"]] == [r["skipped"] for r in rows["one"]] == [2, 2]
+    assert (tmp_path / "ddp" / "failures.txt").read_text() == (tmp_path / "one" / "failures.txt").read_text()
+    a = load_file(str(tmp_path / "ddp" / "final" / "model.safetensors"))
+    b = load_file(str(one["final"] / "model.safetensors"))
+    for key in b:
+        assert torch.allclose(a[key], b[key], atol=1e-6, rtol=1e-5), key
+
+
+def test_ten_crop_validation_is_alexnet_zoo_evaluates(tmp_path):
+    import dataclasses
+
+    from alexnet_zoo.evaluate import dataset_for
+    from alexnet_zoo.evaluate import evaluate as library_evaluate
+    from alexnet_zoo.train.data import ImageFiles, ShardSampler, make_loader
+    from alexnet_zoo.train.recipe import evaluate
+
+    root = _folder_with_unreadable_pictures(tmp_path / "data")
+    samples, _ = folder_samples(root / "train")  # 7 pictures of every kind, 2 unreadable files
+    pre = dataclasses.replace(PAPER_PREPROCESSING, resize=72, crop=67)
+    torch.manual_seed(0)
+    model = alexnet(num_classes=4, hidden=128, init="torch").eval()
+    model.preprocessing = pre
+    files = ImageFiles(samples, 72, pre.resize_mode, pre.interpolation)
+    loader = make_loader(files, batch_size=3, sampler=ShardSampler(len(files), num_replicas=1, rank=0), workers=0,
+                         pin_memory=False)
+    ours = evaluate(model, loader, BatchAugment(pre, 67, train=False), torch.device("cpu"), protocol="ten")
+    theirs = library_evaluate(model, dataset_for(samples, model, "ten"), "ten", batch_size=4, device="cpu",
+                              precision="fp32", progress=False)
+    assert ours["count"] == theirs.images == 7 and ours["unreadable"] == len(theirs.failed) == 2
+    assert ours["top1"] == pytest.approx(100 * theirs.top1) and ours["top5"] == pytest.approx(100 * theirs.top5)
+    # with 4 classes the library keeps every class's probability: the mean -log p(label) must agree
+    p_label = theirs.top_probs[theirs.top_indices == theirs.labels[:, None]]
+    assert ours["loss"] == pytest.approx(-p_label.double().log().mean().item(), rel=1e-5)
+    centre = evaluate(model, loader, BatchAugment(pre, 67, train=False), torch.device("cpu"))
+    assert centre["loss"] != pytest.approx(ours["loss"], rel=1e-6)  # the protocols differ
+
+
+def test_tensorboard_logs_the_loss_and_fails_early_without_the_package(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard", reason="tensorboard is in the test extra")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    main(TINY + ["--synthetic", "16", "--epochs", "1", "--tensorboard", "--output-dir", str(out), "--no-export"])
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "train/lr", "val/loss", "val/top1"} <= set(events.Tags()["scalars"])
+    logged = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    expected = [(r["step"], r["loss"]) for r in read_metrics(out) if r["event"] == "train"]
+    assert [s for s, _ in logged] == [s for s, _ in expected] == [1, 2]
+    assert [v for _, v in logged] == pytest.approx([v for _, v in expected], rel=1e-6)
+    # without the package: an error at start-up naming it, before any output or data loading
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    with pytest.raises(ImportError, match="pip install tensorboard"):
+        main(["--data", str(tmp_path / "nowhere"), "--tensorboard", "--output-dir", str(tmp_path / "none")])
+    assert not (tmp_path / "none").exists()
+    from alexnet_zoo.cli import main as cli
+
+    assert cli(["train", *TINY, "--tensorboard", "--output-dir", str(tmp_path / "none")]) == 2

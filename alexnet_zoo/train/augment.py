@@ -39,6 +39,15 @@ PAPER_PREPROCESSING = Preprocessing(resize=256, resize_mode="short_side", crop=2
                                     std=(1.0, 1.0, 1.0))
 
 
+def _to(x: Tensor, device: torch.device) -> Tensor:
+    """A small CPU tensor (crop offsets, colour shifts) to ``device`` without stalling the GPU: a
+    blocking copy from pageable memory waits for every kernel already queued (the previous step),
+    so the CPU could not run ahead; a copy from pinned memory is queued like a kernel."""
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
 def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
     """A CPU generator that depends only on (seed, rank, step): the same draws after a resume."""
     state = np.random.SeedSequence((seed, rank, step)).generate_state(1, np.uint64)[0]
@@ -94,13 +103,13 @@ class BatchAugment:
         if self.random_crop or self.flip:
             index = (torch.arange(n, device=device)[:, None, None, None],
                      torch.arange(3, device=device)[None, :, None, None],
-                     rows.to(device)[:, None, :, None], cols.to(device)[:, None, None, :])
+                     _to(rows, device)[:, None, :, None], _to(cols, device)[:, None, None, :])
             x = images[index]  # one gather does every image's crop and flip
         else:
             x = images[:, :, (h - c) // 2:(h - c) // 2 + c, (w - c) // 2:(w - c) // 2 + c]
         x = self.normalize(x)
         if self.pca_std > 0:
-            x = x + self.lighting(n, generator).to(device)[:, :, None, None]
+            x = x + _to(self.lighting(n, generator), device)[:, :, None, None]
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x.contiguous()
 
     def normalize(self, x: Tensor) -> Tensor:

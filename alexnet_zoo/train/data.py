@@ -6,6 +6,10 @@ stored square (``alexnet_zoo.transforms.square_uint8``: the paper's short side 2
 shifts happen on the batch (``augment.py``). With ``decode="device"`` the workers only read the file's bytes and
 the JPEGs are decoded on the GPU in one batched nvJPEG call (``torchvision.io.decode_jpeg``).
 
+An unreadable file (truncated, not a picture, gone) never stops a run: the worker hands over the
+error instead of the picture, the collate drops it from its batch (nothing is substituted), and
+the loop counts it, names it in a warning and lists it in ``failures.txt``.
+
 Layouts: ``DIR/train`` and ``DIR/val`` as class folders (``ImageFolder``: class index = sorted
 folder name, which for ImageNet's WNIDs is Caffe's and torchvision's order), or for ``val`` any
 flat layout the evaluator reads (Caffe's ``val.txt``, a CSV, WNID-prefixed file names).
@@ -13,15 +17,20 @@ flat layout the evaluator reads (Caffe's ``val.txt``, a CSV, WNID-prefixed file 
 
 from __future__ import annotations
 
+import functools
+import io
 import math
 import multiprocessing
 import re
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torchvision
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from torchvision.datasets.folder import IMG_EXTENSIONS
@@ -32,8 +41,8 @@ from alexnet_zoo.datasets import find_labelled_images
 from alexnet_zoo.images import read_image
 from alexnet_zoo.transforms import ResizeMode, square_uint8
 
-__all__ = ["EpochSampler", "ImageFiles", "ResizeMode", "ShardSampler", "SyntheticImages", "collate_raw",
-           "decode_batch", "folder_samples", "make_loader", "split_synthetic", "steps_per_epoch"]
+__all__ = ["EpochSampler", "ImageFiles", "Picture", "PictureBatch", "ResizeMode", "ShardSampler", "SyntheticImages",
+           "collate_pictures", "decode_batch", "folder_samples", "make_loader", "split_synthetic", "steps_per_epoch"]
 
 _WNID = re.compile(r"n\d{8}")
 WORKER_START = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
@@ -121,9 +130,44 @@ def _onto_training_classes(samples: list[tuple[Path, int]], class_to_idx: dict[s
     return mapped
 
 
+class Picture(NamedTuple):
+    """One item of :class:`ImageFiles`: ``image`` is the uint8 (3, S, S) square, or with ``raw`` a
+    JPEG's encoded bytes (1-D) for the device to decode; None when the file cannot be read, and
+    ``error`` then names the file and the reason."""
+
+    image: Tensor | None
+    label: int
+    path: str
+    error: str | None
+
+
+def _message(path: str, err: BaseException) -> str:
+    """An error message that names the file (``read_image``'s already do)."""
+    text = str(err)
+    return text if path in text else f"{path}: {type(err).__name__}: {text}"
+
+
+def _device_decodable(data: bytes) -> bool:
+    """Whether nvJPEG may decode these bytes to the pixels the CPU path gives: a complete JPEG
+    (ending with the EOI marker: truncated files would come out half grey instead of failing), in
+    YCbCr or grey (not CMYK), stored upright (torchvision's CUDA decoder ignores EXIF
+    orientation). Reads only the headers."""
+    if data[:2] != b"\xff\xd8" or not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
+        return False
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.format == "JPEG" and img.mode in ("RGB", "L") and img.getexif().get(0x0112, 1) == 1
+    except Exception:  # noqa: BLE001 - any header Pillow cannot parse goes to the CPU path, which decides
+        return False
+
+
 class ImageFiles(Dataset):
-    """(path, label) pairs -> (uint8 (3, size, size), label), or (file bytes, label) when
-    ``raw`` (decoding then happens on the device, :func:`decode_batch`)."""
+    """(path, label) pairs -> :class:`Picture`: the uint8 (3, size, size) square, or with ``raw``
+    the file's bytes, decoded later on the device (:func:`decode_batch`) when nvJPEG can give the
+    CPU's pixels (:func:`_device_decodable`); any other file is decoded here, in the worker.
+
+    An unreadable file does not raise: its Picture carries the error instead, so a worker (and
+    the run) survives it and the collate sets it aside."""
 
     def __init__(self, samples: Sequence[tuple[Path, int]], size: int, mode: ResizeMode,
                  interpolation: str = "bilinear", raw: bool = False) -> None:
@@ -133,40 +177,107 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+    def __getitem__(self, index: int) -> Picture:
         name, label = self.samples[index]
-        path = Path(name)
-        if self.raw:
-            return torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8), label
-        return square_uint8(read_image(path), self.size, self.mode, self.interpolation), label
+        try:
+            if self.raw:
+                data = Path(name).read_bytes()
+                if _device_decodable(data):
+                    return Picture(torch.frombuffer(bytearray(data), dtype=torch.uint8), label, name, None)
+            return Picture(square_uint8(read_image(name), self.size, self.mode, self.interpolation), label, name, None)
+        except Exception as err:  # noqa: BLE001 - read_image raises UnreadableImage for bad pictures; an
+            # unreadable file (permissions, a vanished mount) or a Pillow quirk must not end the run either
+            return Picture(None, label, name, _message(name, err))
 
 
-def collate_raw(batch: list[tuple[Tensor, int]]) -> tuple[list[Tensor], Tensor]:
-    """Keep encoded files as a list (their lengths differ)."""
-    return [data for data, _ in batch], torch.tensor([label for _, label in batch])
+@dataclass
+class PictureBatch:
+    """What a training loader yields: the readable pictures of a batch and the unreadable ones
+    set aside as (path, error). ``images`` is a uint8 (N, 3, S, S) tensor, or with ``raw`` a list
+    holding per picture its encoded bytes (1-D) or its decoded square (3-D). ``paths`` name the
+    images (empty for synthetic pictures)."""
+
+    images: Tensor | list[Tensor]
+    labels: Tensor
+    paths: list[str]
+    failed: list[tuple[str, str]]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def pin_memory(self) -> PictureBatch:
+        """Called by a DataLoader with ``pin_memory=True`` (CUDA): page-locked, copied asynchronously."""
+        images = [x.pin_memory() for x in self.images] if isinstance(self.images, list) else self.images.pin_memory()
+        return PictureBatch(images, self.labels.pin_memory(), self.paths, self.failed)
 
 
-def decode_batch(files: list[Tensor], size: int, mode: ResizeMode, device: torch.device,
-                 interpolation: str = "bilinear") -> Tensor:
-    """Encoded pictures -> uint8 (N, 3, size, size) on ``device``. On CUDA the JPEGs go to
-    nvJPEG in one batched call; other formats, and every picture on other devices, are decoded
-    by torchvision on the CPU. EXIF orientation is applied; grey and CMYK become RGB."""
+def collate_pictures(items: Sequence[Picture | tuple[Tensor, int]], size: int, raw: bool = False) -> PictureBatch:
+    """DataLoader ``collate_fn``: stack the readable pictures (keep them as a list when ``raw``:
+    encoded files differ in length) and set the unreadable ones aside. Nothing is put in their
+    place, so a batch may be short, or empty (a uint8 (0, 3, size, size) tensor); the loop still
+    runs its step, which keeps every DDP process at the same step count."""
+    pictures = [item if isinstance(item, Picture) else Picture(item[0], int(item[1]), "", None) for item in items]
+    good = [p for p in pictures if p.image is not None]
+    failed = [(p.path, p.error or f"{p.path}: unreadable") for p in pictures if p.image is None]
+    labels = torch.tensor([p.label for p in good], dtype=torch.long)
+    if raw:
+        images: Tensor | list[Tensor] = [p.image for p in good]  # type: ignore[misc]
+    elif good:
+        images = torch.stack([p.image for p in good])  # type: ignore[misc]
+    else:
+        images = torch.empty((0, 3, size, size), dtype=torch.uint8)
+    return PictureBatch(images, labels, [p.path for p in good], failed)
+
+
+def decode_batch(files: Sequence[Tensor], size: int, mode: ResizeMode, device: torch.device,
+                 interpolation: str = "bilinear", paths: Sequence[str] | None = None
+                 ) -> tuple[Tensor, list[tuple[int, str]]]:
+    """Encoded pictures (1-D; 3-D items are squares a worker decoded already) -> (uint8 (N, 3,
+    size, size) on ``device`` of the decodable ones, [(index, error)] of the others).
+
+    On CUDA the JPEGs go to nvJPEG in one batched call; if that call refuses the batch (one bad
+    file fails it all), each file is tried alone. What nvJPEG refuses, and every file on other
+    devices, is decoded by torchvision on the CPU, then by ``read_image`` (Pillow) from ``paths``;
+    a file none of them reads is reported, not raised. EXIF orientation is applied on the CPU
+    (the workers only send nvJPEG upright files); grey and CMYK become RGB."""
     out: list[Tensor | None] = [None] * len(files)
-    jpeg = [i for i, data in enumerate(files) if data[:2].tolist() == [0xFF, 0xD8]]
+    failed: dict[int, str] = {}
+    encoded = [i for i, data in enumerate(files) if data.dim() == 1]
     with warnings.catch_warnings():  # torchvision 0.29 points to TorchCodec as the successor of its decoders
         warnings.simplefilter("ignore", DeprecationWarning)
-        if device.type == "cuda" and jpeg:
-            decoded = torchvision.io.decode_jpeg([files[i] for i in jpeg], mode=ImageReadMode.RGB, device=device,
-                                                 apply_exif_orientation=True)
-            for i, image in zip(jpeg, decoded):
-                out[i] = image
+        if device.type == "cuda" and encoded:
+            jpeg = [i for i in encoded if files[i][:2].tolist() == [0xFF, 0xD8]]
+            try:
+                decoded = torchvision.io.decode_jpeg([files[i] for i in jpeg], mode=ImageReadMode.RGB,
+                                                     device=device) if jpeg else []
+                for i, image in zip(jpeg, decoded):
+                    out[i] = image
+            except RuntimeError:
+                for i in jpeg:
+                    try:
+                        out[i] = torchvision.io.decode_jpeg(files[i], mode=ImageReadMode.RGB, device=device)
+                    except RuntimeError:
+                        pass  # tried again below on the CPU
         for i, data in enumerate(files):
-            if out[i] is None:
+            if out[i] is not None:
+                continue
+            if data.dim() == 3:
+                out[i] = data
+                continue
+            try:
+                out[i] = torchvision.io.decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+            except RuntimeError as err:
+                if not paths:
+                    failed[i] = f"picture {i} of the batch cannot be decoded ({err})"
+                    continue
                 try:
-                    out[i] = torchvision.io.decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
-                except RuntimeError as err:
-                    raise ValueError(f"picture {i} of the batch cannot be decoded by torchvision ({err})") from err
-    return torch.stack([square_uint8(image.to(device), size, mode, interpolation) for image in out])
+                    out[i] = read_image(paths[i])
+                except Exception as again:  # noqa: BLE001 - UnreadableImage, or a file gone since
+                    failed[i] = _message(paths[i], again)
+    squares = [square_uint8(image.to(device, non_blocking=True), size, mode, interpolation)
+               for image in out if image is not None]
+    images = torch.stack(squares) if squares else torch.empty((0, 3, size, size), dtype=torch.uint8, device=device)
+    return images, sorted(failed.items())
 
 
 # ---- samplers --------------------------------------------------------------------------------------
@@ -212,7 +323,8 @@ def make_loader(dataset: Dataset, *, batch_size: int, sampler: Sampler, workers:
                 raw: bool = False, drop_last: bool = False, prefetch_factor: int = 4, seed: int = 0) -> DataLoader:
     """A loader that keeps a GPU fed: worker processes that stay alive across epochs, several
     batches prefetched per worker, pinned memory for asynchronous copies. An explicit generator
-    keeps the loader from drawing on the global random state (which dropout uses).
+    keeps the loader from drawing on the global random state (which dropout uses). Batches are
+    :class:`PictureBatch` es: unreadable files set aside, not raised.
 
     Workers start from a fork server, not a fork of the training process: a process forked after
     it has run OpenMP-parallel operators (CPU training) inherits libgomp's thread pool without its
@@ -224,7 +336,8 @@ def make_loader(dataset: Dataset, *, batch_size: int, sampler: Sampler, workers:
             context.set_forkserver_preload([__name__])
         extra = {"persistent_workers": True, "prefetch_factor": prefetch_factor, "multiprocessing_context": context}
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin_memory,
-                      drop_last=drop_last, collate_fn=collate_raw if raw else None,
+                      drop_last=drop_last,
+                      collate_fn=functools.partial(collate_pictures, size=getattr(dataset, "size", 0), raw=raw),
                       generator=torch.Generator().manual_seed(seed), **extra)
 
 

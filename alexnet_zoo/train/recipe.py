@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -32,25 +33,27 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from alexnet_zoo.evaluate import predict
 from alexnet_zoo.factory import create_model
 from alexnet_zoo.pretrained import save_pretrained
 from alexnet_zoo.train.augment import PAPER_PREPROCESSING, BatchAugment, step_generator
 from alexnet_zoo.train.checkpoint import (find_checkpoint, list_checkpoints, load_training_checkpoint, restore_rng,
                                           save_training_checkpoint)
-from alexnet_zoo.train.data import (EpochSampler, ImageFiles, ShardSampler, decode_batch, folder_samples,
-                                    make_loader, split_synthetic)
-from alexnet_zoo.train.logs import MetricsLog
+from alexnet_zoo.train.data import (EpochSampler, ImageFiles, PictureBatch, ShardSampler, decode_batch,
+                                    folder_samples, make_loader, split_synthetic)
+from alexnet_zoo.train.logs import MetricsLog, UnreadableFiles
 from alexnet_zoo.train.optim import build_optimizer
 from alexnet_zoo.train.plot import plot_metrics
 from alexnet_zoo.train.schedule import LRSchedule
 from alexnet_zoo.train.towers import TwoTowerAlexNet
-from alexnet_zoo.transforms import BVLC_PREPROCESSING, TORCHVISION_PREPROCESSING
+from alexnet_zoo.transforms import BVLC_PREPROCESSING, TORCHVISION_PREPROCESSING, ImagePreprocess
 
 __all__ = ["RECIPE_SOURCES", "Trainer", "evaluate", "get_args_parser", "load_data", "main", "train_one_epoch",
            "train_step"]
 
 PREPROCESSINGS = {"paper": PAPER_PREPROCESSING, "bvlc": BVLC_PREPROCESSING, "torchvision": TORCHVISION_PREPROCESSING}
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+_PROTOCOL_NAMES = {"center": "centre crop", "ten": "ten crops (corners, centre, mirrored; softmax averaged)"}
 
 # Where each default comes from; written into run_config.json beside the values used.
 RECIPE_SOURCES = {
@@ -73,6 +76,8 @@ RECIPE_SOURCES = {
     "flip": "paper sec. 4.1: horizontal reflections of the patches",
     "pca_std": "paper sec. 4.1: alpha ~ N(0, 0.1) per image per use, PCA of ImageNet's RGB covariance "
                "(eigenvalues/vectors of fb.resnet.torch)",
+    "val_protocol": "paper sec. 4.1: test error from the softmax averaged over ten 224 patches (corners, centre, "
+                    "mirrors) = 'ten'; default 'center' (one crop, 10x cheaper) to follow training",
 }
 
 
@@ -148,6 +153,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--keep-checkpoints", type=int, default=3, help="newest checkpoints kept (0: all)")
     g.add_argument("--log-every", type=int, default=20, help="steps between metrics rows (Caffe's display: 20)")
     g.add_argument("--eval-every", type=int, default=1, help="epochs between validations")
+    g.add_argument("--val-protocol", choices=("center", "ten"), default="center",
+                   help="validate on the centre crop (fast), or on the paper's ten crops with averaged softmax "
+                        "(alexnet_zoo.evaluate's code; 10x the compute)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     g.add_argument("--tensorboard", action="store_true", help="also log to OUTPUT_DIR/tensorboard")
     g.add_argument("--no-export", dest="export", action="store_false",
@@ -216,45 +224,76 @@ class Trainer:
     rank: int = 0
     world_size: int = 1
     step: int = 0  # optimizer steps done
+    unreadable: UnreadableFiles | None = None  # where skipped pictures are counted and listed
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None)
 
 
-def _to_device(images: Tensor | list[Tensor], decode: tuple[int, str, str] | None, device: torch.device) -> Tensor:
-    if decode is not None and isinstance(images, list):
-        return decode_batch(images, decode[0], decode[1], device, decode[2])  # type: ignore[arg-type]
-    return images.to(device, non_blocking=True)
+def _on_device(batch: PictureBatch | Sequence[Any], decode: tuple[int, str, str] | None, device: torch.device
+               ) -> tuple[Tensor, Tensor, list[tuple[str, str]]]:
+    """A loader's batch -> (uint8 pictures on ``device``, their labels there, [(path, error)] of
+    the pictures that could not be read, in the workers or by the device decoder)."""
+    if not isinstance(batch, PictureBatch):  # a plain (images, labels) pair
+        batch = PictureBatch(batch[0], batch[1], [], [])
+    failed = list(batch.failed)
+    labels = batch.labels
+    if isinstance(batch.images, list):
+        if decode is None:
+            raise ValueError("a batch of encoded files needs decode=(size, resize mode, interpolation)")
+        images, bad = decode_batch(batch.images, decode[0], decode[1], device, decode[2],  # type: ignore[arg-type]
+                                   paths=batch.paths)
+        if bad:
+            gone = {i for i, _ in bad}
+            failed += [(batch.paths[i] if batch.paths else f"picture {i}", error) for i, error in bad]
+            labels = labels[[i for i in range(len(labels)) if i not in gone]]
+    else:
+        images = batch.images.to(device, non_blocking=True)
+    return images, labels.to(device, non_blocking=True), failed
 
 
-def _topk_correct(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    k = min(5, logits.shape[1])
-    top = logits.topk(k, dim=1).indices
+def _topk_correct(scores: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    k = min(5, scores.shape[1])
+    top = scores.topk(k, dim=1).indices
     hits = top == labels[:, None]
     return hits[:, 0].sum(), hits.any(dim=1).sum()
 
 
-def train_step(t: Trainer, images: Tensor | list[Tensor], labels: Tensor) -> tuple[Tensor, Tensor, float]:
-    """One optimizer step on a batch: (loss, top-1 and top-5 hit counts, learning rate used)."""
+def train_step(t: Trainer, images: Tensor, labels: Tensor, batch_size: int | None = None
+               ) -> tuple[Tensor, Tensor, float]:
+    """One optimizer step on a uint8 batch: (mean loss over its pictures, [top-1 hits, top-5 hits,
+    pictures], learning rate used).
+
+    The loss that is back-propagated is summed over the pictures and divided by ``batch_size``
+    (default: their number), the batch the loader was asked for: a batch that lost unreadable
+    pictures keeps a full one's scale, every picture weighs the same wherever it landed, and DDP's
+    average over processes stays the single-process gradient with no extra communication. A batch
+    with no readable picture still runs (zero gradient), so every process takes the same steps."""
     lr = t.schedule.apply(t.optimizer, t.step)
-    x = t.augment(_to_device(images, t.decode, t.device), step_generator(t.seed, t.rank, t.step))
+    x = t.augment(images.to(t.device, non_blocking=True), step_generator(t.seed, t.rank, t.step))
     labels = labels.to(t.device, non_blocking=True)
+    n = len(labels)
     with _autocast(t.device, t.amp_dtype):
         logits = t.model(x)
-    loss = t.criterion(logits.float(), labels)
+    if n:
+        loss = t.criterion(logits.float(), labels)
+        objective = loss if batch_size in (None, n) else loss * (n / batch_size)
+    else:  # keeps the graph (and DDP's gradient exchange) whole; contributes nothing
+        loss = objective = logits.float().sum() * 0.0
     t.optimizer.zero_grad(set_to_none=True)
     if t.scaler is not None:
-        t.scaler.scale(loss).backward()
+        t.scaler.scale(objective).backward()
         t.scaler.step(t.optimizer)
         t.scaler.update()
     else:
-        loss.backward()
+        objective.backward()
         t.optimizer.step()
     t.step += 1
     with torch.no_grad():
         top1, top5 = _topk_correct(logits.detach(), labels)
-    return loss.detach(), torch.stack([top1, top5]), lr
+    count = top1.new_full((), n)  # a fill kernel: torch.tensor(n, device=cuda) would wait for the GPU to drain
+    return loss.detach(), torch.stack([top1, top5, count]), lr
 
 
 def _all_reduce(x: Tensor, op: str = "sum") -> Tensor:
@@ -270,59 +309,95 @@ def train_one_epoch(t: Trainer, loader: DataLoader, epoch: int, *, start_batch: 
                     checkpoint: Callable[[int, int], None] | None = None, checkpoint_every: int = 0,
                     progress: bool = True) -> tuple[int, float]:
     """Train from batch ``start_batch`` of ``epoch`` to its end (or to ``max_steps``). Returns
-    (batches of the epoch done, mean training loss over this call's batches, all ranks)."""
+    (batches of the epoch done, mean training loss per picture over this call's batches, all ranks).
+    Unreadable pictures are left out of their batch and recorded in ``t.unreadable``; logged rows
+    carry the run's count of them (``skipped``)."""
     t.model.train()
     bar = tqdm(total=steps_per_epoch, initial=start_batch, desc=f"epoch {epoch}", disable=not progress,
                dynamic_ncols=True, leave=False)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=t.device)
-    done, batches, tick, images_seen = start_batch, 0, time.perf_counter(), 0
+    loss_sum = torch.zeros(2, dtype=torch.float64, device=t.device)  # loss x pictures, pictures
+    done, tick, images_seen = start_batch, time.perf_counter(), 0
     local_batch = loader.batch_size or 1
-    for images, labels in loader:
-        loss, hits, lr = train_step(t, images, labels)
-        loss_sum += loss.double()
-        done, batches, images_seen = done + 1, batches + 1, images_seen + local_batch * t.world_size
+    skipped = t.unreadable.counts if t.unreadable is not None else {"train": 0}
+    for batch in loader:
+        images, labels, failed = _on_device(batch, t.decode, t.device)
+        if failed and t.unreadable is not None:
+            t.unreadable.add("train", failed)
+        loss, hits, lr = train_step(t, images, labels, batch_size=local_batch)
+        count = hits[2].double()
+        loss_sum += torch.stack([loss.double() * count, count])
+        done, images_seen = done + 1, images_seen + local_batch * t.world_size
         bar.update(1)
         last = done == steps_per_epoch or (max_steps is not None and t.step >= max_steps)
         if t.step % log_every == 0 or last:
-            stats = _all_reduce(torch.cat([loss.double()[None], hits.double() * 100 / local_batch]), "mean").tolist()
+            local = torch.cat([(loss.double() * count)[None], hits.double(),
+                               torch.tensor([skipped["train"]], dtype=torch.float64, device=t.device)])
+            total_loss, top1, top5, pictures, total_skipped = _all_reduce(local).tolist()
             elapsed = time.perf_counter() - tick
-            row = {"event": "train", "step": t.step, "epoch": epoch, "loss": stats[0], "lr": lr, "top1": stats[1],
-                   "top5": stats[2], "images_per_s": images_seen / elapsed if elapsed > 0 else None}
+            row = {"event": "train", "step": t.step, "epoch": epoch,
+                   "loss": total_loss / pictures if pictures else None, "lr": lr,
+                   "top1": 100 * top1 / pictures if pictures else None,
+                   "top5": 100 * top5 / pictures if pictures else None,
+                   "images_per_s": images_seen / elapsed if elapsed > 0 else None, "skipped": int(total_skipped)}
             log.log(row)
-            bar.set_postfix(loss=f"{stats[0]:.4f}", lr=f"{lr:.3g}")
+            postfix = {"loss": "-" if row["loss"] is None else f"{row['loss']:.4f}", "lr": f"{lr:.3g}"}
+            if total_skipped:
+                postfix["skipped"] = int(total_skipped)
+            bar.set_postfix(postfix)
             tick, images_seen = time.perf_counter(), 0
         if checkpoint is not None and checkpoint_every and t.step % checkpoint_every == 0 and done < steps_per_epoch:
             checkpoint(epoch, done)
         if max_steps is not None and t.step >= max_steps:
             break
     bar.close()
-    mean_loss = _all_reduce(loss_sum / max(batches, 1), "mean").item()
-    return done, mean_loss
+    total, pictures = _all_reduce(loss_sum).tolist()
+    return done, total / pictures if pictures else math.nan
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, augment: BatchAugment, device: torch.device, *,
              amp_dtype: torch.dtype | None = None, decode: tuple[int, str, str] | None = None,
-             progress: bool = False) -> dict[str, float]:
-    """Centre-crop validation: mean cross-entropy (without label smoothing), top-1 and top-5
-    accuracy (percent), summed over all ranks."""
+             progress: bool = False, protocol: str = "center",
+             unreadable: UnreadableFiles | None = None) -> dict[str, float]:
+    """Validation, summed over all ranks: mean cross-entropy (without label smoothing), top-1 and
+    top-5 accuracy (percent) of the readable pictures, and how many could not be read.
+
+    ``protocol`` ``center``: the centre crop (``augment``'s evaluation input); ``ten``: the
+    paper's test, alexnet_zoo.evaluate's own code (:func:`alexnet_zoo.evaluate.predict`: ten
+    crops, softmax averaged), the loss then being that of the averaged probabilities."""
+    if protocol not in ("center", "ten"):
+        raise ValueError(f"unknown validation protocol {protocol!r}; choose center or ten")
     was_training = model.training
     model.eval()
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top-1 hits, top-5 hits, count
-    for images, labels in tqdm(loader, desc="val", disable=not progress, leave=False, dynamic_ncols=True):
-        x = augment(_to_device(images, decode, device))
-        labels = labels.to(device, non_blocking=True)
-        with _autocast(device, amp_dtype):
-            logits = model(x)
-        top1, top5 = _topk_correct(logits, labels)
-        loss = nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
-        count = torch.tensor(len(labels), device=device, dtype=torch.float64)
-        sums += torch.stack([loss.double(), top1.double(), top5.double(), count])
+    preprocess = None
+    if protocol == "ten":
+        preprocess = ImagePreprocess(dataclasses.replace(augment.p, crop=augment.crop)).to(device)
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, top-1 hits, top-5 hits
+    count = bad = 0  # readable and unreadable pictures (host counters: no copy to the GPU per batch)
+    for batch in tqdm(loader, desc="val", disable=not progress, leave=False, dynamic_ncols=True):
+        images, labels, failed = _on_device(batch, decode, device)
+        if failed and unreadable is not None:
+            unreadable.add("val", failed)
+        if len(labels):
+            with _autocast(device, amp_dtype):
+                if preprocess is not None:
+                    scores = predict(model, [images], "ten", preprocess)  # probabilities
+                else:
+                    scores = model(augment(images))  # logits
+            if preprocess is not None:
+                loss = nn.functional.nll_loss(scores.float().clamp_min(1e-45).log(), labels, reduction="sum")
+            else:
+                loss = nn.functional.cross_entropy(scores.float(), labels, reduction="sum")
+            top1, top5 = _topk_correct(scores, labels)
+            sums += torch.stack([loss.double(), top1.double(), top5.double()])
+        count, bad = count + len(labels), bad + len(failed)
     model.train(was_training)
-    loss, top1, top5, count = _all_reduce(sums).tolist()
+    totals = torch.cat([sums, torch.tensor([count, bad], dtype=torch.float64).to(device)])
+    loss, top1, top5, count, bad = _all_reduce(totals).tolist()
     if count == 0:
-        raise ValueError("the validation set is empty")
-    return {"loss": loss / count, "top1": 100 * top1 / count, "top5": 100 * top5 / count, "count": int(count)}
+        raise ValueError("the validation set is empty" + (f" ({int(bad)} unreadable pictures)" if bad else ""))
+    return {"loss": loss / count, "top1": 100 * top1 / count, "top5": 100 * top5 / count, "count": int(count),
+            "unreadable": int(bad)}
 
 
 # ---- setup ------------------------------------------------------------------------------------------
@@ -338,6 +413,24 @@ def _init_distributed(backend: str) -> tuple[int, int, int]:
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend)
     return rank, world, local_rank
+
+
+def _require_tensorboard() -> None:
+    """--tensorboard without the package fails here, before any data or model is loaded, not at
+    the first logged step of a long run."""
+    try:
+        import torch.utils.tensorboard  # noqa: F401 - imports the tensorboard package
+    except ImportError as err:
+        raise ImportError(f"--tensorboard needs the tensorboard package (pip install tensorboard): {err}") from err
+
+
+def _gather(obj: Any) -> list[Any]:
+    """Every process's ``obj`` (all_gather_object under DDP; [obj] alone)."""
+    if dist.is_available() and dist.is_initialized():
+        out: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
+    return [obj]
 
 
 def _device(name: str, local_rank: int) -> torch.device:
@@ -371,7 +464,8 @@ def _say(rank: int, message: str) -> None:
 # ---- main -------------------------------------------------------------------------------------------
 
 def main(argv: Sequence[str] | argparse.Namespace | None = None) -> dict[str, Any]:
-    """Train; returns a summary (output folder, step, epoch, last validation, final model folder)."""
+    """Train; returns a summary (output folder, step, epoch, last validation, final model folder,
+    last checkpoint, unreadable training pictures skipped)."""
     args = argv if isinstance(argv, argparse.Namespace) else get_args_parser().parse_args(argv)
     rank, world, local_rank = _init_distributed(args.dist_backend)
     try:
@@ -388,7 +482,11 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> di
         raise ValueError("--towers (model parallelism) runs in one process; do not combine it with torchrun")
     if args.log_every < 1 or args.epochs < 1:
         raise ValueError("--log-every and --epochs must be at least 1")
+    if args.tensorboard:
+        _require_tensorboard()
     device = _device(args.device, local_rank)
+    if args.towers:  # the first tower's device takes the batches (pinned memory when it is a GPU)
+        device = torch.device(args.towers.split(",")[0].strip())
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not args.deterministic
         if args.tf32:  # matmuls in TF32 (convolutions already are, by PyTorch's default)
@@ -444,7 +542,7 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> di
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
 
     # resume
-    step = epoch = epoch_step = 0
+    step = epoch = epoch_step = skipped_before = 0
     resumed_from = None
     if args.resume:
         source = out if args.resume == "latest" else Path(args.resume)
@@ -465,6 +563,7 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> di
             if scaler is not None and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
             step, epoch, epoch_step = state["step"], state["epoch"], state["epoch_step"]
+            skipped_before = int(state.get("skipped", 0))
             if rng is not None and state.get("world_size") == world:
                 restore_rng(rng)
             else:
@@ -487,8 +586,11 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> di
                            pca_std=args.pca_std, channels_last=args.channels_last)
     eval_augment = BatchAugment(preprocessing, args.crop_size, train=False, channels_last=args.channels_last)
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    unreadable = UnreadableFiles(out, rank=rank, resume=resumed_from is not None)
+    if rank == 0:
+        unreadable.counts["train"] = skipped_before  # the run's count goes on from the checkpoint's
     t = Trainer(train_model, module, criterion, optimizer, schedule, augment, device, amp_dtype, scaler, decode,
-                args.seed, rank, world, step)
+                args.seed, rank, world, step, unreadable)
 
     log = MetricsLog(out, enabled=rank == 0, resume_step=step if resumed_from else None, tensorboard=args.tensorboard)
     if rank == 0:
@@ -502,9 +604,12 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> di
         os.replace(tmp, out / "run_config.json")
 
     def checkpoint(at_epoch: int, at_batch: int) -> Path:
+        unreadable.sync(_gather)  # failures.txt lists every file skipped up to this checkpoint
+        skipped = _all_reduce(torch.tensor([unreadable.counts["train"]], dtype=torch.float64, device=device))
         state = {"epoch": at_epoch, "epoch_step": at_batch, "optimizer": optimizer.state_dict(),
                  "schedule": schedule.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-                 "world_size": world, "batch_size": args.batch_size, "seed": args.seed}
+                 "world_size": world, "batch_size": args.batch_size, "seed": args.seed,
+                 "skipped": int(skipped.item())}
         return save_training_checkpoint(out, t.step, model_state=_model_state(module), train_state=state, rank=rank,
                                         keep=args.keep_checkpoints, barrier=_barrier)
 
@@ -525,12 +630,14 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> di
         error = None if val_loader is not None else train_loss
         if val_loader is not None and ((epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs):
             val_metrics = evaluate(module, val_loader, eval_augment, device, amp_dtype=amp_dtype, decode=decode,
-                                   progress=progress)
+                                   progress=progress, protocol=args.val_protocol, unreadable=unreadable)
             log.log({"event": "val", "step": t.step, "epoch": epoch, "loss": val_metrics["loss"],
-                     "lr": schedule.lr(max(t.step - 1, 0)), "top1": val_metrics["top1"], "top5": val_metrics["top5"]})
+                     "lr": schedule.lr(max(t.step - 1, 0)), "top1": val_metrics["top1"], "top5": val_metrics["top5"],
+                     "protocol": args.val_protocol, "unreadable": val_metrics["unreadable"]})
             error = 1 - val_metrics["top1"] / 100
             _say(rank, f"epoch {epoch}: train loss {train_loss:.4f}, val loss {val_metrics['loss']:.4f}, "
-                       f"top-1 {val_metrics['top1']:.2f}%, top-5 {val_metrics['top5']:.2f}%")
+                       f"top-1 {val_metrics['top1']:.2f}%, top-5 {val_metrics['top5']:.2f}% ({args.val_protocol})"
+                       + (f", {val_metrics['unreadable']} unreadable" if val_metrics["unreadable"] else ""))
         if error is not None and schedule.epoch_end(error):
             _say(rank, f"epoch {epoch}: the error stopped improving; learning rate divided by 10 "
                        f"({schedule.drops} of {schedule.max_drops})")
@@ -541,6 +648,10 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> di
         if rank == 0:
             plot_metrics(log.rows(), out / "curves.png")
 
+    unreadable.sync(_gather)
+    skipped = _all_reduce(torch.tensor([unreadable.counts["train"]], dtype=torch.float64, device=device)).item()
+    if skipped:
+        _say(rank, f"skipped {int(skipped)} unreadable training pictures; listed in {unreadable.path}")
     final = None
     if rank == 0:
         plot_metrics(log.rows(), out / "curves.png")
@@ -553,13 +664,14 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> di
             if val_metrics is not None:  # read by `alexnet-zoo weights publish` for the model card
                 dataset = str(args.val_dir or (args.data / "val" if args.data else "synthetic validation set"))
                 meta["metrics"] = [{"top1": val_metrics["top1"], "top5": val_metrics["top5"], "dataset": dataset,
-                                    "protocol": f"centre crop {args.crop_size}, after the last epoch",
+                                    "protocol": f"{_PROTOCOL_NAMES[args.val_protocol]} {args.crop_size}, after "
+                                                f"the last epoch",
                                     "source": f"alexnet_zoo.train run {out}"}]
             final = save_pretrained(grouped, out / "final", preprocessing=preprocessing, meta=meta)
     log.close()
     _barrier()
     return {"output_dir": out, "step": t.step, "epoch": epoch, "val": val_metrics, "final": final,
-            "checkpoint": last_checkpoint}
+            "checkpoint": last_checkpoint, "skipped": int(skipped)}
 
 
 if __name__ == "__main__":
