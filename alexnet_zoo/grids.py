@@ -48,5 +48,7 @@ def draw_grid(rows: Sequence[Sequence[Cell]], out: str | os.PathLike | None = No
                 draw.rectangle([x - 2, y - 2, x + size + 1, y + size + 1], outline=(0, 90, 200), width=2)
             draw.text((x + 2, y + size + 1), text[: size // 6], fill=(0, 0, 0), font=font)
     if out is not None:
-        grid.save(Path(out))
+        out = Path(out)
+        # optimize: a smaller PNG for the same pixels (grids of photos end up in docs and reports)
+        grid.save(out, optimize=True) if out.suffix.lower() == ".png" else grid.save(out)
     return grid

@@ -5,6 +5,8 @@ index (IVF + PQ, or HNSW) is chosen from the collection size and a memory budget
 efSearch) until its 1-recall@10 against exact search on held-out queries reaches a target, and
 that measured recall is stored in info.json beside the factory string, metric and the model /
 weights / layer the vectors came from, so a folder built from other vectors is refused on load.
+Where faiss sees a GPU (a faiss-gpu build with ``StandardGpuResources``), exact and IVF indexes are
+trained, filled and searched on it and copied back to the CPU for saving; ``device="cpu"`` opts out.
 This module works on numpy arrays only and does not import torch.
 """
 
@@ -17,6 +19,7 @@ import re
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,10 +28,13 @@ import faiss
 import numpy as np
 
 __all__ = ["CorruptIndex", "IndexMismatch", "InvalidVectors", "RetrievalError", "SearchHit", "VectorIndex",
-           "choose_factory", "exact_knn", "parse_size", "recall_at"]
+           "choose_factory", "exact_knn", "gpu_count", "gpu_supported", "parse_size", "recall_at", "resolve_device"]
 
 Kind = Literal["auto", "exact", "ivfpq", "hnsw"]
 Metric = Literal["cosine", "l2"]
+Device = Literal["auto", "cpu", "gpu"]
+GPU_MAX_K = 2048  # faiss-gpu's k-selection limit (k and nprobe); larger searches run on the CPU copy
+DEDUPE_BLOCK = 16_384  # vectors decoded and searched at a time by duplicates(): bounded memory at any N
 INDEX_FILE, PATHS_FILE, INFO_FILE = "index.faiss", "paths.txt", "info.json"
 FORMAT = "alexnet_zoo.index"
 EXACT_LIMIT = 50_000  # below this many vectors exact search is fast enough (a few ms a query)
@@ -70,6 +76,75 @@ def parse_size(text: str | int) -> int:
         raise ValueError(f"memory size {text!r}: expected a number with an optional unit, e.g. 4GB or 512MiB")
     value, unit, _ = match.groups()
     return int(float(value) * 1024 ** ("kmgt".find(unit) + 1)) if unit else int(float(value))
+
+
+def gpu_count() -> int:
+    """GPUs faiss can use: 0 on faiss-cpu builds (no ``StandardGpuResources``) or without a CUDA device."""
+    if not hasattr(faiss, "StandardGpuResources") or not hasattr(faiss, "get_num_gpus"):
+        return 0
+    try:
+        return int(faiss.get_num_gpus())
+    except RuntimeError:  # a faiss-gpu build on a machine whose CUDA driver is missing or broken
+        return 0
+
+
+def resolve_device(device: str | None = "auto", *, gpus: int | None = None) -> Literal["cpu", "gpu"]:
+    """Where the index works: "auto" (or None) is the GPU when faiss sees one, else the CPU; "gpu" /
+    "cuda[:N]" insists on a GPU and raises :class:`RetrievalError` without one; "cpu" opts out.
+    ``gpus`` overrides the detected count (for tests and callers that already know)."""
+    gpus = gpu_count() if gpus is None else gpus
+    name = "auto" if device is None else str(device).lower()
+    if name == "cpu":
+        return "cpu"
+    if name == "auto":
+        return "gpu" if gpus > 0 else "cpu"
+    if name in ("gpu", "cuda") or name.startswith(("gpu:", "cuda:")):
+        if gpus == 0:
+            raise RetrievalError(f"device={device!r} asked for a GPU, but faiss sees none (a faiss-cpu build, or no "
+                                 "CUDA device); install faiss-gpu or use device='cpu'")
+        return "gpu"
+    raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {device!r}")
+
+
+def gpu_supported(factory: str) -> bool:
+    """Whether faiss-gpu can hold an index of this factory string: flat and IVF (PQ / SQ / flat
+    lists, after an optional PCA) can; HNSW graphs cannot (they stay on the CPU)."""
+    return "HNSW" not in factory
+
+
+_GPU_RESOURCES: Any = None
+
+
+def _gpu_resources() -> Any:
+    """One ``StandardGpuResources`` per process (it holds a scratch allocation of the GPU's memory)."""
+    global _GPU_RESOURCES
+    if _GPU_RESOURCES is None:
+        _GPU_RESOURCES = faiss.StandardGpuResources()
+    return _GPU_RESOURCES
+
+
+def _to_gpu(index: faiss.Index, factory: str) -> faiss.Index | None:
+    """A GPU copy of a CPU index (device 0), or None with a warning when faiss-gpu refuses it (some
+    PQ sizes need float16 lookup tables to fit the GPU's shared memory: tried second)."""
+    error: Exception | None = None
+    for half in (False, True):
+        options = faiss.GpuClonerOptions()
+        options.useFloat16LookupTables = half
+        try:
+            return faiss.index_cpu_to_gpu(_gpu_resources(), 0, index, options)
+        except RuntimeError as err:
+            error = err
+    warnings.warn(f"faiss-gpu cannot hold {factory} ({str(error).splitlines()[0]}); using the CPU", stacklevel=3)
+    return None
+
+
+def _from_gpu(index: faiss.Index) -> faiss.Index:
+    """The CPU copy of a GPU index (what is saved and decoded)."""
+    return faiss.index_gpu_to_cpu(index)
+
+
+def _gpu_parameters() -> Any:
+    return faiss.GpuParameterSpace()
 
 
 def _check(vectors: np.ndarray, dim: int | None, what: str) -> np.ndarray:
@@ -132,20 +207,42 @@ def choose_factory(n: int, dim: int, kind: Kind = "auto", memory: int | None = N
 
 
 class VectorIndex:
-    """A FAISS index with row-aligned paths, stable ids (``paths[id]``) and its info."""
+    """A FAISS index with row-aligned paths, stable ids (``paths[id]``) and its info.
 
-    def __init__(self, index: faiss.Index, paths: list[str], info: dict[str, Any]) -> None:
+    ``index`` is always the CPU index (the one saved); on a GPU device a copy of it made on first
+    use serves searches (``device`` = "auto" | "cpu" | "gpu", see :func:`resolve_device`)."""
+
+    def __init__(self, index: faiss.Index, paths: list[str], info: dict[str, Any], *,
+                 device: Device | str | None = "auto") -> None:
         self.index, self.paths, self.info = index, paths, info
+        self.device = resolve_device(device)
+        self._gpu: faiss.Index | None = None
+        self._gpu_failed = False
+
+    def _searcher(self, k: int = 1) -> faiss.Index:
+        """The index searches go to: the GPU copy where there is one and ``k`` fits its limit."""
+        factory = self.info.get("factory", "")
+        if self.device != "gpu" or not gpu_supported(factory) or k > GPU_MAX_K or self._gpu_failed:
+            return self.index
+        if self._gpu is None:
+            self._gpu = _to_gpu(self.index, factory)
+            self._gpu_failed = self._gpu is None
+            if self._gpu is not None:
+                self._apply(self.info.get("search_params", {}))
+        return self._gpu if self._gpu is not None else self.index
 
     # ---- building ----------------------------------------------------------------------------
 
     @classmethod
     def build(cls, vectors: np.ndarray, paths: list[str], *, kind: Kind = "auto", metric: Metric = "cosine",
               memory: int | str | None = None, meta: dict[str, Any] | None = None, queries: int = 500,
-              train_size: int = 100_000, seed: int = 0, target_recall: float = TARGET_RECALL) -> VectorIndex:
+              train_size: int = 100_000, seed: int = 0, target_recall: float = TARGET_RECALL,
+              device: Device | str | None = "auto") -> VectorIndex:
         """Index ``vectors`` (row i = ``paths[i]``, id i). ``meta``: model / weights / layer /
         preprocessing of the vectors. Approximate kinds are trained on a sample and tuned on
-        ``queries`` held-out rows against exact search."""
+        ``queries`` held-out rows against exact search. On a GPU device (:func:`resolve_device`)
+        exact and IVF kinds are trained and filled there, then copied back to the CPU."""
+        device = resolve_device(device)
         if metric not in ("cosine", "l2"):
             raise ValueError(f"metric must be 'cosine' or 'l2', got {metric!r}")
         x = _check(vectors, None, "vectors")
@@ -160,22 +257,32 @@ class VectorIndex:
         start = time.perf_counter()
         inner = faiss.index_factory(dim, factory, faiss_metric)
         rng = np.random.default_rng(seed)
-        if "IVF" in factory and hasattr(faiss.extract_index_ivf(inner), "do_polysemous_training"):
-            faiss.extract_index_ivf(inner).do_polysemous_training = False  # 3x the training time, unused here
+        if "IVF" in factory:
+            ivf = faiss.downcast_index(faiss.extract_index_ivf(inner))  # IndexIVFPQ, not its IndexIVF base
+            if isinstance(ivf, faiss.IndexIVFPQ):
+                ivf.do_polysemous_training = False  # 2-3x the training time, unused here
+                # faiss's k-means is slow in the few dims of a PQ sub-vector (minutes for PQ32 on 64k
+                # points); 256 codes in 2-8 dims settle with 64 points a code and 10 iterations
+                ivf.pq.cp.max_points_per_centroid, ivf.pq.cp.niter = 64, 10
+        if factory.startswith("HNSW"):
+            faiss.downcast_index(inner).hnsw.efConstruction = 80
+        work = _to_gpu(inner, factory) if device == "gpu" and gpu_supported(factory) else None
         if not inner.is_trained:
             nlist = faiss.extract_index_ivf(inner).nlist if "IVF" in factory else 1
             size = min(n, train_size, max(50 * nlist, 20_000))  # k-means needs ~40 points a centroid, no more
             sample = x[np.sort(rng.choice(n, size, replace=False))]
-            inner.train(sample)
-        if factory.startswith("HNSW"):
-            faiss.downcast_index(inner).hnsw.efConstruction = 80
-        index = faiss.IndexIDMap2(inner)
+            (work if work is not None else inner).train(sample)
+        index = faiss.IndexIDMap2(work if work is not None else inner)
         index.add_with_ids(x, np.arange(n, dtype=np.int64))
+        gpu_index = None
+        if work is not None:  # keep the GPU one for searching, the CPU copy for saving and decoding
+            gpu_index, index = index, _from_gpu(index)
         skip = ("format", "count", "shards", "failures", "inputs", "inputs_sha256", "rank", "slice", "complete")
         info = {"format": FORMAT, **{k: v for k, v in (meta or {}).items() if k not in skip},
                 "factory": factory, "dim": dim, "metric": metric, "count": n}
         info["kind"] = "exact" if factory == "Flat" else ("hnsw" if factory.startswith("HNSW") else "ivfpq")
-        self = cls(index, list(paths), info)
+        self = cls(index, list(paths), info, device=device)
+        self._gpu = gpu_index
         self.info["search_params"] = self._tune(x, rng, queries, target_recall) if factory != "Flat" else {}
         self.info["recall_at_10"] = self._measure(x, rng, queries) if factory != "Flat" else 1.0
         self.info["recall_queries"] = min(queries, n)
@@ -187,19 +294,19 @@ class VectorIndex:
         return int(faiss.serialize_index(self.index).nbytes)
 
     def _apply(self, params: dict[str, int]) -> None:
-        inner = faiss.downcast_index(self.index.index)
-        if "nprobe" in params:
-            faiss.extract_index_ivf(inner).nprobe = params["nprobe"]
-        if "efSearch" in params:
-            inner.hnsw.efSearch = params["efSearch"]
+        """Set nprobe / efSearch on the CPU index and on its GPU copy, through the IDMap / PCA layers."""
+        for name, value in params.items():
+            faiss.ParameterSpace().set_index_parameter(self.index, name, value)
+            if self._gpu is not None:
+                _gpu_parameters().set_index_parameter(self._gpu, name, min(value, GPU_MAX_K))
 
     def _heldout_recall(self, x: np.ndarray, ids: np.ndarray) -> float:
         """1-recall@10 of rows ``ids`` used as queries, their own row excluded from both sides."""
         metric = self.info["metric"]
-        truth_scores, truth = faiss.knn(x[ids], x, min(2, len(x)), metric=faiss.METRIC_INNER_PRODUCT
+        _, truth = faiss.knn(x[ids], x, min(2, len(x)), metric=faiss.METRIC_INNER_PRODUCT
                                         if metric == "cosine" else faiss.METRIC_L2)
         first = np.where(truth[:, 0] == ids, truth[:, -1], truth[:, 0])
-        _, found = self.index.search(x[ids], min(11, len(x)))
+        _, found = self._searcher(11).search(x[ids], min(11, len(x)))
         found = [[f for f in row if f != q][:10] for row, q in zip(found, ids)]
         return recall_at(np.array(found, dtype=object) if found else np.zeros((0, 10)), first)
 
@@ -214,9 +321,12 @@ class VectorIndex:
         else:
             nlist = faiss.extract_index_ivf(faiss.downcast_index(self.index.index)).nlist
             grid = [{"nprobe": p} for p in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if p < nlist] + [{"nprobe": nlist}]
+        # the recall of a fresh sample scatters around the tuning one by ~sqrt(r(1-r)/q): ask for two
+        # standard deviations more, so the stored (and the user's) recall also reaches ``target``
+        need = min(1.0, target + 2 * math.sqrt(target * (1 - target) / max(len(ids), 1)))
         for params in grid:
             self._apply(params)
-            if self._heldout_recall(x, ids) >= target:
+            if self._heldout_recall(x, ids) >= need:
                 return params
         return grid[-1]
 
@@ -241,6 +351,8 @@ class VectorIndex:
             raise InvalidVectors(f"{len(x)} vectors but {len(paths)} paths")
         ids = np.arange(len(self.paths), len(self.paths) + len(x), dtype=np.int64)
         self.index.add_with_ids(x, ids)
+        if self._gpu is not None:
+            self._gpu.add_with_ids(x, ids)
         self.paths += list(paths)
         self.info["count"] = self.count
         return ids
@@ -250,7 +362,7 @@ class VectorIndex:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         q = _prepare(_check(queries, self.dim, "queries"), self.info["metric"])
-        return self.index.search(q, min(k, self.count))
+        return self._searcher(k).search(q, min(k, self.count))
 
     def search(self, queries: np.ndarray, k: int = 10) -> list[list[SearchHit]]:
         """The k nearest (k capped at the index size) of each query, best first, -1 hits dropped."""
@@ -258,34 +370,75 @@ class VectorIndex:
         return [[SearchHit(int(i), self.paths[int(i)], float(s)) for s, i in zip(srow, irow) if i >= 0]
                 for srow, irow in zip(scores, ids)]
 
-    def vectors(self) -> np.ndarray:
-        """The stored vectors (exact for Flat and HNSW, decoded approximations for PQ)."""
-        if self.info["kind"] == "ivfpq":
-            ivf = faiss.extract_index_ivf(faiss.downcast_index(self.index.index))
-            ivf.make_direct_map()
-        return self.index.reconstruct_n(0, self.count) if self.info["kind"] != "ivfpq" else np.stack(
-            [self.index.reconstruct(i) for i in range(self.count)])
+    def _decode(self, lo: int, hi: int) -> np.ndarray:
+        """Stored vectors of ids ``lo..hi-1`` in one call (exact for Flat and HNSW, decoded
+        approximations for PQ). Ids are row numbers, so the inner index's positions are the ids
+        and its ``reconstruct_n`` applies (IVF: one pass over the lists, no direct map; PCA undone)."""
+        if hi <= lo:
+            return np.zeros((0, self.dim), np.float32)
+        return faiss.downcast_index(self.index.index).reconstruct_n(lo, hi - lo)
 
-    def duplicates(self, threshold: float = 0.95, k: int = 10) -> list[tuple[int, int, float]]:
-        """Pairs (i, j, cosine) with i < j and cosine >= ``threshold``, most similar first. Exact
-        indexes use a range search (every pair); approximate ones the k nearest of each vector."""
+    def vectors(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """The stored vectors of ids ``start..stop-1`` (all by default), see :meth:`_decode`."""
+        stop = self.count if stop is None else min(stop, self.count)
+        return self._decode(start, stop)
+
+    def duplicates(self, threshold: float = 0.95, k: int = 10, *, block: int = DEDUPE_BLOCK
+                   ) -> list[tuple[int, int, float]]:
+        """Pairs (i, j, cosine) with i < j and cosine >= ``threshold``, most similar first.
+
+        The stored vectors are decoded ``block`` at a time and searched against the index, so memory
+        stays bounded and a million vectors take minutes. Exact and IVF indexes use a range search
+        (every pair above the threshold that the probed lists hold); HNSW the ``k`` nearest of each
+        vector. For PQ the scores are cosines of the decoded vectors (not unit length: PQ shrinks
+        them), the same both ways round; zero vectors have no cosine and pair with nothing."""
         if self.info["metric"] != "cosine":
             raise RetrievalError(f"near-duplicates need a cosine index; this one is {self.info['metric']}")
-        x = self.vectors()
-        pairs: dict[tuple[int, int], float] = {}
-        if self.info["kind"] == "exact":
-            lims, scores, ids = self.index.range_search(x, threshold)
-            for q in range(len(x)):
-                for s, j in zip(scores[lims[q]:lims[q + 1]], ids[lims[q]:lims[q + 1]]):
-                    if q != j and s >= threshold:
-                        pairs[(min(q, int(j)), max(q, int(j)))] = float(s)
-        else:
-            scores, ids = self.index.search(x, min(k + 1, self.count))
-            for q, (srow, irow) in enumerate(zip(scores, ids)):
-                for s, j in zip(srow, irow):
-                    if j >= 0 and j != q and s >= threshold:
-                        pairs[(min(q, int(j)), max(q, int(j)))] = float(s)
-        return sorted(((i, j, s) for (i, j), s in pairs.items()), key=lambda p: (-p[2], p[0], p[1]))
+        if not 0 < threshold <= 1:
+            raise ValueError(f"threshold must be a cosine in (0, 1], got {threshold}")
+        if k < 1 or block < 1:
+            raise ValueError(f"k and block must be at least 1, got k={k}, block={block}")
+        starts = range(0, self.count, block)
+        norms: np.ndarray | None = None  # None: exact and HNSW hold the unit vectors themselves
+        if self.info["kind"] == "ivfpq":  # one decoding pass for the norms the scores are divided by
+            norms = np.concatenate([np.linalg.norm(self._decode(lo, min(lo + block, self.count)), axis=1)
+                                    for lo in starts]) if self.count else np.zeros(0, np.float32)
+        smallest = 1.0 if norms is None else float(norms[norms > 1e-6].min(initial=1.0))
+        firsts, seconds, scores = [], [], []
+        for lo in starts:
+            x = self._decode(lo, min(lo + block, self.count))
+            rows = np.arange(lo, lo + len(x), dtype=np.int64)
+            if self.info["kind"] != "hnsw":
+                # a pair qualifies when ip >= threshold * |x_i| * |x_j|; faiss keeps ip > radius, so
+                # the radius is that bound at the smallest norms, stepped just below, then filtered
+                n_block = np.linalg.norm(x, axis=1) if norms is None else norms[lo:lo + len(x)]
+                live = n_block[n_block > 1e-6]
+                if not live.size:
+                    continue
+                radius = np.nextafter(np.float32(threshold * live.min() * smallest), np.float32(-2))
+                lims, s, ids = self.index.range_search(x, float(radius))
+                rows = np.repeat(rows, np.diff(lims).astype(np.int64))
+            else:
+                s, ids = self._searcher(k + 1).search(x, min(k + 1, self.count))
+                rows, s, ids = np.repeat(rows, ids.shape[1]), s.ravel(), ids.ravel()
+            keep = (ids >= 0) & (ids != rows)
+            rows, s, ids = rows[keep], s[keep].astype(np.float64), ids[keep]
+            if norms is not None:
+                s = s / np.maximum(norms[rows] * norms[ids], 1e-12) * (norms[rows] > 1e-6) * (norms[ids] > 1e-6)
+            keep = s >= threshold
+            firsts.append(np.minimum(rows[keep], ids[keep]))
+            seconds.append(np.maximum(rows[keep], ids[keep]))
+            scores.append(s[keep])
+        if not firsts:
+            return []
+        a, b, s = np.concatenate(firsts), np.concatenate(seconds), np.concatenate(scores)
+        order = np.lexsort((-s, b, a))  # by pair, the better score of the two directions first
+        a, b, s = a[order], b[order], s[order]
+        first = np.ones(len(a), bool)
+        first[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+        a, b, s = a[first], b[first], s[first]
+        order = np.lexsort((b, a, -s))
+        return [(int(i), int(j), float(v)) for i, j, v in zip(a[order], b[order], s[order])]
 
     # ---- folders -----------------------------------------------------------------------------
 
@@ -311,9 +464,11 @@ class VectorIndex:
         return folder
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, *, mmap: bool = False, **expected: Any) -> VectorIndex:
+    def load(cls, folder: str | os.PathLike, *, mmap: bool = False, device: Device | str | None = "auto",
+             **expected: Any) -> VectorIndex:
         """Read an index folder. ``expected`` (model=, weights=, layer=, pool=, dim=) must match
-        info.json; a missing, unreadable or inconsistent file raises :class:`CorruptIndex`."""
+        info.json; a missing, unreadable or inconsistent file raises :class:`CorruptIndex`.
+        ``device``: where searches run (:func:`resolve_device`; the GPU copy is made on first use)."""
         folder = Path(folder)
         files = {name: folder / name for name in (INDEX_FILE, PATHS_FILE, INFO_FILE)}
         missing = [name for name, p in files.items() if not p.is_file()]
@@ -339,6 +494,6 @@ class VectorIndex:
         if not (index.ntotal == len(paths) == info.get("count")) or index.d != info.get("dim"):
             raise CorruptIndex(f"{folder}: {index.ntotal} vectors of dim {index.d}, {len(paths)} paths, info.json "
                                f"says {info.get('count')} of dim {info.get('dim')}")
-        self = cls(index, paths, info)
+        self = cls(index, paths, info, device=device)
         self._apply(info.get("search_params", {}))
         return self

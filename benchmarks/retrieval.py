@@ -1,8 +1,16 @@
 """Index kinds against exact search: build time, bytes per vector, queries/s and 1-recall@10.
 
-The vectors are a Gaussian mixture with a low intrinsic dimension (clusters in a 16-d subspace
-embedded in ``--dim`` dimensions, plus small noise), closer to image features than uniform noise.
-Usage: ``PYTHONPATH=. python benchmarks/retrieval.py --n 1000000 --dim 64 --kinds exact ivfpq hnsw``
+The vectors imitate image features rather than uniform noise: a Gaussian mixture whose clusters
+live in a ``--intrinsic``-d subspace of ``--dim`` dimensions (image descriptors have an intrinsic
+dimension of a few tens), with heavy-tailed cluster sizes (Zipf-like: a few big classes, many
+small ones), cluster spreads that differ, small isotropic noise, and ``--duplicates`` of the rows
+being slightly perturbed copies of others (the resized / recompressed copies real collections hold).
+Queries come from the same distribution but are held out of the index. Search speed is the median
+of ``--rounds`` rounds, interleaved between the kinds so a busy moment of the machine hits them all.
+Extraction speed has its own script: ``benchmarks/extraction_throughput.py``.
+
+    PYTHONPATH=. python benchmarks/retrieval.py --n 1000000 --dim 64 --kinds exact ivfpq hnsw --dedupe 0.99 \
+        --json out.json
 """
 
 from __future__ import annotations
@@ -11,60 +19,142 @@ import argparse
 import json
 import os
 import platform
+import statistics
+import sys
 import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
 
 from alexnet_zoo.index import VectorIndex, exact_knn, recall_at
+from alexnet_zoo.paths import atomic_write
 
 __all__ = ["main", "mixture"]
 
 
-def mixture(n: int, dim: int, *, clusters: int = 1000, intrinsic: int = 16, seed: int = 0) -> np.ndarray:
+def mixture(n: int, dim: int, *, clusters: int = 1000, intrinsic: int = 16, zipf: float = 0.7,
+            duplicates: float = 0.02, noise: float = 0.2, seed: int = 0) -> np.ndarray:
+    """``n`` clustered float32 vectors of ``dim`` (see the module docstring), made in chunks so a
+    few million rows need no more memory than the result."""
     rng = np.random.default_rng(seed)
     basis = rng.normal(size=(intrinsic, dim)).astype(np.float32)
     centres = rng.normal(size=(clusters, intrinsic)).astype(np.float32) * 2
+    weights = 1.0 / np.arange(1, clusters + 1) ** zipf
+    weights /= weights.sum()
+    spread = rng.uniform(0.5, 1.5, clusters).astype(np.float32)
     out = np.empty((n, dim), np.float32)
     for lo in range(0, n, 100_000):
         m = min(100_000, n - lo)
-        latent = centres[rng.integers(0, clusters, m)] + rng.normal(size=(m, intrinsic)).astype(np.float32)
-        out[lo:lo + m] = latent @ basis + 0.2 * rng.normal(size=(m, dim)).astype(np.float32)
+        c = rng.choice(clusters, m, p=weights)
+        latent = centres[c] + spread[c, None] * rng.normal(size=(m, intrinsic)).astype(np.float32)
+        rows = latent @ basis + noise * rng.normal(size=(m, dim)).astype(np.float32)
+        copies = np.flatnonzero(rng.random(m) < duplicates)
+        rows[copies] = rows[rng.integers(0, m, copies.size)] + 0.02 * rng.normal(size=(copies.size, dim))
+        out[lo:lo + m] = rows
     return out
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def environment() -> dict[str, Any]:
+    """What the timings depend on."""
+    env: dict[str, Any] = {"python": platform.python_version(), "faiss": faiss.__version__, "numpy": np.__version__,
+                           "platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
+                           "cpu_count": os.cpu_count(), "faiss_threads": faiss.omp_get_max_threads(),
+                           "gpus": faiss.get_num_gpus()}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            env["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        env["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        pass
+    return env
+
+
+def _queries_per_second(index: VectorIndex, q: np.ndarray, min_seconds: float = 0.5) -> float:
+    """Whole query batches until ``min_seconds`` have passed (fast kinds need several)."""
+    done, start = 0, time.perf_counter()
+    while True:
+        index.search_arrays(q, 10)
+        done += len(q)
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return done / elapsed
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--intrinsic", type=int, default=16)
+    parser.add_argument("--clusters", type=int, default=1000)
+    parser.add_argument("--duplicates", type=float, default=0.02, help="share of rows that are perturbed copies")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--kinds", nargs="+", default=["exact", "ivfpq", "hnsw"])
+    parser.add_argument("--train-size", type=int, default=100_000, help="most rows IVF / PQ training sees")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved search rounds; the median is reported")
+    parser.add_argument("--dedupe", type=float, default=None, metavar="THRESHOLD",
+                        help="also time duplicates(THRESHOLD) over the whole index (approximate kinds)")
+    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    x = mixture(args.n + args.queries, args.dim)
+
+    started = datetime.now(timezone.utc)
+    x = mixture(args.n + args.queries, args.dim, clusters=args.clusters, intrinsic=args.intrinsic,
+                duplicates=args.duplicates)
     db, q = x[:args.n], x[args.n:]  # queries are held out: not in the index
     paths = [str(i) for i in range(args.n)]
     _, truth = exact_knn(db, q, 1)
-    rows = []
+    indexes, rows = {}, []
     for kind in args.kinds:
         start = time.perf_counter()
-        index = VectorIndex.build(db, paths, kind=kind, queries=500)
+        index = VectorIndex.build(db, paths, kind=kind, queries=500, train_size=args.train_size)
         build = time.perf_counter() - start
-        index.search_arrays(q[:10], 10)  # warm up
-        start = time.perf_counter()
-        _, ids = index.search_arrays(q, 10)
-        qps = len(q) / (time.perf_counter() - start)
+        _, ids = index.search_arrays(q, 10)  # also the warm-up
+        indexes[kind] = index
         rows.append({"kind": kind, "factory": index.info["factory"], "params": index.info["search_params"],
                      "build_s": round(build, 1), "bytes_per_vector": index.info["bytes_per_vector"],
-                     "queries_per_s": round(qps), "recall_at_10": recall_at(ids, truth[:, 0])})
-        print(json.dumps(rows[-1]), flush=True)
+                     "recall_at_10": recall_at(ids, truth[:, 0]),
+                     "stored_recall_at_10": index.info["recall_at_10"], "qps_rounds": []})
+        if args.dedupe is not None and kind != "exact":  # exact: a range search over all N^2 pairs
+            start = time.perf_counter()
+            pairs = index.duplicates(args.dedupe)
+            rows[-1].update(dedupe_s=round(time.perf_counter() - start, 1), dedupe_pairs=len(pairs))
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "qps_rounds"}), flush=True)
+    for _ in range(args.rounds):
+        for row in rows:
+            row["qps_rounds"].append(round(_queries_per_second(indexes[row["kind"]], q)))
+    for row in rows:
+        row["queries_per_s"] = round(statistics.median(row["qps_rounds"]))
     exact = next((r for r in rows if r["kind"] == "exact"), None)
-    print(f"# {args.n} x {args.dim}, {len(q)} held-out queries, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
+    for row in rows:
+        row["speedup_vs_exact"] = round(row["queries_per_s"] / exact["queries_per_s"], 1) if exact else None
+    env = environment()
+    report = {"command": " ".join([os.path.basename(sys.executable), *sys.argv]) if argv is None else argv,
+              "started_utc": started.isoformat(timespec="seconds"),
+              "seconds": round((datetime.now(timezone.utc) - started).total_seconds()),
+              "environment": env, "data": {"n": args.n, "dim": args.dim, "intrinsic": args.intrinsic,
+                                           "clusters": args.clusters, "duplicates": args.duplicates,
+                                           "queries": len(q), "metric": "cosine"}, "dedupe_threshold": args.dedupe,
+              "results": rows}
+    print(f"# {args.n} x {args.dim}, {len(q)} held-out queries, {env['cpu']}, {env['cpu_count']} cores, "
+          f"faiss {faiss.__version__}, {env['faiss_threads']} threads, load {env.get('load_average')}")
+    extra = (f" dedupe >= {args.dedupe} |", "---|") if args.dedupe is not None else ("", "")
+    print(f"| kind | factory (tuned) | build s | bytes/vector | queries/s (vs exact) | 1-recall@10 |{extra[0]}")
+    print(f"|---|---|---|---|---|---|{extra[1]}")
     for r in rows:
-        speed = f"{r['queries_per_s'] / exact['queries_per_s']:.1f}x" if exact else "-"
-        print(f"| {r['kind']} | {r['factory']} {r['params']} | {r['build_s']} | {r['bytes_per_vector']} | "
-              f"{r['queries_per_s']} ({speed}) | {r['recall_at_10']:.3f} |")
-    return rows
+        params = ", ".join(f"{k} {v}" for k, v in r["params"].items())
+        speed = f"{r['speedup_vs_exact']}x" if exact else "-"
+        dedupe = f" {r['dedupe_s']} s, {r['dedupe_pairs']} pairs |" if "dedupe_s" in r else (
+            " - |" if args.dedupe is not None else "")
+        print(f"| {r['kind']} | {r['factory']}{', ' + params if params else ''} | {r['build_s']} | "
+              f"{r['bytes_per_vector']} | {r['queries_per_s']} ({speed}) | {r['recall_at_10']:.3f} |{dedupe}")
+    if args.json:
+        atomic_write(args.json, lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
+    return report
 
 
 if __name__ == "__main__":

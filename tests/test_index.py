@@ -1,5 +1,7 @@
 """The FAISS index folder: exact and approximate kinds against the exact oracle, ids, save/load,
-typed errors, and the extract / index CLI end to end on real CC0 pictures (random weights)."""
+near-duplicates in blocks against brute force, the CPU / GPU choice (GPU path with a CPU stand-in),
+typed errors, and the extract / index CLI end to end on real CC0 pictures (random weights), an
+interrupted `extract` resumed included."""
 
 from __future__ import annotations
 
@@ -7,17 +9,32 @@ import ast
 import json
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_features import REAL, generated, variants
 
+import alexnet_zoo.index as index_module
 from alexnet_zoo import alexnet
 from alexnet_zoo.cli import main
+from alexnet_zoo.extraction import read_manifest
 from alexnet_zoo.features import FeatureExtractor
-from alexnet_zoo.index import (CorruptIndex, IndexMismatch, InvalidVectors, VectorIndex, choose_factory, exact_knn,
-                               parse_size)
-from test_features import REAL, generated, variants
+from alexnet_zoo.index import (
+    GPU_MAX_K,
+    CorruptIndex,
+    IndexMismatch,
+    InvalidVectors,
+    RetrievalError,
+    VectorIndex,
+    choose_factory,
+    exact_knn,
+    gpu_count,
+    gpu_supported,
+    parse_size,
+    resolve_device,
+)
 
 
 def mixture(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
@@ -73,6 +90,100 @@ def test_choose_factory_by_size_and_memory():
     assert choose_factory(1_000_000, 64, memory=parse_size("4GB")) == "HNSW32,Flat"
     assert choose_factory(10_000_000, 64, memory=parse_size("1GB")).endswith("PQ32")
     assert parse_size("512MiB") == 512 * 2 ** 20
+
+
+def with_duplicates(n: int = 3000, dim: int = 32, seed: int = 1) -> tuple[np.ndarray, set[tuple[int, int]]]:
+    """Clustered vectors whose closest natural pairs stay below cosine 0.99, with 20 planted
+    near-copies (cosine > 0.999, other lengths) and one vector copied twice: 23 pairs above 0.995."""
+    rng = np.random.default_rng(seed)
+    basis, centres = rng.normal(size=(12, dim)), rng.normal(size=(40, 12)) * 2
+    x = (centres[rng.integers(0, 40, n)] + rng.normal(size=(n, 12))) @ basis + 0.5 * rng.normal(size=(n, dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    rows = [int(r) for r in rng.choice(n, 43, replace=False)]
+    copies = list(zip(rows[:20], rows[20:40])) + [(rows[40], rows[41]), (rows[40], rows[42])]
+    for src, dst in copies:
+        x[dst] = x[src] * rng.uniform(0.5, 2) + 0.01 / np.sqrt(dim) * rng.normal(size=dim)
+    planted = {(min(a, b), max(a, b)) for a, b in copies + [(rows[41], rows[42])]}
+    return x.astype(np.float32), planted
+
+
+def brute_force_pairs(x: np.ndarray, threshold: float) -> dict[tuple[int, int], float]:
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    g = u @ u.T
+    i, j = np.nonzero(np.triu(g >= threshold, 1))
+    return {(int(a), int(b)): float(g[a, b]) for a, b in zip(i, j)}
+
+
+@pytest.mark.parametrize("kind", ["exact", "ivfpq", "hnsw"])
+def test_duplicates_in_blocks_equal_brute_force(kind):
+    x, planted = with_duplicates()
+    truth = brute_force_pairs(x, 0.995)
+    assert set(truth) == planted and len(truth) >= 20  # the data has the gap the test relies on
+    index = VectorIndex.build(x, [str(i) for i in range(len(x))], kind=kind, queries=200)
+    pairs = index.duplicates(0.995, block=700)  # five blocks, the last one short
+    assert all(i < j for i, j, _ in pairs) and [s for *_, s in pairs] == sorted((s for *_, s in pairs), reverse=True)
+    assert index.duplicates(0.995) == pairs  # one block or many: the same answer
+    if kind == "ivfpq":
+        # PQ moves cosines by ~0.005, so the reference is brute force over the decoded vectors, with
+        # every list probed; the tuned nprobe finds a subset, which still holds the planted copies
+        tuned = {(i, j) for i, j, _ in pairs}
+        index._apply({"nprobe": faiss.extract_index_ivf(faiss.downcast_index(index.index.index)).nlist})
+        pairs = index.duplicates(0.995, block=700)
+        truth = brute_force_pairs(index.vectors().astype(np.float64), 0.995)
+        assert tuned <= set(truth) and len(tuned & planted) >= 20
+    assert {(i, j) for i, j, _ in pairs} == set(truth)
+    for i, j, s in pairs:
+        assert s == pytest.approx(truth[(i, j)], abs=1e-5)
+    np.testing.assert_allclose(index.vectors(10, 20), index.vectors()[10:20])
+    if kind != "ivfpq":
+        np.testing.assert_allclose(index.vectors(), x / np.linalg.norm(x, axis=1, keepdims=True), atol=1e-6)
+
+
+def test_device_choice_on_a_machine_without_gpu():
+    assert resolve_device("auto", gpus=0) == resolve_device(None, gpus=0) == "cpu"
+    assert resolve_device("auto", gpus=2) == resolve_device("cuda:1", gpus=1) == "gpu"
+    assert resolve_device("cpu", gpus=4) == "cpu"
+    with pytest.raises(RetrievalError, match="faiss sees none"):
+        resolve_device("gpu", gpus=0)
+    with pytest.raises(ValueError, match="'auto', 'cpu' or 'gpu'"):
+        resolve_device("tpu", gpus=1)
+    assert gpu_supported("Flat") and gpu_supported("PCAR128,IVF1000,PQ32") and not gpu_supported("HNSW32,Flat")
+    if gpu_count() > 0:
+        pytest.skip("this machine has a GPU faiss can use; the CPU-only checks below do not apply")
+    x = mixture(500)
+    index = VectorIndex.build(x, [str(i) for i in range(500)], kind="exact")
+    assert index.device == "cpu" and index._searcher(10) is index.index and index._gpu is None
+    with pytest.raises(RetrievalError, match="faiss sees none"):
+        VectorIndex.build(x, [str(i) for i in range(500)], device="gpu")
+
+
+def test_gpu_code_path_with_a_cpu_stand_in(monkeypatch, tmp_path):
+    """faiss-gpu cannot run here: a CPU clone stands in for the GPU copy, so the orchestration
+    (train and fill on the device, copy back, tuned parameters on both, search on the copy, save
+    the CPU one) is exercised; the faiss-gpu calls themselves are one line each."""
+    moved = []
+    monkeypatch.setattr(index_module, "gpu_count", lambda: 1)
+    monkeypatch.setattr(index_module, "_to_gpu", lambda index, factory: moved.append(factory) or faiss.clone_index(index))
+    monkeypatch.setattr(index_module, "_from_gpu", faiss.clone_index)
+    monkeypatch.setattr(index_module, "_gpu_parameters", faiss.ParameterSpace)
+    x = mixture(6000)
+    paths = [str(i) for i in range(len(x))]
+    cpu = VectorIndex.build(x, paths, kind="ivfpq", queries=200, device="cpu")
+    gpu = VectorIndex.build(x, paths, kind="ivfpq", queries=200)  # auto: the (stand-in) GPU
+    assert gpu.device == "gpu" and moved == [gpu.info["factory"]] and gpu._gpu is not None
+    assert gpu._searcher(10) is gpu._gpu and gpu._searcher(GPU_MAX_K + 1) is gpu.index
+    nprobe = gpu.info["search_params"]["nprobe"]
+    assert faiss.extract_index_ivf(faiss.downcast_index(gpu._gpu.index)).nprobe == nprobe
+    assert gpu.info["search_params"] == cpu.info["search_params"]
+    np.testing.assert_array_equal(gpu.search_arrays(x[:50], 10)[1], cpu.search_arrays(x[:50], 10)[1])
+    gpu.add(x[:5], list("abcde"))
+    assert gpu._gpu.ntotal == gpu.index.ntotal == 6005 and {h.path for h in gpu.search(x[3], 2)[0]} == {"3", "d"}
+    gpu.save(tmp_path / "ix")
+    loaded = VectorIndex.load(tmp_path / "ix", device="gpu")
+    assert loaded._gpu is None and loaded._searcher(10) is loaded._gpu and len(moved) == 2  # copied on first use
+    np.testing.assert_array_equal(loaded.search_arrays(x[:50], 10)[1], gpu.search_arrays(x[:50], 10)[1])
+    hnsw = VectorIndex.build(x[:3000], paths[:3000], kind="hnsw", queries=100)
+    assert hnsw.device == "gpu" and hnsw._searcher(10) is hnsw.index and len(moved) == 2  # HNSW stays on the CPU
 
 
 def test_duplicates_and_typed_errors(tmp_path):
@@ -143,6 +254,9 @@ def test_cli_extract_build_query_dedupe(weights, tmp_path, capsys):
     info = json.loads((tmp_path / "ix" / "info.json").read_text())
     assert info["count"] == 6 and info["layer"] == "pool5" and info["weights"] == str(weights)
     assert info["preprocessing"]["crop"] == 227 and info["recall_at_10"] == 1.0
+    info_paths = (tmp_path / "ix" / "paths.txt").read_text().splitlines()
+    gpu_build = main(["index", "build", str(tmp_path / "feat"), "--out", str(tmp_path / "ix-gpu"), "--device", "gpu"])
+    assert gpu_build == (0 if gpu_count() > 0 else 2)  # no GPU: a clear error, not a silent CPU build
     capsys.readouterr()
     query = variants(REAL[2], tmp_path / "q")["cropped"]
     assert main(["index", "query", str(tmp_path / "ix"), str(query), str(REAL[1]), "-k", "20", "--json",
@@ -150,6 +264,9 @@ def test_cli_extract_build_query_dedupe(weights, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert [o["query"] for o in out] == [str(query), str(REAL[1])]
     assert len(out[0]["results"]) == 6 and set(out[0]["results"][0]) == {"path", "id", "score"}
+    assert all(set(o) == {"query", "results"} and isinstance(o["query"], str) for o in out)
+    assert all(isinstance(r["path"], str) and isinstance(r["id"], int) and isinstance(r["score"], float)
+               and r["path"] == info_paths[r["id"]] for o in out for r in o["results"])
     assert Path(out[0]["results"][0]["path"]).name == REAL[2].name
     scores = [r["score"] for r in out[1]["results"]]
     assert scores == sorted(scores, reverse=True)
@@ -166,3 +283,45 @@ def test_cli_extract_build_query_dedupe(weights, tmp_path, capsys):
     save_pretrained(alexnet(), other)
     assert main(["index", "query", str(tmp_path / "ix"), str(query), "--pretrained", str(other)]) == 2
     assert "weights" in capsys.readouterr().err
+
+
+def test_cli_extract_interrupted_then_rerun_resumes(weights, tmp_path, monkeypatch):
+    """Ctrl-C in the middle of a shard, then the same command again: the shards, paths and
+    manifest equal those of a run that was never stopped."""
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for p in REAL:
+        (images / p.name).write_bytes(p.read_bytes())
+    generated(images, n=4)
+    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    command = ["extract", str(images), "--pretrained", str(weights), "--layer", "conv5", "--workers", "0",
+               "--quiet", "--shard-size", "3", "--batch-size", "2"]
+    assert main(command + ["--out", str(tmp_path / "full")]) == 0
+
+    calls = {"n": 0}
+    embed = FeatureExtractor.embed_batch
+
+    def interrupted(self: FeatureExtractor, batch: torch.Tensor) -> np.ndarray:
+        calls["n"] += 1
+        if calls["n"] == 5:  # 1: the blank image sizing the vectors; 2-3: shard 0; 4-5: shard 1
+            raise KeyboardInterrupt
+        return embed(self, batch)
+
+    monkeypatch.setattr(FeatureExtractor, "embed_batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(command + ["--out", str(tmp_path / "part")])
+    stopped = read_manifest(tmp_path / "part")
+    assert len(stopped["shards"]) == 1 and not stopped["complete"]
+    monkeypatch.setattr(FeatureExtractor, "embed_batch", embed)
+    assert main(command + ["--out", str(tmp_path / "part")]) == 0
+
+    full, part = read_manifest(tmp_path / "full"), read_manifest(tmp_path / "part")
+    assert part == full and part["complete"] and part["count"] == 7 and len(part["failures"]) == 1
+    names = sorted(p.name for p in (tmp_path / "full").iterdir())
+    assert sorted(p.name for p in (tmp_path / "part").iterdir()) == names  # no temporary files left
+    for name in names:
+        a, b = tmp_path / "full" / name, tmp_path / "part" / name
+        if name.endswith(".npy"):
+            np.testing.assert_array_equal(np.load(a), np.load(b))
+        else:
+            assert a.read_bytes() == b.read_bytes()
