@@ -16,9 +16,7 @@ what the predictions file shows.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import functools
 import math
 import os
 import time
@@ -28,11 +26,12 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from alexnet_zoo.categories import imagenet_categories
 from alexnet_zoo.datasets import ImageDataset, collate
+from alexnet_zoo.loading import LoaderMode, iterate_batches
+from alexnet_zoo.precision import autocast
 from alexnet_zoo.transforms import ImagePreprocess, Preprocessing
 
 __all__ = ["Accuracy", "EvalResult", "PROTOCOLS", "average_softmax", "center_crop", "dataset_for", "dense_probs",
@@ -244,17 +243,6 @@ def _device(device: torch.device | str | None) -> torch.device:
     return torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """``auto``: float16 autocast on CUDA, float32 elsewhere; ``bf16`` / ``fp16``: autocast; ``fp32``: none."""
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(f"unknown precision {precision!r}; choose from auto, fp32, bf16, fp16")
-    if precision == "auto":
-        precision = "fp16" if device.type == "cuda" else "fp32"
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
 def _prepare(model: nn.Module, protocol: str, device: torch.device,
              preprocessing: Preprocessing | None) -> tuple[nn.Module, ImagePreprocess, nn.Module | None]:
     preprocessing = preprocessing or getattr(model, "preprocessing", None)
@@ -275,26 +263,20 @@ def dataset_for(samples: Sequence[tuple[str, int]], model: nn.Module, protocol: 
     return ImageDataset(samples, preprocessing, image_sizes(protocol, preprocessing, scales))
 
 
-def _lower_priority(niceness: int, worker_id: int) -> None:
-    os.nice(niceness)
-
-
 def evaluate(model: nn.Module, dataset: ImageDataset, protocol: str = "center", *, batch_size: int = 32,
              workers: int = 0, device: torch.device | str | None = None, precision: str = "auto", flip: bool = True,
              preprocessing: Preprocessing | None = None, keep_predictions: bool = True, worker_niceness: int = 10,
-             progress: bool = True) -> EvalResult:
+             loader: LoaderMode = "auto", progress: bool = True) -> EvalResult:
     """Top-1 / top-5 accuracy of ``model`` on ``dataset`` under ``protocol`` (see :func:`dataset_for`).
 
     ``workers`` DataLoader processes decode while the model computes (on CUDA with pinned memory
     and channels-last, under float16 autocast unless ``precision`` says otherwise); ``flip`` (dense
     only) adds the mirrored image. The model is moved to ``device`` and put in eval mode.
 
-    Workers run ``worker_niceness`` (0-19) steps below the model in CPU priority: where cores are
-    scarce they mostly take the time the model leaves and seldom preempt its threads (a preempted
-    thread stalls every other thread of a parallel layer at its barrier); when the model waits for
-    data, the workers have the CPU to themselves."""
-    if not 0 <= worker_niceness <= 19:
-        raise ValueError(f"worker_niceness must be 0 (the model's priority) to 19 (the lowest), got {worker_niceness}")
+    ``loader`` (:mod:`alexnet_zoo.loading`): ``processes`` decode beside the model, ``threads``
+    decode each batch between forward passes; ``auto`` takes threads when the model's CPU threads
+    cover every core. Worker processes run ``worker_niceness`` (0-19) steps below the model in CPU
+    priority, so they mostly take the time the model leaves."""
     device = _device(device)
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
@@ -302,17 +284,17 @@ def evaluate(model: nn.Module, dataset: ImageDataset, protocol: str = "center", 
     if protocol != "dense" and dataset.sizes != (preprocess.preprocessing.resize,):
         raise ValueError(f"the {protocol!r} protocol needs the {preprocess.preprocessing.resize}x"
                          f"{preprocess.preprocessing.resize} images, the dataset gives sides {dataset.sizes}")
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
-                        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
-                        worker_init_fn=functools.partial(_lower_priority, worker_niceness) if worker_niceness else None)
+    order = [range(i, min(i + batch_size, len(dataset))) for i in range(0, len(dataset), batch_size)]
+    batches = iterate_batches(dataset, order, collate, workers=workers, mode=loader, device=device,
+                              worker_niceness=worker_niceness)
     accuracy: Accuracy | None = None
     failed: list[tuple[str, str]] = []
     kept: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
     bar = tqdm(total=len(dataset), unit="img", desc=f"{protocol} {'/'.join(map(str, dataset.sizes))}",
                disable=not progress, dynamic_ncols=True)
     start = time.perf_counter()
-    with torch.inference_mode(), _autocast(device, precision), bar:
-        for batch in loader:
+    with torch.inference_mode(), autocast(device, precision), bar:
+        for batch in batches:
             failed += [(dataset.samples[i][0], error) for i, error in batch.failed]
             if len(batch):
                 images = [x.to(device, non_blocking=True) for x in batch.images]
@@ -362,7 +344,7 @@ def model_throughput(model: nn.Module, protocol: str = "center", *, sizes: Seque
         accuracy.update(probs, labels.to(device))
         return accuracy
 
-    with torch.inference_mode(), _autocast(device, precision):
+    with torch.inference_mode(), autocast(device, precision):
         accuracy = None
         for _ in range(warmup):
             accuracy = one_batch(accuracy)

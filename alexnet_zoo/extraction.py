@@ -22,12 +22,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from alexnet_zoo.errors import UnreadableImage
 from alexnet_zoo.features import FeatureExtractor
 from alexnet_zoo.images import read_image
+from alexnet_zoo.loading import LoaderMode, iterate_batches
 from alexnet_zoo.transforms import ImagePreprocess
 from alexnet_zoo.paths import atomic_write
 
@@ -138,12 +139,13 @@ def read_manifest(folder: str | os.PathLike, name: str = MANIFEST) -> dict[str, 
 def extract_to_shards(extractor: FeatureExtractor, source: str | os.PathLike | Sequence[str | os.PathLike],
                       out: str | os.PathLike, *, shard_size: int = 10_000, workers: int = 0,
                       rank: int | None = None, world_size: int | None = None, max_shards: int | None = None,
-                      progress: bool = True, merge: bool = True) -> dict[str, Any]:
+                      progress: bool = True, merge: bool = True, loader: LoaderMode = "auto") -> dict[str, Any]:
     """Extract every image of ``source`` into shards under ``out``; returns this rank's manifest.
 
     Rerunning continues after the last finished shard (the settings and file list must match).
     ``max_shards`` stops after that many new shards (a time limit, or a test of resuming). Under
-    torchrun, ranks meet at a barrier and rank 0 merges the manifests (``merge=False`` skips it)."""
+    torchrun, ranks meet at a barrier and rank 0 merges the manifests (``merge=False`` skips it).
+    ``workers`` decode as :func:`alexnet_zoo.loading.iterate_batches`'s ``loader`` mode says."""
     if rank is None or world_size is None:
         rank, world_size = dist_rank()
     if not 0 <= rank < world_size:
@@ -175,9 +177,9 @@ def extract_to_shards(extractor: FeatureExtractor, source: str | os.PathLike | S
     while done < hi and (max_shards is None or new < max_shards):
         stop = min(done + shard_size, hi)
         batches = [list(range(i, min(i + extractor.batch_size, stop))) for i in range(done, stop, extractor.batch_size)]
-        loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=_collate)
         vectors, rows, failures = [], [], []
-        for batch in loader:
+        for batch in iterate_batches(dataset, batches, _collate, workers=workers, mode=loader,
+                                     device=extractor.device):
             good = [(i, x) for i, x, _ in batch if x is not None]
             failures += [f"{paths[i]}\t{err}" for i, x, err in batch if x is None]
             if good:

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from alexnet_zoo.images import read_image
 from alexnet_zoo.model import LAYERS, AlexNet
+from alexnet_zoo.precision import autocast, resolve_precision
 from alexnet_zoo.transforms import DEFAULT_PREPROCESSING, ImagePreprocess
 
 __all__ = ["FeatureExtractor", "ImageInput", "best_device", "weights_label"]
@@ -62,12 +63,13 @@ class FeatureExtractor:
 
     ``pool``: for conv layers, "avg" / "max" over space gives one value per channel (None keeps the
     flattened map; pool5 is always flattened, 9216-d). ``normalize`` makes each vector unit length
-    (cosine = inner product); ``dtype="float16"`` halves storage. ``weights`` names the weights in
-    :meth:`info` (default: from ``model.pretrained_cfg``)."""
+    (cosine = inner product); ``dtype="float16"`` halves storage. ``precision`` is the arithmetic
+    (:mod:`alexnet_zoo.precision`: ``bf16`` is the fast choice on CPUs with bfloat16 units).
+    ``weights`` names the weights in :meth:`info` (default: from ``model.pretrained_cfg``)."""
 
     def __init__(self, model: AlexNet, layer: str = "fc7", *, pool: Pooling = "avg", normalize: bool = True,
                  dtype: Literal["float32", "float16"] = "float32", device: str | torch.device | None = None,
-                 batch_size: int = 32, weights: str | None = None) -> None:
+                 batch_size: int = 32, weights: str | None = None, precision: str = "auto") -> None:
         if layer not in LAYERS:
             raise ValueError(f"unknown layer {layer!r}; choose from {', '.join(LAYERS)}")
         if pool not in ("avg", "max", None):
@@ -75,6 +77,7 @@ class FeatureExtractor:
         if dtype not in ("float32", "float16"):
             raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
         self.device = torch.device(device) if device is not None else best_device()
+        self.precision = resolve_precision(precision, self.device)
         self.model = model.eval().to(self.device)
         self.layer, self.normalize, self.dtype, self.batch_size = layer, normalize, dtype, batch_size
         self.pool = pool if layer in _CONV else None
@@ -94,7 +97,7 @@ class FeatureExtractor:
     def info(self) -> dict[str, Any]:
         """What an index needs to know to accept or refuse these vectors."""
         return {"model": _arch(self.model), "weights": self.weights, "layer": self.layer, "pool": self.pool,
-                "normalized": self.normalize, "dtype": self.dtype, "dim": self.dim,
+                "normalized": self.normalize, "dtype": self.dtype, "precision": self.precision, "dim": self.dim,
                 "preprocessing": self.preprocessing.to_dict()}
 
     def prepare(self, item: ImageInput) -> Tensor:
@@ -112,7 +115,7 @@ class FeatureExtractor:
 
     def embed_batch(self, batch: Tensor) -> np.ndarray:
         """Preprocessed images (N, 3, H, W) -> vectors (N, dim) as numpy in the storage dtype."""
-        with torch.inference_mode():  # the model's CPU fast path needs it
+        with torch.inference_mode(), autocast(self.device, self.precision):  # inference mode: the CPU fast path
             x = self.model.extract(batch.to(self.device), (self.layer,))[self.layer]
             if x.dim() == 4 and self.pool == "avg":
                 x = x.mean(dim=(2, 3))

@@ -11,6 +11,15 @@ from pathlib import Path
 __all__ = ["atomic_write", "cache_dir"]
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)  # the portable way to read it: set and put back, once, at import (one thread)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def cache_dir(*parts: str) -> Path:
     """The cache root (``$ALEXNET_ZOO_CACHE``, else ``$XDG_CACHE_HOME/alexnet_zoo``, else
     ``~/.cache/alexnet_zoo``) joined with ``parts``; the folder is created."""
@@ -24,11 +33,15 @@ def cache_dir(*parts: str) -> Path:
 
 
 def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``target``, then rename it over ``target``."""
+    """Call ``write(tmp)`` on a temporary file beside ``target``, then rename it over ``target``.
+    The file gets the permissions a plain ``open(target, "w")`` would give (``mkstemp`` makes it
+    owner-only, which would hide shared caches, shards and indexes from a team's other users)."""
+    target = Path(target)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

@@ -4,8 +4,10 @@ For each protocol, two measurements of the same per-batch code (``alexnet_zoo.ev
 
 * ``model only``  - ``model_throughput``: random uint8 256x256 images already in memory, through the
                     protocol's crops, normalisation, forward pass, softmax averaging and ranking;
-* ``pipeline``    - ``evaluate`` on the JPEGs of ``--data`` (read, decoded, resized by DataLoader
-                    workers while the model computes), start-up of the workers included.
+* ``pipeline``    - ``evaluate`` on the JPEGs of ``--data`` (read, decoded, resized), start-up
+                    included, once per loader of ``alexnet_zoo.loading``: ``processes`` (DataLoader
+                    workers decoding while the model computes) and ``threads`` (a thread pool
+                    decoding each batch between forward passes).
 
 Their ratio says how well decoding hides behind compute (1.0: entirely). Runs are interleaved
 round by round and the median is reported; the weights are random (the speed does not depend on
@@ -40,6 +42,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--worker-niceness", type=int, default=10)
+    parser.add_argument("--loaders", nargs="+", choices=("processes", "threads"), default=["processes", "threads"],
+                        help="pipelines to time against the model alone (alexnet_zoo.loading)")
     parser.add_argument("--repeat", type=int, default=1, help="passes over the image list per pipeline run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
@@ -58,25 +62,27 @@ def main(argv: list[str] | None = None) -> dict:
         batches = -(-len(samples) // args.batch_size)
         evaluate(model, dataset_for(samples[:args.batch_size], model, protocol), protocol,  # warm-up: kernels, packing
                  batch_size=args.batch_size, workers=0, device="cpu", precision=args.precision, progress=False)
-        model_only, pipeline = [], []
+        rounds: dict[str, list[float]] = {"model_only": [], **{loader: [] for loader in args.loaders}}
         for _ in range(args.rounds):
-            model_only.append(model_throughput(model, protocol, batch_size=args.batch_size, batches=batches,
-                                               device="cpu", precision=args.precision))
-            result = evaluate(model, dataset, protocol, batch_size=args.batch_size, workers=args.workers, device="cpu",
-                              precision=args.precision, keep_predictions=False, worker_niceness=args.worker_niceness,
-                              progress=False)
-            if result.failed:
-                print(f"warning: {len(result.failed)} unreadable images", file=sys.stderr)
-            pipeline.append(result.images_per_second)
-            print(f"  {protocol}: model only {model_only[-1]:.1f} img/s, pipeline {pipeline[-1]:.1f} img/s")
+            rounds["model_only"].append(model_throughput(model, protocol, batch_size=args.batch_size, batches=batches,
+                                                         device="cpu", precision=args.precision))
+            for loader in args.loaders:
+                result = evaluate(model, dataset, protocol, batch_size=args.batch_size, workers=args.workers,
+                                  device="cpu", precision=args.precision, keep_predictions=False, loader=loader,
+                                  worker_niceness=args.worker_niceness, progress=False)
+                if result.failed:
+                    print(f"warning: {len(result.failed)} unreadable images", file=sys.stderr)
+                rounds[loader].append(result.images_per_second)
+            print(f"  {protocol}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in rounds.items()) + " img/s")
+        ceiling = statistics.median(rounds["model_only"])
         row = {"protocol": protocol, "sizes": list(dataset.sizes), "images": len(samples),
-               "model_only_images_per_s": statistics.median(model_only),
-               "pipeline_images_per_s": statistics.median(pipeline), "rounds": {"model_only": model_only,
-                                                                                   "pipeline": pipeline}}
-        row["ratio"] = row["pipeline_images_per_s"] / row["model_only_images_per_s"]
+               "model_only_images_per_s": ceiling, "rounds": rounds,
+               **{f"{loader}_images_per_s": statistics.median(rounds[loader]) for loader in args.loaders},
+               **{f"{loader}_ratio": statistics.median(rounds[loader]) / ceiling for loader in args.loaders}}
         rows.append(row)
-        print(f"{protocol:<7} model only {row['model_only_images_per_s']:7.1f} img/s   pipeline "
-              f"{row['pipeline_images_per_s']:7.1f} img/s   ratio {row['ratio']:.2f}")
+        print(f"{protocol:<7} model only {ceiling:7.1f} img/s   " + "   ".join(
+            f"{loader} {row[f'{loader}_images_per_s']:7.1f} img/s (ratio {row[f'{loader}_ratio']:.2f})"
+            for loader in args.loaders))
     report = {"environment": env, "data": str(args.data), "repeat": args.repeat, "results": rows}
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

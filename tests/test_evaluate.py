@@ -3,6 +3,7 @@ accuracies from a model with known logits, every dataset layout, unreadable file
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from alexnet_zoo.categories import imagenet_categories
 from alexnet_zoo.classify import classify_files
 from alexnet_zoo.cli import main as cli_main
 from alexnet_zoo.datasets import ImageDataset, collate, find_labelled_images, from_label_file
+from alexnet_zoo.loading import iterate_batches, loader_mode
 from alexnet_zoo.evaluate import (Accuracy, average_softmax, center_crop, dataset_for, dense_probs, evaluate,
                                   model_throughput, predict, rank, score_maps, ten_crops)
 from alexnet_zoo.images import load_image
@@ -319,16 +321,44 @@ def test_dataset_returns_markers_for_unreadable_files(tmp_path):
     assert len(collate(items[1:2])) == 0
 
 
-@pytest.mark.parametrize("workers", [0, 1])
-def test_unreadable_files_are_counted_listed_and_left_out(tmp_path, workers):
+@pytest.mark.parametrize("workers,loader", [(0, "auto"), (1, "processes"), (2, "threads")])
+def test_unreadable_files_are_counted_listed_and_left_out(tmp_path, workers, loader):
     found = find_labelled_images(_folder_with_bad_files(tmp_path / "val"))
     model = alexnet_owt()
     result = evaluate(model, dataset_for(found.samples, model, "center"), "center", batch_size=3, workers=workers,
-                      progress=False)
+                      loader=loader, progress=False)
     assert result.images == 2 and len(result.failed) == 2
     assert sorted(Path(p).name for p, _ in result.failed) == ["text.JPEG", "truncated.JPEG"]
     assert sum(r["images"] for r in result.per_class) == 2
     assert [Path(p).name for p in result.paths] == ["good1.JPEG", "good2.JPEG"]
+
+
+def test_loaders_deliver_the_same_batches_in_order(tmp_path):
+    """Worker processes, decoding threads and the calling thread give identical batches."""
+    root = tmp_path / "val"
+    for i in range(7):
+        _noise_image(root / WNIDS[i % 3] / f"p{i}.JPEG", (250 + 10 * i, 240), seed=i)
+    found = find_labelled_images(root)
+    dataset = ImageDataset(found.samples, BVLC_PREPROCESSING)
+    order = [range(0, 3), range(3, 6), range(6, 7)]
+    runs = {mode: list(iterate_batches(dataset, order, collate, workers=workers, mode=mode))
+            for mode, workers in (("auto", 0), ("processes", 2), ("threads", 2))}
+    for mode in ("processes", "threads"):
+        assert [b.indices.tolist() for b in runs[mode]] == [[0, 1, 2], [3, 4, 5], [6]]
+        for ours, reference in zip(runs[mode], runs["auto"]):
+            assert torch.equal(ours.images[0], reference.images[0]) and torch.equal(ours.labels, reference.labels)
+
+
+def test_loader_mode_auto_takes_threads_only_when_the_model_fills_the_cpu(monkeypatch):
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: cores)
+    assert loader_mode("auto", torch.device("cpu"), 2) == "threads"
+    assert loader_mode("auto", torch.device("cuda"), 2) == "processes"
+    monkeypatch.setattr(torch, "get_num_threads", lambda: max(cores - 1, 0))
+    assert loader_mode("auto", torch.device("cpu"), 2) == ("processes" if cores > 1 else "threads")
+    assert loader_mode("processes", torch.device("cpu"), 2) == "processes"
+    with pytest.raises(ValueError, match="unknown loader mode"):
+        loader_mode("fibres", torch.device("cpu"), 2)
 
 
 # ---- the recipe and the CLI ----------------------------------------------------------------------

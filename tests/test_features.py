@@ -86,6 +86,18 @@ def test_layers_shapes_normalisation_and_dtypes(model):
         FeatureExtractor(model, "fc9")
 
 
+def test_bf16_vectors_stay_close_to_fp32_and_say_so(model):
+    """bf16 arithmetic (the fast CPU choice) keeps each image's vector and its nearest neighbour."""
+    fp32 = FeatureExtractor(model, "pool5", device="cpu", precision="fp32")
+    bf16 = FeatureExtractor(model, "pool5", device="cpu", precision="bf16")
+    a, b = fp32(REAL), bf16(REAL)
+    assert np.all(np.sum(a * b, axis=1) > 0.999)
+    assert np.array_equal(np.argsort(-(a @ a.T), axis=1)[:, 1], np.argsort(-(b @ a.T), axis=1)[:, 1])
+    assert bf16.info()["precision"] == "bf16" and FeatureExtractor(model, device="cpu").info()["precision"] == "fp32"
+    with pytest.raises(ValueError, match="unknown precision"):
+        FeatureExtractor(model, device="cpu", precision="fp8")
+
+
 def test_list_images_folder_list_glob(tmp_path):
     gen = generated(tmp_path / "g", n=3)
     assert list_images(tmp_path / "g") == [str(p) for p in gen]
@@ -107,7 +119,7 @@ def test_extraction_resumes_to_the_same_shards(model, tmp_path):
     assert full["count"] == 6 and len(full["shards"]) == 3 and full["complete"]
     assert "broken.jpg" in (tmp_path / "full" / "failures.txt").read_text()
     part = extract_to_shards(_extractor(model), tmp_path / "imgs", tmp_path / "part", shard_size=3, max_shards=1,
-                             progress=False)
+                             workers=2, loader="threads", progress=False)
     assert len(part["shards"]) == 1 and not part["complete"]
     rest = extract_to_shards(_extractor(model), tmp_path / "imgs", tmp_path / "part", shard_size=3, progress=False)
     assert rest["shards"] == full["shards"] and rest["failures"] == full["failures"]

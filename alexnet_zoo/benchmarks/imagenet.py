@@ -25,6 +25,8 @@ from alexnet_zoo.datasets import find_labelled_images
 from alexnet_zoo.errors import WeightsError
 from alexnet_zoo.evaluate import PROTOCOLS, dataset_for, evaluate
 from alexnet_zoo.factory import model_for_weights
+from alexnet_zoo.loading import LOADER_HELP, LOADER_MODES
+from alexnet_zoo.precision import PRECISIONS
 
 __all__ = ["build_parser", "environment", "main"]
 
@@ -52,11 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-flip", action="store_true", help="dense only: leave out the mirrored image")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (ten: x10 crops)")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="DataLoader processes decoding JPEGs")
+    parser.add_argument("--loader", choices=LOADER_MODES, default="auto", help=LOADER_HELP)
     parser.add_argument("--worker-niceness", type=int, default=10,
                         help="CPU priority of the workers below the model (0-19; higher hides decoding better on "
                              "a dedicated machine, lower is kinder where other jobs compete)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="auto: float16 autocast on CUDA, float32 on the CPU")
     parser.add_argument("--limit", type=int, default=None,
                         help="evaluate N images, evenly spaced through the (sorted) list")
@@ -120,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     result = evaluate(model, dataset, args.protocol, batch_size=args.batch_size, workers=args.workers, device=device,
                       precision=args.precision, flip=not args.no_flip, keep_predictions=args.predictions is not None,
-                      worker_niceness=args.worker_niceness, progress=not args.no_progress)
+                      worker_niceness=args.worker_niceness, loader=args.loader, progress=not args.no_progress)
 
     if result.images:
         print(f"top-1 accuracy {result.top1:7.2%}   error {1 - result.top1:7.2%}")
