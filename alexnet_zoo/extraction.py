@@ -30,7 +30,7 @@ from alexnet_zoo.features import FeatureExtractor
 from alexnet_zoo.images import read_image
 from alexnet_zoo.loading import LoaderMode, iterate_batches
 from alexnet_zoo.transforms import ImagePreprocess
-from alexnet_zoo.paths import atomic_write
+from alexnet_zoo.paths import atomic_write, write_json
 
 __all__ = ["IMAGE_EXTENSIONS", "ExtractionMismatch", "Shard", "dist_rank", "extract_to_shards", "list_images",
            "merge_ranks", "read_features", "read_manifest"]
@@ -195,13 +195,13 @@ def extract_to_shards(extractor: FeatureExtractor, source: str | os.PathLike | S
         manifest["failures"] += failures
         done, new = stop, new + 1
         manifest["complete"] = done >= hi
-        _write_text(out / manifest_name, json.dumps(manifest, indent=2) + "\n")
+        write_json(out / manifest_name, manifest)
         _write_text(out / (FAILURES if world_size == 1 else f"failures-{prefix[:-1]}.txt"),
                     "".join(f + "\n" for f in manifest["failures"]))
     bar.close()
     if lo == hi and not (out / manifest_name).is_file():  # an empty slice still says it is done
         manifest["complete"] = True
-        _write_text(out / manifest_name, json.dumps(manifest, indent=2) + "\n")
+        write_json(out / manifest_name, manifest)
     if world_size > 1 and merge and torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
         if rank == 0 and all(_rank_complete(out, r, world_size) for r in range(world_size)):
@@ -233,7 +233,7 @@ def merge_ranks(folder: str | os.PathLike) -> dict[str, Any]:
     merged = {k: v for k, v in manifests[0].items() if k not in ("rank", "slice")}
     merged.update(count=sum(m["count"] for m in manifests), shards=[s for m in manifests for s in m["shards"]],
                   failures=[f for m in manifests for f in m["failures"]], complete=True, world_size=world)
-    _write_text(folder / MANIFEST, json.dumps(merged, indent=2) + "\n")
+    write_json(folder / MANIFEST, merged)
     _write_text(folder / FAILURES, "".join(f + "\n" for f in merged["failures"]))
     return merged
 

@@ -3,12 +3,14 @@ and writes that are never seen half-done (a crash leaves the old file or the new
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_write", "cache_dir"]
+__all__ = ["atomic_write", "cache_dir", "write_json"]
 
 
 def _read_umask() -> int:
@@ -46,3 +48,8 @@ def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_json(target: str | os.PathLike, data: Any) -> None:
+    """``data`` as indented JSON at ``target``, written atomically (reports, manifests, configs)."""
+    atomic_write(Path(target), lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))

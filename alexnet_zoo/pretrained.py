@@ -21,7 +21,7 @@ from torch import Tensor
 from alexnet_zoo.config import AlexNetConfig
 from alexnet_zoo.errors import ConversionError, WeightsError
 from alexnet_zoo.model import AlexNet
-from alexnet_zoo.paths import atomic_write, cache_dir
+from alexnet_zoo.paths import atomic_write, cache_dir, write_json
 from alexnet_zoo.factory import BASE_CONFIGS
 from alexnet_zoo.transforms import Preprocessing
 from alexnet_zoo.weights import WeightSpec, get_weight_spec
@@ -63,7 +63,7 @@ def save_pretrained(model: AlexNet, directory: str | os.PathLike, *, preprocessi
                            "metrics": [m.__dict__ for m in spec.metrics]}
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     atomic_write(directory / _WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
-    atomic_write(directory / _CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(info, indent=2) + "\n"))
+    write_json(directory / _CONFIG_FILE, info)
     return directory
 
 

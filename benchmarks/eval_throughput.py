@@ -21,7 +21,6 @@ of starting workers and filling the first batch weighs as little as in a 50,000-
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ from alexnet_zoo import alexnet, alexnet_owt
 from alexnet_zoo.benchmarks.imagenet import environment
 from alexnet_zoo.datasets import find_labelled_images
 from alexnet_zoo.evaluate import PROTOCOLS, dataset_for, evaluate, model_throughput
+from alexnet_zoo.paths import write_json
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet_samples"
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
             for loader in args.loaders))
     report = {"environment": env, "data": str(args.data), "repeat": args.repeat, "results": rows}
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)
     return report
 
 

@@ -22,7 +22,6 @@ the work is the same. Rounds alternate which contender goes first; the median ro
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -42,7 +41,7 @@ from alexnet_zoo.benchmarks.imagenet import environment
 from alexnet_zoo.extraction import extract_to_shards, list_images, read_features
 from alexnet_zoo.features import FeatureExtractor
 from alexnet_zoo.model import remap_torchvision_state_dict
-from alexnet_zoo.paths import atomic_write
+from alexnet_zoo.paths import write_json
 
 __all__ = ["main", "ours", "straightforward"]
 
@@ -147,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               + (f"; fc7 cosine to straightforward mean {check[name]['mean_cosine']:.5f}, "
                  f"min {check[name]['min_cosine']:.5f}" if name in check else ""))
     if args.json:
-        atomic_write(args.json, lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
+        write_json(args.json, report)
     return report
 
 

@@ -30,7 +30,7 @@ import faiss
 import numpy as np
 
 from alexnet_zoo.index import VectorIndex, exact_knn, recall_at
-from alexnet_zoo.paths import atomic_write
+from alexnet_zoo.paths import write_json
 
 __all__ = ["main", "mixture"]
 
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"| {r['kind']} | {r['factory']}{', ' + params if params else ''} | {r['build_s']} | "
               f"{r['bytes_per_vector']} | {r['queries_per_s']} ({speed}) | {r['recall_at_10']:.3f} |{dedupe}")
     if args.json:
-        atomic_write(args.json, lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
+        write_json(args.json, report)
     return report
 
 

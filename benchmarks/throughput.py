@@ -21,7 +21,6 @@ the speed a user gets after waiting for the compiler, for comparison.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -34,6 +33,7 @@ import torchvision
 from torch import nn
 
 from alexnet_zoo import alexnet
+from alexnet_zoo.paths import write_json
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet_samples"
 
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"bf16 vs fp32 fc7 on real images: min cosine {cosine:.5f}")
     report = {"environment": env, "results": results, "bf16_fc7_min_cosine": cosine}
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+        write_json(args.json, report)
     return report
 
 

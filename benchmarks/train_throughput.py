@@ -22,7 +22,6 @@ reported, and the ratio is against the plain loop in the same run.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -33,6 +32,7 @@ import torch
 from torch import nn
 
 from alexnet_zoo import alexnet
+from alexnet_zoo.paths import write_json
 from alexnet_zoo.train.augment import PAPER_PREPROCESSING, BatchAugment
 from alexnet_zoo.train.data import ImageFiles
 from alexnet_zoo.train.optim import PaperSGD
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"uint8 {256}x{256}: recipe worker {r['recipe_worker']:.0f}, Pillow {r['pillow']:.0f}, "
               f"recipe worker on packed {r['packed_mean_kb']:.0f} KB squares {r['recipe_worker_packed']:.0f}")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return result
 
 

@@ -11,7 +11,6 @@ goes on. Details and the numbers to expect: docs/evaluation.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -26,6 +25,7 @@ from alexnet_zoo.errors import WeightsError
 from alexnet_zoo.evaluate import PROTOCOLS, dataset_for, evaluate
 from alexnet_zoo.factory import model_for_weights
 from alexnet_zoo.loading import LOADER_HELP, LOADER_MODES
+from alexnet_zoo.paths import write_json
 from alexnet_zoo.precision import PRECISIONS
 
 __all__ = ["build_parser", "environment", "main"]
@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                  "found": len(found.samples), "missing": len(found.missing), "limit": args.limit},
         "environment": environment(device, args.workers, args.batch_size, args.precision)}
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, report)
         print(f"report -> {args.json}")
     if args.predictions:
         result.write_predictions(args.predictions)

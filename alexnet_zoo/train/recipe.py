@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from alexnet_zoo.evaluate import predict
 from alexnet_zoo.factory import create_model
+from alexnet_zoo.paths import write_json
 from alexnet_zoo.pretrained import save_pretrained
 from alexnet_zoo.train.augment import PAPER_PREPROCESSING, BatchAugment, step_generator
 from alexnet_zoo.train.checkpoint import (find_checkpoint, list_checkpoints, load_training_checkpoint, restore_rng,
@@ -599,9 +600,7 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> di
                   "classes": classes[:1000], "model_config": model.config.to_dict(), "augment": augment.describe(),
                   "sources": RECIPE_SOURCES, "torch": torch.__version__, "resumed_from": _plain(resumed_from)}
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / ".run_config.json.tmp"
-        tmp.write_text(json.dumps(config, indent=2) + "\n")
-        os.replace(tmp, out / "run_config.json")
+        write_json(out / "run_config.json", config)
 
     def checkpoint(at_epoch: int, at_batch: int) -> Path:
         unreadable.sync(_gather)  # failures.txt lists every file skipped up to this checkpoint
