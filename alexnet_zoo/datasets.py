@@ -28,6 +28,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from alexnet_zoo.categories import imagenet_categories
+from alexnet_zoo.errors import failure_message
 from alexnet_zoo.images import read_image
 from alexnet_zoo.transforms import ImagePreprocess, Preprocessing
 
@@ -235,8 +236,7 @@ class ImageDataset(Dataset):
         except Exception as err:  # noqa: BLE001 - counted and listed by the caller, never swallowed:
             # read_image turns decoding errors into UnreadableImage; anything else Pillow raises on
             # a malformed file must not kill the worker (and the run) either.
-            message = str(err) if path in str(err) else f"{path}: {type(err).__name__}: {err}"
-            return Item(index, label, None, message)
+            return Item(index, label, None, failure_message(path, err))
         return Item(index, label, images, None)
 
 

@@ -6,7 +6,7 @@ Every message names the thing at fault (repo and file, path, layer) and what was
 from __future__ import annotations
 
 __all__ = ["ChecksumMismatch", "ConversionError", "DownloadFailed", "NotCached", "UnreadableImage",
-           "WeightsError"]
+           "WeightsError", "failure_message"]
 
 
 class WeightsError(Exception):
@@ -32,3 +32,10 @@ class ConversionError(WeightsError, ValueError):
 
 class UnreadableImage(ValueError):
     """An image file could not be decoded (missing, truncated, not an image)."""
+
+
+def failure_message(path: str, err: BaseException) -> str:
+    """What a batch job lists for a file it skipped: the error, naming the file (the messages of
+    :class:`UnreadableImage` already do; anything else gets the path and the error type)."""
+    text = str(err)
+    return text if path in text else f"{path}: {type(err).__name__}: {text}"

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from alexnet_zoo.errors import UnreadableImage
+from alexnet_zoo.errors import failure_message
 from alexnet_zoo.features import FeatureExtractor
 from alexnet_zoo.images import read_image
 from alexnet_zoo.loading import LoaderMode, iterate_batches
@@ -94,8 +94,8 @@ class _Files(Dataset):
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
         try:
             return i, self.preprocess(read_image(self.paths[i])), None
-        except UnreadableImage as err:
-            return i, None, str(err)
+        except Exception as err:  # noqa: BLE001 - listed in failures.txt; one odd file must not end the job
+            return i, None, failure_message(self.paths[i], err)
 
 
 def _collate(items: list) -> list:

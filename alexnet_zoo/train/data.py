@@ -38,6 +38,7 @@ from torchvision.io import ImageReadMode
 
 from alexnet_zoo.categories import imagenet_categories
 from alexnet_zoo.datasets import find_labelled_images
+from alexnet_zoo.errors import failure_message
 from alexnet_zoo.images import read_image
 from alexnet_zoo.transforms import ResizeMode, square_uint8
 
@@ -141,12 +142,6 @@ class Picture(NamedTuple):
     error: str | None
 
 
-def _message(path: str, err: BaseException) -> str:
-    """An error message that names the file (``read_image``'s already do)."""
-    text = str(err)
-    return text if path in text else f"{path}: {type(err).__name__}: {text}"
-
-
 def _device_decodable(data: bytes) -> bool:
     """Whether nvJPEG may decode these bytes to the pixels the CPU path gives: a complete JPEG
     (ending with the EOI marker: truncated files would come out half grey instead of failing), in
@@ -187,7 +182,7 @@ class ImageFiles(Dataset):
             return Picture(square_uint8(read_image(name), self.size, self.mode, self.interpolation), label, name, None)
         except Exception as err:  # noqa: BLE001 - read_image raises UnreadableImage for bad pictures; an
             # unreadable file (permissions, a vanished mount) or a Pillow quirk must not end the run either
-            return Picture(None, label, name, _message(name, err))
+            return Picture(None, label, name, failure_message(name, err))
 
 
 @dataclass
@@ -273,7 +268,7 @@ def decode_batch(files: Sequence[Tensor], size: int, mode: ResizeMode, device: t
                 try:
                     out[i] = read_image(paths[i])
                 except Exception as again:  # noqa: BLE001 - UnreadableImage, or a file gone since
-                    failed[i] = _message(paths[i], again)
+                    failed[i] = failure_message(paths[i], again)
     squares = [square_uint8(image.to(device, non_blocking=True), size, mode, interpolation)
                for image in out if image is not None]
     images = torch.stack(squares) if squares else torch.empty((0, 3, size, size), dtype=torch.uint8, device=device)
