@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -74,10 +72,7 @@ class MetricsLog:
     def _rewrite(self, rows: list[dict[str, Any]]) -> None:
         for target, text in ((self.jsonl, "".join(json.dumps(r) + "\n" for r in rows)),
                              (self.csv, self._csv_text(rows, header=True))):
-            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{target.name}.", suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.replace(tmp, target)
+            atomic_write(target, lambda tmp, text=text: tmp.write_text(text))
 
     @staticmethod
     def _csv_text(rows: list[dict[str, Any]], header: bool) -> str:
