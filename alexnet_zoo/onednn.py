@@ -3,7 +3,8 @@
 Eager ``F.conv2d`` re-lays out each convolution's weights on every call and runs ReLU as a second
 pass; ``F.linear`` goes through a GEMM that is about 1.6x slower than oneDNN's for fc6 at batch 32.
 These are the same kernels ``torch.compile`` picks on the CPU (``torch.ops.mkldnn``), used without
-its half-minute compile. Packed weights are cached on the layer (``packing.py``) and rebuilt
+its half-minute compile. bf16 takes this path only where oneDNN can build bf16 primitives on this
+CPU (``capabilities.py``): on AVX2 it refuses them, and torch's generic kernels compute instead. Packed weights are cached on the layer (``packing.py``) and rebuilt
 whenever the parameter is replaced or changed in place. Anything else (CUDA, autograd, tracing,
 fp16) uses the plain torch operations.
 """
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from alexnet_zoo.capabilities import cpu_capabilities, warn_emulated_bf16
 from alexnet_zoo.kernels import native_enabled
 from alexnet_zoo.packing import prepared
 
@@ -28,8 +30,15 @@ def compute_dtype(x: Tensor) -> torch.dtype:
 
 def applies(x: Tensor, layer: nn.Module) -> bool:
     """True when the prepacked oneDNN path may replace the plain one for this call."""
-    if x.device.type != "cpu" or compute_dtype(x) not in (torch.float32, torch.bfloat16):
+    dtype = compute_dtype(x)
+    if x.device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16):
         return False
+    if dtype == torch.bfloat16:
+        caps = cpu_capabilities()
+        if not caps.native_bf16:
+            warn_emulated_bf16()
+        if not caps.onednn_bf16:
+            return False
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in layer.parameters())):
         return False
     if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
