@@ -4,6 +4,10 @@ BVLC's Caffe AlexNet saw images squashed to 256x256, BGR, 0-255, minus the mean 
 to 227; torchvision's saw the short side resized to 256, RGB, 0-1, normalised by mean/std,
 cropped to 224. Using one with the other's preprocessing costs several points of accuracy, so
 weights carry their :class:`Preprocessing` and ``spec.transforms()`` returns it.
+
+torchvision is imported on first use, not with this module: any torchvision import runs its package
+``__init__``, which pulls in ``torch._dynamo`` (1.3 s), and ``import alexnet_zoo`` must stay as light
+as ``import torch`` (benchmarks/startup.py).
 """
 
 from __future__ import annotations
@@ -15,10 +19,6 @@ from typing import Any, Literal
 import torch
 from PIL import Image
 from torch import Tensor, nn
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
-
-from alexnet_zoo.images import pil_to_uint8
 
 __all__ = ["BVLC_PREPROCESSING", "DEFAULT_PREPROCESSING", "ImagePreprocess", "Preprocessing", "ResizeMode",
            "TORCHVISION_PREPROCESSING", "square_uint8"]
@@ -74,7 +74,8 @@ def square_uint8(image: Tensor, size: int, mode: ResizeMode, interpolation: str 
         raise ValueError(f"unknown resize mode {mode!r}; choose short_side or squash")
     if tuple(image.shape[-2:]) == (size, size):
         return image
-    interp = InterpolationMode(interpolation)
+    TF = _functional()
+    interp = TF.InterpolationMode(interpolation)
     if mode == "squash":
         return TF.resize(image, [size, size], interpolation=interp, antialias=True)
     if min(image.shape[-2:]) != size:
@@ -97,7 +98,8 @@ class ImagePreprocess(nn.Module):
         p = self.preprocessing
         x = _uint8_rgb(img)
         size = [p.resize, p.resize] if p.resize_mode == "squash" else [p.resize]
-        return TF.resize(x, size, interpolation=InterpolationMode(p.interpolation), antialias=True)
+        TF = _functional()
+        return TF.resize(x, size, interpolation=TF.InterpolationMode(p.interpolation), antialias=True)
 
     def square(self, img: Image.Image | Tensor, side: int | None = None) -> Tensor:
         """The uint8 (3, side, side) square every crop of the evaluation protocols is cut from
@@ -114,13 +116,22 @@ class ImagePreprocess(nn.Module):
         return (x - self.mean) / self.std
 
     def forward(self, img: Image.Image | Tensor) -> Tensor:
-        return self.normalize(TF.center_crop(self.resized(img), [self.preprocessing.crop] * 2))
+        return self.normalize(_functional().center_crop(self.resized(img), [self.preprocessing.crop] * 2))
 
     def extra_repr(self) -> str:
         return repr(self.preprocessing)
 
 
+def _functional() -> Any:
+    """torchvision's v2 functional transforms (imported on first use, see the module docstring)."""
+    from torchvision.transforms.v2 import functional
+
+    return functional
+
+
 def _uint8_rgb(img: Image.Image | Tensor) -> Tensor:
+    from alexnet_zoo.images import pil_to_uint8  # images.py imports torchvision's decoders
+
     x = pil_to_uint8(img) if isinstance(img, Image.Image) else img
     if x.dtype != torch.uint8 or x.dim() != 3 or x.shape[0] != 3:
         raise ValueError(f"expected a PIL image or a uint8 (3, H, W) tensor, got {x.dtype} {tuple(x.shape)}")

@@ -1,0 +1,104 @@
+"""CPU capabilities decide the fast paths: what an AVX2 CPU gets is checked on any x86 CPU by capping
+ATen and oneDNN (``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``) in a fresh process, since both
+read the caps once, when torch loads."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from alexnet_zoo import alexnet, save_pretrained
+from alexnet_zoo.capabilities import cpu_capabilities
+from alexnet_zoo.precision import resolve_precision
+
+ROOT = Path(__file__).resolve().parents[1]
+X86 = cpu_capabilities().machine in ("x86_64", "amd64")
+AVX2_CAPS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def _run(code: str, **env: str) -> dict:
+    """Run ``code`` in a fresh interpreter (caps apply at torch's import); it prints one JSON line."""
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_capabilities_are_consistent_here():
+    caps = cpu_capabilities()
+    assert caps.native_bf16 <= caps.onednn_bf16  # native bf16 is only used through oneDNN
+    assert caps.avx512_bf16 <= caps.avx512 and caps.amx <= caps.avx512
+    assert caps.machine in caps.summary() and caps.isa in caps.summary()
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if caps.native_bf16 else "fp32")
+    assert resolve_precision("auto", torch.device("cuda")) == "fp16"
+
+
+@pytest.mark.skipif(not X86, reason="the AVX2 caps are x86 ISA names")
+def test_avx2_caps_give_the_decisions_of_an_avx2_cpu():
+    out = _run("""
+        import json
+        from alexnet_zoo.capabilities import cpu_capabilities
+        import torch
+        from alexnet_zoo.precision import resolve_precision
+        print(json.dumps({**cpu_capabilities().as_dict(), "auto": resolve_precision("auto", torch.device("cpu"))}))
+    """, **AVX2_CAPS)
+    assert out["isa"] == "AVX2" and not out["avx512"] and not out["avx512_bf16"] and not out["amx"]
+    assert not out["onednn_bf16"] and not out["native_bf16"] and out["auto"] == "fp32"
+
+
+@pytest.mark.skipif(not X86, reason="the AVX2 caps are x86 ISA names")
+@pytest.mark.parametrize("native", ["1", "0"])
+def test_bf16_on_an_avx2_cpu_is_correct_and_warns_once(native):
+    """The fault: oneDNN refused bf16 primitives on AVX2 and every bf16 forward pass raised."""
+    out = _run("""
+        import json, warnings
+        import torch, torch.nn.functional as F
+        from alexnet_zoo import alexnet
+        from alexnet_zoo.features import FeatureExtractor
+        model = alexnet().eval()
+        x = torch.randn(2, 3, 227, 227) * 50
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with torch.inference_mode():
+                ref = model(x)
+                with torch.autocast("cpu", torch.bfloat16):
+                    a = model(x)
+                    b = model(x)
+            feats = FeatureExtractor(model, "fc7", device="cpu", precision="bf16")(x)
+        bf16 = [str(w.message) for w in caught if "bf16" in str(w.message)]
+        print(json.dumps({"dtype": str(a.dtype), "cos": F.cosine_similarity(a.float(), ref).min().item(),
+                          "same": torch.equal(a, b), "warnings": bf16, "feats": list(feats.shape)}))
+    """, **AVX2_CAPS, ALEXNET_ZOO_NATIVE=native)
+    assert out["dtype"] == "torch.bfloat16" and out["cos"] > 0.99 and out["same"] and out["feats"] == [2, 4096]
+    assert len(out["warnings"]) == 1 and "slower than fp32" in out["warnings"][0] and "AVX2" in out["warnings"][0]
+
+
+def test_model_built_inside_inference_mode_runs_and_sees_new_weights(path):
+    """The fault: "Inference tensors do not track version counter" from the prepacked-weights cache."""
+    x = torch.randn(2, 3, 227, 227)
+    with torch.inference_mode():
+        model, other = alexnet().eval(), alexnet().eval()
+        first = model(x)
+        model.load_state_dict(other.state_dict())  # in place: no version counter to notice it
+        second, expected = model(x), other(x)
+    assert not torch.allclose(first, expected)
+    assert torch.allclose(second, expected, atol=1e-4)
+
+
+def test_pretrained_model_is_loaded_not_initialised(tmp_path):
+    """Built on the meta device and assigned the stored tensors: real fp32 values, no meta left."""
+    source = alexnet(num_classes=7).eval()
+    save_pretrained(source.half(), tmp_path / "w")  # stored as fp16: the model still computes in fp32
+    model = alexnet(pretrained=tmp_path / "w").eval()
+    params = dict(model.named_parameters())
+    assert all(p.device.type == "cpu" and p.dtype == torch.float32 and p.requires_grad for p in params.values())
+    assert torch.equal(params["fc8.weight"], source.fc8.weight.float()) and model.fc8.out_features == 7
+    x = torch.randn(1, 3, 227, 227)
+    with torch.no_grad():
+        assert F.cosine_similarity(model(x), source.float()(x)).item() > 0.999
