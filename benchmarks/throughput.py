@@ -14,7 +14,8 @@ Ratios are against torchvision's fastest eager fp32 memory format at the same ba
 ``--compile`` adds torch.compile'd torchvision and plain port (and prints their compile time):
 the speed a user gets after waiting for the compiler, for comparison.
 
-    python benchmarks/throughput.py                      # batch 1 and 32, fp32 and bf16
+    python benchmarks/throughput.py                      # batch 1 and 32, fp32 (and bf16 where native)
+    python benchmarks/throughput.py --dtypes fp32 bf16   # bf16 even where it is emulated (slow)
     python benchmarks/throughput.py --batch-sizes 32 --rounds 20 --json out.json
 """
 
@@ -33,6 +34,7 @@ import torchvision
 from torch import nn
 
 from alexnet_zoo import alexnet
+from alexnet_zoo.capabilities import cpu_capabilities
 from alexnet_zoo.paths import write_json
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet_samples"
@@ -122,7 +124,10 @@ def bf16_feature_agreement(limit: int = 64) -> float | None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
+    native_bf16 = cpu_capabilities().native_bf16
+    parser.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"] if native_bf16 else ["fp32"],
+                        help="default: fp32, and bf16 where this CPU computes it natively "
+                             f"({'it does' if native_bf16 else 'it does not'}: {cpu_capabilities().summary()})")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", type=Path, default=None)
@@ -130,7 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     env = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
-           "torch": torch.__version__, "torchvision": torchvision.__version__, "python": platform.python_version()}
+           "torch": torch.__version__, "torchvision": torchvision.__version__, "python": platform.python_version(),
+           "capabilities": cpu_capabilities().as_dict()}
     try:
         env["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
