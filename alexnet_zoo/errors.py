@@ -5,8 +5,8 @@ Every message names the thing at fault (repo and file, path, layer) and what was
 
 from __future__ import annotations
 
-__all__ = ["ChecksumMismatch", "ConversionError", "DownloadFailed", "NotCached", "UnreadableImage",
-           "WeightsError", "failure_message"]
+__all__ = ["ChecksumMismatch", "ConversionError", "DownloadFailed", "InvalidConfig", "LabelFileError", "NotCached",
+           "UnreadableImage", "WeightsError", "failure_message"]
 
 
 class WeightsError(Exception):
@@ -28,6 +28,16 @@ class NotCached(WeightsError):
 class ConversionError(WeightsError, ValueError):
     """An upstream weight file does not hold what the converter expects (a layer, shape or
     attribute is missing or different)."""
+
+
+class InvalidConfig(WeightsError, ValueError):
+    """A ``config.json`` beside weights is unreadable or holds a field outside what the model
+    accepts (wrong type, out of range, unknown); the message names the file and the field."""
+
+
+class LabelFileError(ValueError):
+    """A label file (Caffe ``val.txt``, CSV, synset list) is not what its format says; the message
+    names the file, the line and what was expected."""
 
 
 class UnreadableImage(ValueError):

@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any
 
-from alexnet_zoo.config import OWT, PAPER
+from alexnet_zoo.config import OWT, PAPER, read_config_file
 from alexnet_zoo.model import AlexNet
 from alexnet_zoo.transforms import DEFAULT_PREPROCESSING
 
@@ -55,8 +55,7 @@ def model_for_weights(pretrained: Pretrained, *, arch: str = "alexnet") -> AlexN
     if isinstance(pretrained, str) and pretrained in BASE_CONFIGS:  # an arch name: its default weights
         arch, pretrained = pretrained, True
     if isinstance(pretrained, (str, os.PathLike)) and os.path.isfile(os.path.join(pretrained, "config.json")):
-        with open(os.path.join(pretrained, "config.json"), encoding="utf-8") as f:  # a folder in our format
-            arch = json.load(f).get("architecture", arch)
+        arch = read_config_file(os.path.join(pretrained, "config.json"), architectures=BASE_CONFIGS).arch
     if isinstance(pretrained, str) and not os.path.exists(pretrained) and not pretrained.startswith("hf-hub:"):
         from alexnet_zoo.weights import get_weight_spec
 

@@ -18,7 +18,7 @@ from filelock import FileLock
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from alexnet_zoo.config import AlexNetConfig
+from alexnet_zoo.config import AlexNetConfig, check_shapes, check_weights_fit, read_config_file
 from alexnet_zoo.errors import ConversionError, WeightsError
 from alexnet_zoo.model import AlexNet
 from alexnet_zoo.paths import atomic_write, cache_dir, write_json
@@ -76,23 +76,17 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if weights.suffix != ".safetensors" or not weights.is_file():
         raise FileNotFoundError(f"{path}: expected a folder with {_WEIGHTS_FILE} + {_CONFIG_FILE}, or a "
                                 f".safetensors file")
+    config_path = folder / _CONFIG_FILE
+    found = read_config_file(config_path, architectures=BASE_CONFIGS) if config_path.is_file() else None
+    if found is not None:  # from the header alone: nothing the config claims is allocated before it fits
+        check_weights_fit(weights, found.config, found.arch)
     try:
         state_dict = load_file(str(weights))
     except Exception as err:  # safetensors raises its own error types for damaged headers
         raise WeightsError(f"{weights}: not a readable safetensors file ({err})") from err
-    config_path = folder / _CONFIG_FILE
-    if not config_path.is_file():
+    if found is None:
         return Checkpoint("", AlexNetConfig(), state_dict, None, {})
-    try:
-        info = json.loads(config_path.read_text())
-        arch = info["architecture"]
-        config = AlexNetConfig.from_dict(info["config"])
-    except (ValueError, KeyError, TypeError) as err:
-        raise WeightsError(f"{config_path}: not an alexnet_zoo config.json ({err})") from err
-    if arch not in BASE_CONFIGS:
-        raise WeightsError(f"{config_path}: unknown architecture {arch!r}; expected one of {sorted(BASE_CONFIGS)}")
-    preprocessing = Preprocessing.from_dict(info["preprocessing"]) if info.get("preprocessing") else None
-    return Checkpoint(arch, config, state_dict, preprocessing, info)
+    return Checkpoint(found.arch, found.config, state_dict, found.preprocessing, found.info)
 
 
 def resolve(pretrained: bool | str | os.PathLike, arch: str) -> Checkpoint:
@@ -175,6 +169,9 @@ def _from_hub_repo(ref: str) -> Checkpoint:
 
 
 def _model(checkpoint: Checkpoint) -> AlexNet:
+    check_shapes(checkpoint.config.parameter_shapes(),  # before the model is built: its size is the config's
+                 {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in checkpoint.state_dict.items()},
+                 f"{checkpoint.meta.get('converted_from', 'the converted weights')} does not fit its config")
     model = AlexNet(checkpoint.config)
     model.load_state_dict(checkpoint.state_dict)
     return model
