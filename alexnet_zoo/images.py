@@ -20,12 +20,13 @@ deliberately with the environment variables ``ALEXNET_ZOO_MAX_PIXELS`` and
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import re
 import struct
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -47,12 +48,18 @@ DEFAULT_MAX_FILE_BYTES = 512 * 2**20  # above an uncompressed 8-bit RGB picture 
 MAX_FILE_BYTES_ENV = "ALEXNET_ZOO_MAX_IMAGE_BYTES"
 _MAX_JPEG_SCANS = 500  # libjpeg-turbo's advice against scan bombs; real progressive JPEGs have ~10
 
-try:  # a future torchvision may drop its decoders (deprecated in 0.29): Pillow then decodes all
-    from torchvision.io import ImageReadMode as _ReadMode
-    from torchvision.io import decode_jpeg as _decode_jpeg
-    _RGB = _ReadMode.RGB
-except ImportError:  # pragma: no cover - depends on the installed torchvision
-    _decode_jpeg = None
+
+
+@functools.cache
+def _torchvision_jpeg() -> Callable[[Tensor], Tensor] | None:
+    """torchvision's libjpeg-turbo decoder, imported on first use (importing torchvision costs 1.3 s,
+    which a one-picture ``classify`` through Pillow need not pay); None where a future torchvision
+    dropped its decoders (deprecated in 0.29): Pillow then decodes all."""
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:  # pragma: no cover - depends on the installed torchvision
+        return None
+    return functools.partial(decode_jpeg, mode=ImageReadMode.RGB, apply_exif_orientation=True)
 
 
 def _positive_int_env(name: str, default: int) -> int:
@@ -290,13 +297,13 @@ def decode_image_bytes(data: bytes | bytearray, name: str | os.PathLike) -> Tens
     their SOF header passed :func:`check_image_bytes`; a JPEG it refuses (truncated, odd markers)
     and every other format go through Pillow, which decides between a picture and a typed error."""
     _check_length(len(data), name)
-    if data[:2] == b"\xff\xd8" and _decode_jpeg is not None and _jpeg_size(data, name) is not None:
+    decode_jpeg = _torchvision_jpeg() if data[:2] == b"\xff\xd8" else None
+    if decode_jpeg is not None and _jpeg_size(data, name) is not None:
         buffer = data if isinstance(data, bytearray) else bytearray(data)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # torchvision 0.29 announces a move to torchcodec
-                return _decode_jpeg(torch.frombuffer(buffer, dtype=torch.uint8), mode=_RGB,
-                                    apply_exif_orientation=True)
+                return decode_jpeg(torch.frombuffer(buffer, dtype=torch.uint8))
         except RuntimeError:
             pass
     return pil_to_uint8(_decode_pillow(data, name))
