@@ -411,9 +411,14 @@ def test_concurrent_builders_never_expose_a_half_written_library(fresh, tmp_path
     barrier = tmp_path / "barrier"
     barrier.mkdir()
     script = tmp_path / "cc-barrier"
-    script.write_text(f'#!/bin/sh\ntouch "{barrier}/$$"\ni=0\n'
-                      f'while [ "$(ls "{barrier}" | wc -l)" -lt 2 ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done\n'
-                      f'[ "$(ls "{barrier}" | wc -l)" -ge 2 ] && touch "{tmp_path}/met.$$"\nexec {REAL_CC} "$@"\n')
+    script.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        touch "{barrier}/$$"
+        i=0
+        while [ "$(ls "{barrier}" | wc -l)" -lt 2 ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done
+        [ "$(ls "{barrier}" | wc -l)" -ge 2 ] && touch "{tmp_path}/met.$$"
+        exec {REAL_CC} "$@"
+    """))
     script.chmod(0o755)
     env = {"ALEXNET_ZOO_CACHE": str(fresh.cache), "TMPDIR": str(fresh.tmp), "CC": str(script)}
     code = "from alexnet_zoo.kernels import load_kernel; assert load_kernel('winograd').wino_input_f32"
