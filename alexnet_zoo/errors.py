@@ -5,8 +5,9 @@ Every message names the thing at fault (repo and file, path, layer) and what was
 
 from __future__ import annotations
 
-__all__ = ["ChecksumMismatch", "ConversionError", "DownloadFailed", "InvalidConfig", "LabelFileError", "NotCached",
-           "UnreadableImage", "WeightsError", "failure_message"]
+__all__ = ["ChecksumMismatch", "ConversionError", "DownloadFailed", "InvalidConfig", "InvalidReference",
+           "LabelFileError", "NotCached", "Unreachable", "UnknownWeights", "UnreadableImage", "WeightsError",
+           "failure_message"]
 
 
 class WeightsError(Exception):
@@ -23,6 +24,23 @@ class ChecksumMismatch(WeightsError):
 
 class NotCached(WeightsError):
     """Offline mode (``HF_HUB_OFFLINE=1``) and the weights are not in the cache."""
+
+
+class Unreachable(DownloadFailed):
+    """No source's host could be reached at all (name not resolved, connection refused): failed at once,
+    without the client's retries, since retrying cannot help."""
+
+
+class UnknownWeights(WeightsError, KeyError):
+    """A weight name that no spec has (a KeyError too, for callers that look names up)."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidReference(WeightsError, ValueError):
+    """A weights reference (``hf-hub:org/repo@rev``, a name from an untrusted file) that is malformed or not
+    allowed; refused before any request or file access."""
 
 
 class ConversionError(WeightsError, ValueError):

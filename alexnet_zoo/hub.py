@@ -7,39 +7,61 @@ downloads it again, and each source is tried in turn. Hashing 240 MB takes secon
 file is remembered under ``cache_dir("verified")``, keyed by its path, size, times and inode: a second call does
 not rehash, and a file changed or replaced on disk is hashed again.
 
+``fetch_repo_files`` serves ``hf-hub:org/repo@rev`` repos, which no spec pins: there the Hub's own ETag is the
+pin (for an LFS file it *is* the sha256 of its bytes, for a small file the git blob sha1), taken from one HEAD
+request before the download and, for a cached copy offline, from the blob name the client stored it under.
+
+Every repo id, revision and file name is validated before any request (``validate_repo_id``,
+``validate_revision``): the client builds cache paths from them, and ``..`` in a revision made it write outside
+the cache. Each source gets one HEAD without retries first: a host whose name does not resolve or that refuses
+the connection fails at once (``Unreachable``), with what to do instead, rather than after the client's ~30 s
+ladder of retries; a server that answers with 5xx still gets the client's retries.
+
 ``huggingface_hub`` reads ``HF_ENDPOINT``, ``HF_HUB_CACHE``/``HF_HOME`` and ``HF_HUB_OFFLINE`` once, when it is
 imported; ``fetch`` reads them when it is called and passes endpoint and cache folder explicitly.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2
 from filelock import FileLock
-from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
 from huggingface_hub.errors import (FileMetadataError, HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled,
                                     RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
 from huggingface_hub.utils import get_session, hf_raise_for_status
 from huggingface_hub.utils.tqdm import tqdm
 
-from alexnet_zoo.errors import ChecksumMismatch, DownloadFailed, NotCached, WeightsError
+from alexnet_zoo.errors import ChecksumMismatch, DownloadFailed, InvalidReference, NotCached, Unreachable, WeightsError
 from alexnet_zoo.paths import cache_dir
 
-__all__ = ["FileSource", "fetch", "sha256_file"]
+__all__ = ["FileSource", "fetch", "fetch_repo_files", "parse_hub_ref", "sha256_file", "validate_filename",
+           "validate_repo_id", "validate_revision"]
 
 logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{8,64}")
+_FULL_SHA256, _GIT_SHA1 = re.compile(r"[0-9a-f]{64}"), re.compile(r"[0-9a-f]{40}")
+# The Hub's rules for repo names (huggingface_hub.utils.validate_repo_id), in ASCII only and with the namespace
+# required: each part starts and ends with a letter, digit or _, no "--" or "..", at most 96 characters in all.
+_REPO_PART = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+_REPO_ID_MAX = 96
+# A branch or tag: git's ref-name rules narrowed to a plain ASCII set (no %, \\, @, ~, ^, :, space or control
+# character); a commit: 40 hex digits. "refs/pr/1" (a Hub pull request) fits.
+_REF_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+/-]*")
+_REVISION_MAX = 128
+_FILENAME_MAX = 512
 _TRUE = {"1", "ON", "YES", "TRUE"}  # as huggingface_hub.constants reads boolean variables
 # What a failed download raises: HTTP status (HfHubHTTPError), transport (httpx2), truncation, disk (OSError).
 _DOWNLOAD_ERRORS = (HfHubHTTPError, httpx2.TransportError, OSError)
@@ -61,6 +83,9 @@ class FileSource:
     url: str | None = None  # a plain HTTPS mirror (e.g. a GitHub LFS media URL), fetched instead of the Hub
 
     def __post_init__(self) -> None:
+        validate_repo_id(self.repo_id)
+        validate_revision(self.revision)
+        validate_filename(self.filename)
         object.__setattr__(self, "sha256", self.sha256.lower())
         if not _SHA256.fullmatch(self.sha256):
             raise ValueError(f"{self.describe()}: sha256 must be 64 hex digits (or a prefix of at least 8), "
@@ -78,6 +103,75 @@ class FileSource:
         return f"sha256 {digest}, " + ("size unknown" if self.size is None else f"{self.size} bytes")
 
 
+def validate_repo_id(repo_id: str) -> str:
+    """``repo_id`` if it is a Hub repo id ``org/name``, else :class:`InvalidReference` (before any request:
+    the client turns it into URLs and cache folder names)."""
+    if not isinstance(repo_id, str) or not repo_id:
+        raise InvalidReference(f"repo id {repo_id!r}: expected 'org/name'")
+    parts = repo_id.split("/")
+    why = None
+    if len(repo_id) > _REPO_ID_MAX:
+        why = f"longer than {_REPO_ID_MAX} characters"
+    elif len(parts) != 2 or not all(parts):
+        why = "expected exactly 'org/name', two non-empty parts"
+    elif not all(_REPO_PART.fullmatch(part) for part in parts):
+        why = ("each part must be ASCII letters, digits, '_', '-' or '.', starting and ending with a letter, digit "
+               "or '_'")
+    elif ".." in repo_id or "--" in repo_id:
+        why = "'..' and '--' are not allowed"
+    if why:
+        raise InvalidReference(f"repo id {repo_id!r}: {why}")
+    return repo_id
+
+
+def validate_revision(revision: str) -> str:
+    """``revision`` if it is a commit (40 hex digits) or a plain branch / tag name, else
+    :class:`InvalidReference`: no ``..``, no leading or trailing ``/``, no ``//``, no part starting with ``.``,
+    no backslash, ``%``, space or control character, at most 128 characters."""
+    if not isinstance(revision, str) or not revision:
+        raise InvalidReference(f"revision {revision!r}: expected a commit sha, a branch or a tag name")
+    if _GIT_SHA1.fullmatch(revision):
+        return revision
+    why = None
+    if len(revision) > _REVISION_MAX:
+        why = f"longer than {_REVISION_MAX} characters"
+    elif not _REF_NAME.fullmatch(revision):
+        why = "only ASCII letters, digits and _ . + / - are allowed, starting with a letter, digit or _"
+    elif ".." in revision or "//" in revision or revision.endswith(("/", ".", ".lock")) or "/." in revision:
+        why = "no '..', '//', part starting with '.', or trailing '/', '.' or '.lock'"
+    if why:
+        raise InvalidReference(f"revision {revision!r}: {why}")
+    return revision
+
+
+def validate_filename(filename: str) -> str:
+    """``filename`` if it is a relative path inside a repo (``/``-separated, no empty, ``.`` or ``..`` part, no
+    backslash or control character), else :class:`InvalidReference`."""
+    if not isinstance(filename, str) or not filename or len(filename) > _FILENAME_MAX:
+        raise InvalidReference(f"file name {filename!r}: expected a relative path of 1 to {_FILENAME_MAX} characters")
+    if "\\" in filename or any(ord(c) < 32 or ord(c) == 127 for c in filename) or any(
+            part in ("", ".", "..") for part in filename.split("/")):
+        raise InvalidReference(f"file name {filename!r}: expected a relative path inside the repo (no leading '/', "
+                               f"empty, '.' or '..' part, backslash or control character)")
+    return filename
+
+
+def parse_hub_ref(ref: str) -> tuple[str, str | None]:
+    """``(repo_id, revision)`` of ``org/repo[@revision]`` (an ``hf-hub:`` prefix is dropped), both validated;
+    revision None when none is given. Raises :class:`InvalidReference`."""
+    if not isinstance(ref, str):
+        raise InvalidReference(f"hf-hub reference {ref!r}: expected a string 'org/repo[@revision]'")
+    body = ref.removeprefix("hf-hub:")
+    repo_id, at, revision = body.partition("@")
+    try:
+        validate_repo_id(repo_id)
+        if at:
+            validate_revision(revision)
+    except InvalidReference as err:
+        raise InvalidReference(f"hf-hub:{body}: {err}") from None
+    return repo_id, revision if at else None
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
@@ -87,14 +181,16 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def fetch(sources: Sequence[FileSource]) -> Path:
+def fetch(sources: Sequence[FileSource], *, arch: str | None = None) -> Path:
     """A local file whose size and sha256 match ``sources``, downloading it if no cached copy does.
 
-    Cached copies from every source are checked first, without any network request; then the sources are
-    downloaded in order until one yields the pinned bytes. A lock under ``cache_dir("locks")`` makes concurrent
-    callers (threads or processes) download a file once. Raises ``NotCached`` in offline mode
-    (``HF_HUB_OFFLINE=1``) when nothing is cached, ``ChecksumMismatch`` when every source served other bytes,
-    else ``DownloadFailed`` listing each source and why it failed.
+    Cached copies from every source are checked first, without any network request (a copy placed by hand
+    under ``cache_dir("mirrors", sha256)`` counts too); then the sources are downloaded in order until one
+    yields the pinned bytes. A lock under ``cache_dir("locks")`` makes concurrent callers (threads or processes)
+    download a file once. Raises ``NotCached`` in offline mode (``HF_HUB_OFFLINE=1``) when nothing is cached,
+    ``Unreachable`` at once when no source's host can be reached, ``ChecksumMismatch`` when every source served
+    other bytes, else ``DownloadFailed`` listing each source and why it failed. The first two say how to bring
+    the file in by other means (``arch``: the architecture it holds, for the ``weights convert`` command).
     """
     if not sources:
         raise ValueError("fetch() needs at least one FileSource")
@@ -108,8 +204,8 @@ def fetch(sources: Sequence[FileSource]) -> Path:
     if _offline():
         raise NotCached(f"{first.describe()} (repo {first.repo_id!r}, file {first.filename!r}, revision "
                         f"{first.revision!r}) is not in the cache ({_hf_cache_dir()}) and HF_HUB_OFFLINE is set; "
-                        f"run once online or unset HF_HUB_OFFLINE")
-    failures: list[tuple[FileSource, str, bool]] = []  # (source, reason, served wrong bytes)
+                        f"run once online or unset HF_HUB_OFFLINE.\n{_bring_in(sources, arch)}")
+    failures: list[tuple[FileSource, str, str]] = []  # (source, reason, kind: "wrong-bytes", "unreachable", "")
     with FileLock(str(cache_dir("locks") / f"{first.sha256}.lock")):
         if (path := _find_cached(sources)) is not None:  # another process downloaded it while we waited
             return path
@@ -117,10 +213,104 @@ def fetch(sources: Sequence[FileSource]) -> Path:
             try:
                 return _download(source)
             except _Rejected as error:
-                failures.append((source, str(error), True))
+                failures.append((source, str(error), "wrong-bytes"))
             except _DOWNLOAD_ERRORS as error:
-                failures.append((source, _reason(error), False))
-    raise _failure(first, failures)
+                failures.append((source, _reason(error), "unreachable" if _unreachable(error) else ""))
+    raise _failure(first, failures, _bring_in(sources, arch))
+
+
+def fetch_repo_files(repo_id: str, filenames: Sequence[str], revision: str | None = None, *,
+                     repo_type: str = "model") -> dict[str, Path]:
+    """The files of Hub repo ``repo_id`` at ``revision`` (default ``main``), each checked against the Hub's
+    own checksum of it: the sha256 the Hub gives an LFS file (``X-Linked-Etag``), the git blob sha1 of a small
+    one. Online, one HEAD per file (no retries) gives the checksum before the client downloads it; offline
+    or when the host cannot be reached, a cached copy is checked against the checksum the client stored it
+    under (its blob name). A copy with other bytes is deleted; a cached one is
+    downloaded again once. Raises :class:`InvalidReference` (before any request), :class:`ChecksumMismatch`
+    naming repo, file, expected and actual checksum, :class:`NotCached`, :class:`Unreachable` or
+    :class:`DownloadFailed`."""
+    validate_repo_id(repo_id)
+    revision = validate_revision(revision) if revision is not None else "main"
+    for name in filenames:
+        validate_filename(name)
+    endpoint = (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+    where = f"hf-hub:{repo_id}@{revision}"
+    if _offline():
+        return {name: _cached_repo_file(repo_id, name, revision, repo_type, where, "HF_HUB_OFFLINE is set")
+                for name in filenames}
+    out: dict[str, Path] = {}
+    for name in filenames:
+        url = hf_hub_url(repo_id, name, repo_type=repo_type, revision=revision, endpoint=endpoint)
+        try:
+            meta = get_hf_file_metadata(url, timeout=constants.HF_HUB_ETAG_TIMEOUT, endpoint=endpoint,
+                                        retry_on_errors=False)
+        except _DOWNLOAD_ERRORS as error:
+            if not _unreachable(error):
+                raise DownloadFailed(f"{where}: could not fetch {name!r} from {endpoint}: {_reason(error)}") from error
+            out[name] = _cached_repo_file(repo_id, name, revision, repo_type, where,
+                                          f"{endpoint} cannot be reached ({_reason(error)})")
+            continue
+        if meta.commit_hash is None or meta.etag is None:
+            raise DownloadFailed(f"{where}: {endpoint} answered for {name!r} without a commit or checksum "
+                                 f"(X-Repo-Commit / ETag): not a Hugging Face Hub endpoint")
+        out[name] = _download_repo_file(repo_id, name, revision, repo_type, endpoint, meta.etag, where)
+    return out
+
+
+def _download_repo_file(repo_id: str, name: str, revision: str, repo_type: str, endpoint: str, etag: str,
+                        where: str) -> Path:
+    """Download (or take from the cache) one repo file and check it against the Hub's ``etag``."""
+    if not (_FULL_SHA256.fullmatch(etag) or _GIT_SHA1.fullmatch(etag)):
+        raise ChecksumMismatch(f"{where}: file {name!r}: the Hub gave no sha256 or git sha1 for it (ETag "
+                               f"{etag!r}), so its bytes cannot be checked")
+    for attempt in (1, 2):
+        try:
+            path = Path(hf_hub_download(repo_id, name, revision=revision, repo_type=repo_type, endpoint=endpoint,
+                                        cache_dir=_hf_cache_dir()))
+        except _DOWNLOAD_ERRORS as error:
+            raise DownloadFailed(f"{where}: could not download {name!r} from {endpoint}: {_reason(error)}") from error
+        actual = _digest_of_kind(path, etag)
+        if actual == etag:
+            return path
+        _discard(path)
+        if attempt == 1:
+            logger.warning("%s: %s does not match the Hub's checksum %s (it has %s); downloading it again",
+                           where, name, etag, actual)
+    raise ChecksumMismatch(f"{where}: file {name!r} does not match the Hub's checksum: expected {_kind(etag)} "
+                           f"{etag}, got {actual}; the copy was deleted")
+
+
+def _cached_repo_file(repo_id: str, name: str, revision: str, repo_type: str, where: str, why: str) -> Path:
+    """A cached repo file, checked against the checksum it was stored under, when the Hub cannot be asked."""
+    found = try_to_load_from_cache(repo_id, name, cache_dir=_hf_cache_dir(), revision=revision, repo_type=repo_type)
+    if not isinstance(found, str) or not os.path.isfile(found):
+        error = NotCached if "HF_HUB_OFFLINE" in why else Unreachable
+        raise error(f"{where}: file {name!r} is not in the cache ({_hf_cache_dir()}) and {why}; load it once "
+                    f"online, set HF_ENDPOINT to a Hub mirror you can reach, or download the repo's "
+                    f"model.safetensors + config.json elsewhere into a folder and load that folder")
+    path = Path(found)
+    etag = Path(os.path.realpath(path)).name  # the client names a blob after the ETag the Hub gave it
+    if not (_FULL_SHA256.fullmatch(etag) or _GIT_SHA1.fullmatch(etag)):
+        raise ChecksumMismatch(f"{where}: cached file {name!r} ({path}) has no checksum to be checked against "
+                               f"and {why}")
+    actual = _digest_of_kind(path, etag)
+    if actual != etag:
+        _discard(path)
+        raise ChecksumMismatch(f"{where}: cached file {name!r} does not match the Hub's checksum: expected "
+                               f"{_kind(etag)} {etag}, got {actual}; the copy was deleted and {why}")
+    return path
+
+
+def _kind(etag: str) -> str:
+    return "sha256" if len(etag) == 64 else "git blob sha1"
+
+
+def _digest_of_kind(path: Path, etag: str) -> str:
+    """The file's sha256 (remembered, as for specs) or, for a 40-digit ETag, its git blob sha1."""
+    if len(etag) == 64:
+        return _sha256_remembered(path)
+    data = Path(path).read_bytes()  # small (non-LFS) files only: the Hub sends LFS files' sha256
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 class _Rejected(Exception):
@@ -130,35 +320,49 @@ class _Rejected(Exception):
 def _find_cached(sources: Sequence[FileSource]) -> Path | None:
     """The first cached copy that matches; a cached copy that does not is deleted."""
     for source in sources:
-        path = _cached_path(source)
-        if path is None:
-            continue
-        try:
-            mismatch = _check(path, source)
-        except FileNotFoundError:  # deleted meanwhile by a process that found it wrong
-            continue
-        if mismatch is None:
-            return path
-        logger.warning("cached %s does not match its pin (%s); deleting it", source.describe(), mismatch)
-        _discard(path)
+        for path in _cached_paths(source):
+            try:
+                mismatch = _check(path, source)
+            except FileNotFoundError:  # deleted meanwhile by a process that found it wrong
+                continue
+            if mismatch is None:
+                return path
+            logger.warning("cached %s (%s) does not match its pin (%s); deleting it", source.describe(), path,
+                           mismatch)
+            _discard(path)
     return None
 
 
-def _cached_path(source: FileSource) -> Path | None:
-    if source.url is not None:
-        path = _mirror_path(source)
-        return path if path.is_file() else None
-    found = try_to_load_from_cache(source.repo_id, source.filename, cache_dir=_hf_cache_dir(),
-                                   revision=source.revision, repo_type=source.repo_type)
-    return Path(found) if isinstance(found, str) and os.path.isfile(found) else None
+def _cached_paths(source: FileSource) -> list[Path]:
+    """Where a copy may already be: the mirror folder (downloads from a URL, or a file put there by hand, which
+    the pin checks like any other), and for a Hub source the Hub cache."""
+    found = [path] if (path := _mirror_path(source, create=False)).is_file() else []
+    if source.url is None:
+        hub = try_to_load_from_cache(source.repo_id, source.filename, cache_dir=_hf_cache_dir(),
+                                     revision=source.revision, repo_type=source.repo_type)
+        if isinstance(hub, str) and os.path.isfile(hub):
+            found.insert(0, Path(hub))
+    return found
 
 
 def _download(source: FileSource) -> Path:
-    """Download one source; raise ``_Rejected`` (after deleting the file) if it holds other bytes."""
+    """Download one source; raise ``_Rejected`` (after deleting the file) if it holds other bytes.
+
+    A Hub source is first asked for its metadata once, without retries: a host that cannot be reached fails
+    here at once instead of going through the client's retries; anything else goes on to the client."""
     if source.url is not None:
         return _download_url(source)
+    endpoint = _endpoint(source)
+    url = hf_hub_url(source.repo_id, source.filename, repo_type=source.repo_type, revision=source.revision,
+                     endpoint=endpoint)
+    try:
+        get_hf_file_metadata(url, timeout=constants.HF_HUB_ETAG_TIMEOUT, endpoint=endpoint, retry_on_errors=False)
+    except _DOWNLOAD_ERRORS as error:
+        if _unreachable(error) or (isinstance(error, HfHubHTTPError)
+                                   and error.response.status_code < 500 and error.response.status_code != 429):
+            raise
     path = Path(hf_hub_download(source.repo_id, source.filename, revision=source.revision,
-                                repo_type=source.repo_type, endpoint=_endpoint(source), cache_dir=_hf_cache_dir()))
+                                repo_type=source.repo_type, endpoint=endpoint, cache_dir=_hf_cache_dir()))
     mismatch = _check(path, source)
     if mismatch is not None:
         _discard(path)
@@ -192,9 +396,15 @@ def _download_url(source: FileSource) -> Path:
 
 def _check(path: Path, source: FileSource) -> str | None:
     """Why ``path`` is not the pinned file, or None; hashes only if no record matches the file's stat."""
+    size = os.stat(path).st_size
+    if source.size is not None and size != source.size:
+        return _mismatch(source, size, None)
+    return _mismatch(source, size, _sha256_remembered(path))
+
+
+def _sha256_remembered(path: Path) -> str:
+    """The file's sha256, from the record of an earlier hash if the file's stat still matches it."""
     stat = os.stat(path)
-    if source.size is not None and stat.st_size != source.size:
-        return _mismatch(source, stat.st_size, None)
     record = _record_path(path)
     try:
         known = json.loads(record.read_text())
@@ -204,7 +414,7 @@ def _check(path: Path, source: FileSource) -> str | None:
     if digest is None:
         digest = sha256_file(path)
         _record(path, digest, stat)
-    return _mismatch(source, stat.st_size, digest)
+    return digest
 
 
 def _mismatch(source: FileSource, size: int, digest: str | None) -> str | None:
@@ -216,12 +426,17 @@ def _mismatch(source: FileSource, size: int, digest: str | None) -> str | None:
 
 
 def _record(path: Path, digest: str, stat: os.stat_result | None = None) -> None:
-    """Remember the sha256 of ``path`` as it is now (written atomically: readers never see half a record)."""
+    """Remember the sha256 of ``path`` as it is now (written atomically: readers never see half a record).
+    Only a memo: a record that cannot be written (full disk, read-only cache) costs a rehash next time."""
     record = _record_path(path)
     tmp = record.with_name(f"{record.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps({"path": os.path.realpath(path), "sha256": digest,
-                               "stat": _stat_key(stat or os.stat(path))}))
-    os.replace(tmp, record)
+    try:
+        tmp.write_text(json.dumps({"path": os.path.realpath(path), "sha256": digest,
+                                   "stat": _stat_key(stat or os.stat(path))}))
+        os.replace(tmp, record)
+    except OSError as error:
+        logger.warning("could not remember the sha256 of %s in %s: %s", path, record.parent, error)
+        tmp.unlink(missing_ok=True)
 
 
 def _record_path(path: Path) -> Path:
@@ -242,8 +457,10 @@ def _discard(path: Path) -> None:
             logger.warning("could not delete %s, which failed verification: %s", victim, error)
 
 
-def _mirror_path(source: FileSource) -> Path:
-    return cache_dir("mirrors", source.sha256) / Path(source.filename).name
+def _mirror_path(source: FileSource, *, create: bool = True) -> Path:
+    """``cache_dir("mirrors", sha256)/<file name>``: where URL downloads go and a hand-placed copy is found."""
+    folder = cache_dir("mirrors", source.sha256) if create else cache_dir() / "mirrors" / source.sha256
+    return folder / Path(source.filename).name
 
 
 def _hf_cache_dir() -> str:
@@ -288,12 +505,47 @@ def _reason(error: BaseException) -> str:
         return f"timed out: {first_line}"
     if "Consistency check failed" in first_line:
         return f"truncated: {first_line}"
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return (f"no room to write the download ({first_line}): free space, or set HF_HUB_CACHE (Hub files) / "
+                f"ALEXNET_ZOO_CACHE (mirror files) to a disk with room")
     return f"{type(error).__name__}: {first_line}"
 
 
-def _failure(first: FileSource, failures: list[tuple[FileSource, str, bool]]) -> WeightsError:
+def _unreachable(error: BaseException) -> bool:
+    """True when the host could not be reached at all (name not resolved, connection refused or timed out):
+    retrying a moment later cannot help, so nothing is retried."""
+    if isinstance(error, LocalEntryNotFoundError) and error.__cause__ is not None:
+        error = error.__cause__
+    return isinstance(error, (httpx2.ConnectError, httpx2.ConnectTimeout))
+
+
+def _download_urls(source: FileSource) -> str:
+    """Where the file can be fetched by hand: the mirror URL, or the file on the Hub (huggingface.co unless the
+    source names its own endpoint)."""
+    if source.url is not None:
+        return source.url
+    return hf_hub_url(source.repo_id, source.filename, repo_type=source.repo_type, revision=source.revision,
+                      endpoint=source.endpoint or "https://huggingface.co")
+
+
+def _bring_in(sources: Sequence[FileSource], arch: str | None) -> str:
+    """How to get the file onto this machine without the network, for the offline and unreachable errors."""
+    first = sources[0]
+    name = Path(first.filename).name
+    urls = " or ".join(dict.fromkeys(_download_urls(s) for s in sources))
+    convert = (f"`alexnet-zoo weights convert {name} --arch {arch} --out DIR`, then load DIR (`--pretrained DIR`)"
+               if arch else f"`alexnet-zoo weights convert {name} --arch ARCH --out DIR`, then load DIR")
+    return (f"To bring {name} in by other means: download it on a machine with network access ({urls}); it must "
+            f"have {first.pin()}. Then either copy it to {_mirror_path(first, create=False)} (checked against that "
+            f"sha256 on first use), or convert it: {convert}. Or set HF_ENDPOINT to a Hub mirror you can reach.")
+
+
+def _failure(first: FileSource, failures: list[tuple[FileSource, str, str]], bring_in: str) -> WeightsError:
     lines = "\n".join(f"  - {s.describe()} from {s.url or _endpoint(s)}: {reason}" for s, reason, _ in failures)
-    if all(wrong_bytes for *_, wrong_bytes in failures):
+    if all(kind == "wrong-bytes" for *_, kind in failures):
         return ChecksumMismatch(f"no source of {first.describe()} served the pinned file ({first.pin()}):\n{lines}")
+    if all(kind == "unreachable" for *_, kind in failures):
+        return Unreachable(f"could not reach any source of {first.describe()} ({first.pin()}); nothing was "
+                           f"retried, since no host could be reached:\n{lines}\n{bring_in}")
     return DownloadFailed(f"could not download {first.describe()} ({first.pin()}) from any of its {len(failures)} "
                           f"source(s):\n{lines}")

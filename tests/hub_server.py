@@ -47,13 +47,15 @@ import base64
 import hashlib
 import json
 import re
+import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["Commit", "Fault", "HubServer", "Request", "ServedFile"]
+__all__ = ["Commit", "ConnectionAttempts", "Fault", "HubServer", "Request", "ServedFile", "closed_port"]
 
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 _REPO_PREFIXES = {"datasets": "dataset", "spaces": "space", "kernels": "kernel"}
@@ -554,6 +556,53 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body:
             self.wfile.write(body)
+
+
+class ConnectionAttempts:
+    """Counts this process's name lookups and TCP connects while active (``with ConnectionAttempts() as log``),
+    from the interpreter's audit events (``socket.getaddrinfo``, ``socket.connect``): the real calls go ahead
+    untouched, so a test sees how often the client really tried a host, not how long it took."""
+
+    _active: list["ConnectionAttempts"] = []
+    _hooked = False
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+
+    def __enter__(self) -> "ConnectionAttempts":
+        if not ConnectionAttempts._hooked:  # an audit hook cannot be removed: one for the whole process
+            sys.addaudithook(ConnectionAttempts._hook)
+            ConnectionAttempts._hooked = True
+        ConnectionAttempts._active.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        ConnectionAttempts._active.remove(self)
+
+    @staticmethod
+    def _hook(event: str, args: tuple) -> None:
+        if event == "socket.getaddrinfo":
+            for log in ConnectionAttempts._active:
+                log.events.append(("lookup", args[0]))
+        elif event == "socket.connect":
+            for log in ConnectionAttempts._active:
+                log.events.append(("connect", args[1]))
+
+    def lookups(self, host: str) -> int:
+        """Name lookups of ``host`` (each connection attempt to a name starts with one)."""
+        return sum(1 for kind, what in self.events if kind == "lookup" and what in (host, host.encode()))
+
+    def connects(self, host: str, port: int) -> int:
+        """TCP connects to ``host:port``."""
+        return sum(1 for kind, what in self.events if kind == "connect" and isinstance(what, tuple)
+                   and tuple(what[:2]) == (host, port))
+
+
+def closed_port() -> int:
+    """A 127.0.0.1 port nothing listens on (bound, then released): connecting there is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _lfs_pointer(served: ServedFile) -> bytes:

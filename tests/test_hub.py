@@ -10,11 +10,11 @@ from pathlib import Path
 import huggingface_hub.constants as hf_constants
 import pytest
 from huggingface_hub import try_to_load_from_cache
-from hub_server import Fault
+from hub_server import ConnectionAttempts, Fault, closed_port
 
 from alexnet_zoo import hub
-from alexnet_zoo.errors import ChecksumMismatch, DownloadFailed, NotCached
-from alexnet_zoo.hub import FileSource, fetch, sha256_file
+from alexnet_zoo.errors import ChecksumMismatch, DownloadFailed, InvalidReference, NotCached, Unreachable
+from alexnet_zoo.hub import FileSource, fetch, fetch_repo_files, parse_hub_ref, sha256_file
 
 REPO, FILE = "alexnet-zoo/alexnet", "alexnet.safetensors"
 
@@ -50,7 +50,8 @@ def test_download_is_verified_and_lands_in_the_hub_cache(hub_server, lfs):
     path = fetch([_source(data)])
     assert path.read_bytes() == data and sha256_file(path) == served.sha256
     assert path.parent == Path(os.environ["HF_HUB_CACHE"], "models--alexnet-zoo--alexnet", "snapshots", served.commit)
-    expected = [("HEAD", "hub"), ("GET", "cdn")] if lfs else [("HEAD", "hub"), ("GET", "hub")]
+    # one HEAD without retries (a host that cannot be reached fails there at once), then the client's HEAD and GET
+    expected = [("HEAD", "hub")] * 2 + ([("GET", "cdn")] if lfs else [("GET", "hub")])
     assert [(r.method, r.host) for r in hub_server.requests] == expected
 
 
@@ -267,8 +268,9 @@ def test_two_processes_download_the_file_once(hub_server):
         worker.join(timeout=10)
         assert worker.exitcode == 0
     assert outcomes[0] == outcomes[1] and outcomes[0][1] == served.sha256
-    # One HEAD and one GET in all: the second process waited for the first and found its verified copy.
-    assert [r.method for r in hub_server.requests] == ["HEAD", "GET"]
+    # One download in all (a probe HEAD, the client's HEAD, one GET): the second process waited for the first and
+    # found its verified copy.
+    assert [r.method for r in hub_server.requests] == ["HEAD", "HEAD", "GET"]
 
 
 def test_file_source_checks_its_pin():
@@ -293,3 +295,165 @@ def test_prefix_pin_without_size(hub_server):
     with pytest.raises(ChecksumMismatch) as info:
         fetch([wrong])
     assert f"expected sha256 {wrong.sha256}, got {hashlib.sha256(data).hexdigest()}" in str(info.value)
+
+
+# --- hf-hub: repos, which no spec pins: the Hub's own checksum is the pin -------------------------------------
+
+HF_REPO = "someone/alexnet-flowers"
+SMALL = b'{"architecture": "alexnet"}\n'
+
+
+def _git_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _serve_repo(hub_server, data: bytes, **kwargs):
+    served = hub_server.add_file(HF_REPO, "model.safetensors", data, **kwargs)
+    hub_server.add_file(HF_REPO, "config.json", SMALL, lfs=False, revision=kwargs.get("revision", "main"))
+    return served
+
+
+def test_repo_files_are_checked_against_the_hubs_checksums(hub_server):
+    data = _weights()
+    _serve_repo(hub_server, data)
+    files = fetch_repo_files(HF_REPO, ["model.safetensors", "config.json"])
+    assert files["model.safetensors"].read_bytes() == data and files["config.json"].read_bytes() == SMALL
+    # the client stored each under the checksum the Hub gave: the sha256 (LFS) and the git blob sha1 (small file)
+    assert Path(os.path.realpath(files["model.safetensors"])).name == hashlib.sha256(data).hexdigest()
+    assert Path(os.path.realpath(files["config.json"])).name == _git_sha1(SMALL)
+
+
+def test_same_size_tampered_bytes_from_the_hub_are_refused(hub_server):
+    data = _weights()
+    served = _serve_repo(hub_server, data, fault=Fault("corrupt"))  # HEAD says the true sha256, the body lies
+    with pytest.raises(ChecksumMismatch) as info:
+        fetch_repo_files(HF_REPO, ["model.safetensors", "config.json"])
+    message = str(info.value)
+    assert f"hf-hub:{HF_REPO}@main" in message and "'model.safetensors'" in message
+    assert f"expected sha256 {served.sha256}, got {hashlib.sha256(_corrupted(data)).hexdigest()}" in message
+    assert _hub_cache_entries(HF_REPO) == [] or all(p.name != "model.safetensors" for p in _hub_cache_entries(HF_REPO))
+    assert len(hub_server.gets("model.safetensors")) == 2  # a second download, also refused
+    served.fault = None
+    assert fetch_repo_files(HF_REPO, ["model.safetensors"])["model.safetensors"].read_bytes() == data
+
+
+def test_a_tampered_cached_copy_is_downloaded_again_online_and_refused_offline(hub_server, monkeypatch):
+    data = _weights()
+    _serve_repo(hub_server, data)
+    blob = Path(os.path.realpath(fetch_repo_files(HF_REPO, ["model.safetensors"])["model.safetensors"]))
+    blob.write_bytes(_corrupted(data))  # same size, same name: only the hash tells
+    hub_server.requests.clear()
+    assert fetch_repo_files(HF_REPO, ["model.safetensors"])["model.safetensors"].read_bytes() == data
+    assert len(hub_server.gets("model.safetensors")) == 1
+    blob.write_bytes(_corrupted(data))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub_server.requests.clear()
+    with pytest.raises(ChecksumMismatch, match=rf"cached file 'model.safetensors' .*expected sha256 "
+                                               rf"{hashlib.sha256(data).hexdigest()}, got "
+                                               rf"{hashlib.sha256(_corrupted(data)).hexdigest()}"):
+        fetch_repo_files(HF_REPO, ["model.safetensors"])
+    assert hub_server.requests == [] and not blob.exists()
+
+
+def test_offline_repo_files_come_from_the_cache_checked(hub_server, monkeypatch):
+    data = _weights()
+    _serve_repo(hub_server, data, revision="v1")
+    online = fetch_repo_files(HF_REPO, ["model.safetensors", "config.json"], "v1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub_server.requests.clear()
+    assert fetch_repo_files(HF_REPO, ["model.safetensors", "config.json"], "v1") == online
+    assert hub_server.requests == []
+    with pytest.raises(NotCached, match="'model.safetensors' is not in the cache"):
+        fetch_repo_files(HF_REPO, ["model.safetensors"], "v2")
+
+
+# --- repo ids and revisions are validated before any request --------------------------------------------------
+
+BAD_REPO_IDS = ["../alexnet", "org/..", "org/../x", "..%2f..", "org/%2e%2e", "/abs/path", "org/", "/repo", "org",
+                "org/repo/extra", "org//repo", "org\\repo", "org/re po", "org/re\npo", "org/re\x00po", "-org/repo",
+                "org/repo-", "org--x/repo", "org/r.", "o" * 50 + "/" + "r" * 50, "orgé/repo", ""]
+BAD_REVISIONS = ["../../../escape", "..", "a/../b", "main/..", "%2e%2e", "%2e%2e/%2e%2e", "/etc", "main/", "a//b",
+                 "main\\..", "ma\nin", "ma\tin", "ma\x00in", "ma in", "main.lock", ".hidden", "a/.b", "v1.",
+                 "@{1}", "main~1", "x" * 129, ""]
+
+
+@pytest.mark.parametrize("repo_id", BAD_REPO_IDS)
+def test_bad_repo_ids_are_refused_before_any_request(hub_server, repo_id):
+    with pytest.raises(InvalidReference, match="repo id"):
+        fetch_repo_files(repo_id, ["model.safetensors"])
+    with pytest.raises(InvalidReference):
+        parse_hub_ref(f"hf-hub:{repo_id}@main")
+    with pytest.raises(ValueError):  # a spec's source is checked when it is written down
+        FileSource(repo_id, FILE, "v1", "ab" * 32, 10)
+    assert hub_server.requests == []
+
+
+@pytest.mark.parametrize("revision", BAD_REVISIONS)
+def test_bad_revisions_are_refused_before_any_request_and_nothing_is_written(hub_server, revision, tmp_path):
+    hub_server.add_file(HF_REPO, "model.safetensors", _weights(1000))
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(InvalidReference, match="revision"):
+        fetch_repo_files(HF_REPO, ["model.safetensors"], revision)
+    with pytest.raises(InvalidReference, match="revision"):
+        parse_hub_ref(f"hf-hub:{HF_REPO}@{revision}")
+    assert hub_server.requests == [] and sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("filename", ["../x", "/etc/passwd", "a/../b", "a//b", "a\\b", "a\nb", ".", ""])
+def test_bad_file_names_are_refused(filename):
+    with pytest.raises(InvalidReference, match="file name"):
+        FileSource(REPO, filename, "v1", "ab" * 32, 10)
+
+
+@pytest.mark.parametrize("ref,expected", [
+    ("hf-hub:org/repo", ("org/repo", None)), ("org/repo@v1.0", ("org/repo", "v1.0")),
+    ("hf-hub:org/my_model.v2@refs/pr/3", ("org/my_model.v2", "refs/pr/3")),
+    ("hf-hub:org/repo@" + "0123456789abcdef" * 2 + "01234567", ("org/repo", "0123456789abcdef" * 2 + "01234567")),
+])
+def test_valid_hub_references_parse(ref, expected):
+    assert parse_hub_ref(ref) == expected
+
+
+# --- a host that cannot be reached fails at once ----------------------------------------------------------------
+
+@pytest.mark.parametrize("host", ["dns", "refused"])
+def test_an_unreachable_host_is_tried_once_and_the_error_says_what_to_do(hub_server, host):
+    port = closed_port()
+    endpoint = "http://alexnet-zoo-offline.invalid" if host == "dns" else f"http://127.0.0.1:{port}"
+    data = _weights(1000)
+    with ConnectionAttempts() as log:
+        with pytest.raises(Unreachable) as info:
+            fetch([_source(data, endpoint=endpoint)], arch="alexnet")
+    tries = log.lookups("alexnet-zoo-offline.invalid") if host == "dns" else log.connects("127.0.0.1", port)
+    assert tries == 1  # the client's ladder would make 6 (and sleep 1+2+4+8+8 s between them)
+    message = str(info.value)
+    assert f"{REPO}@v1:{FILE}" in message and hashlib.sha256(data).hexdigest() in message
+    assert "weights convert alexnet.safetensors --arch alexnet --out DIR" in message and "HF_ENDPOINT" in message
+    with ConnectionAttempts() as log:
+        with pytest.raises(Unreachable, match="cannot be reached"):
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv("HF_ENDPOINT", endpoint)
+                fetch_repo_files(HF_REPO, ["model.safetensors"])
+    assert (log.lookups("alexnet-zoo-offline.invalid") if host == "dns" else log.connects("127.0.0.1", port)) == 1
+
+
+def test_a_copy_put_in_the_mirror_folder_by_hand_is_used_once_it_matches(hub_server):
+    data = _weights()
+    source = _source(data, endpoint="http://alexnet-zoo-offline.invalid")
+    with pytest.raises(Unreachable) as info:
+        fetch([source])
+    target = Path(str(info.value).split("copy it to ")[1].split(" (checked")[0])  # the path the message gives
+    target.parent.mkdir(parents=True)
+    target.write_bytes(_corrupted(data))  # a wrong copy is refused (and deleted), not loaded
+    with pytest.raises(Unreachable):
+        fetch([source])
+    assert not target.exists()
+    target.write_bytes(data)
+    assert fetch([source]) == target and hub_server.requests == []
+
+
+def test_a_5xx_still_gets_the_clients_retries(hub_server):
+    data = _weights()
+    served = hub_server.add_file(REPO, FILE, data, revision="v1", fault=Fault("500", times=2))
+    assert fetch([_source(data)]).read_bytes() == data  # probe: 500; the client's HEAD: 500, retried: served
+    assert served.fault.times == 0
