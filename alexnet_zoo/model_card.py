@@ -94,7 +94,7 @@ def folder_model_card(info: Mapping[str, Any], repo_id: str | None = None, *, nu
     overrides = overrides or "(the architecture's defaults)"
     recorded = info.get("preprocessing")
     p = Preprocessing.from_dict(recorded) if recorded else DEFAULT_PREPROCESSING[arch]
-    metrics = info.get("metrics") or weights.get("metrics") or []
+    metrics = info.get("metrics") or []  # not the ``weights`` entry's: those are the starting weights' results
     license_ = info.get("license") or weights.get("license")
     citation = info.get("citation") or weights.get("citation")
     citation = PAPER_CITATION if not citation or citation == PAPER_CITATION else f"{PAPER_CITATION}\n\n{citation}"
@@ -107,7 +107,10 @@ def folder_model_card(info: Mapping[str, Any], repo_id: str | None = None, *, nu
               f"the publisher's own {num_classes} classes, whose names config.json does not record")
     provenance = []
     if weights.get("name"):
-        provenance.append(f"- started from alexnet_zoo's `{weights['name']}`")
+        started = f"- started from alexnet_zoo's `{weights['name']}`"
+        if weights.get("metrics"):
+            started += " (whose published results are for those weights, not these: see its own card)"
+        provenance.append(started)
     provenance += [f"- upstream: `{s}`" for s in weights.get("sources", [])]
     if info.get("converted_from"):
         provenance.append(f"- converted from `{info['converted_from']}`")
@@ -178,9 +181,26 @@ def _percent(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "?"
 
 
-if __name__ == "__main__":  # python -m alexnet_zoo.model_card alexnet.bvlc_in1k > weights/alexnet.bvlc_in1k/README.md
+def main(argv: list[str] | None = None) -> int:
+    """``python -m alexnet_zoo.model_card NAME > weights/NAME/README.md``: any name the builders
+    accept (``arch.tag``, a tag, an arch)."""
     import sys
 
-    from alexnet_zoo.weights import get_weight_spec
+    from alexnet_zoo.errors import UnknownWeights
+    from alexnet_zoo.weights import get_weight_spec, known_names
 
-    sys.stdout.write(model_card(get_weight_spec(sys.argv[1])))
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print(f"usage: python -m alexnet_zoo.model_card NAME (one of {', '.join(known_names())})", file=sys.stderr)
+        return 2
+    try:
+        spec = get_weight_spec(args[0])
+    except UnknownWeights as err:
+        print(f"alexnet_zoo.model_card: error: {err}", file=sys.stderr)
+        return 2
+    sys.stdout.write(model_card(spec))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,23 +10,27 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from alexnet_zoo.config import AlexNetConfig, check_shapes, check_weights_fit, read_config_file
-from alexnet_zoo.errors import ConversionError, WeightsError
+from alexnet_zoo.errors import ConversionError, InvalidReference, UnknownWeights, WeightsError
 from alexnet_zoo.model import AlexNet
 from alexnet_zoo.paths import atomic_write, cache_dir, write_json
 from alexnet_zoo.factory import BASE_CONFIGS
 from alexnet_zoo.transforms import Preprocessing
 from alexnet_zoo.weights import WeightSpec, get_weight_spec
 
-__all__ = ["Checkpoint", "cached_spec", "is_cached", "load_checkpoint", "resolve", "save_pretrained"]
+__all__ = ["Checkpoint", "WeightsRef", "cached_spec", "is_cached", "load_checkpoint", "resolve", "resolve_reference",
+           "save_pretrained"]
 
 FORMAT_VERSION = 1
 
@@ -89,10 +93,13 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     return Checkpoint(found.arch, found.config, state_dict, found.preprocessing, found.info)
 
 
-def resolve(pretrained: bool | str | os.PathLike, arch: str) -> Checkpoint:
+def resolve(pretrained: bool | str | os.PathLike | WeightsRef, arch: str) -> Checkpoint:
     """Turn any ``pretrained=`` value into a checkpoint: True (the arch's default weights), a tag
-    or ``arch.tag`` name, ``hf-hub:org/repo[@revision]``, or a local folder / file (ours, or an
-    upstream .onnx / .caffemodel / .pth converted on the fly)."""
+    or ``arch.tag`` name, ``hf-hub:org/repo[@revision]``, a local folder / file (ours, or an
+    upstream .onnx / .caffemodel / .pth converted on the fly), or a :class:`WeightsRef` from
+    :func:`resolve_reference` (loaded as exactly what it names, nothing else)."""
+    if isinstance(pretrained, WeightsRef):
+        return _load_reference(pretrained, arch)
     if pretrained is True:
         return cached_spec(get_weight_spec(arch))
     if isinstance(pretrained, str) and pretrained.startswith("hf-hub:"):
@@ -103,21 +110,95 @@ def resolve(pretrained: bool | str | os.PathLike, arch: str) -> Checkpoint:
             return _from_upstream(path, arch)
         return load_checkpoint(path)
     if isinstance(pretrained, str):
-        name = pretrained if "." in pretrained else f"{arch}.{pretrained}"
         try:
-            spec = get_weight_spec(name)
-        except KeyError:
-            raise ValueError(f"pretrained={pretrained!r}: not a weight name, an hf-hub: repo or an existing "
-                             f"path") from None
+            spec = get_weight_spec(pretrained, arch)
+        except UnknownWeights as err:
+            raise UnknownWeights(f"pretrained={pretrained!r}: not a weight name, an hf-hub: repo or an existing "
+                                 f"path; {err}") from None
         if spec.arch != arch:
             raise ValueError(f"{spec.name} are weights for {spec.arch}, not {arch}")
         return cached_spec(spec)
     raise ValueError(f"pretrained={pretrained!r}: expected True/False, a weight name, 'hf-hub:org/repo' or a path")
 
 
+@dataclass(frozen=True)
+class WeightsRef:
+    """A weights reference checked by :func:`resolve_reference`: what it names, without ambiguity
+    (a spec name never turns into a same-named folder, a path is absolute). ``str()`` gives the
+    canonical text to record: ``arch.tag``, ``hf-hub:org/repo[@rev]`` or the absolute path."""
+
+    kind: str  # "spec", "hf-hub" or "local"
+    name: str  # the spec's arch.tag, the repo id "org/repo", or an absolute path
+    revision: str | None = None  # hf-hub only
+    arch: str | None = None  # the spec's architecture (None for hf-hub and local: their config.json says)
+
+    def __str__(self) -> str:
+        if self.kind == "hf-hub":
+            return f"hf-hub:{self.name}" + (f"@{self.revision}" if self.revision else "")
+        return self.name
+
+
+def resolve_reference(ref: object, *, trusted: bool = False, allow_local: bool = False,
+                      arch: str | None = None) -> WeightsRef:
+    """Check a weights reference before anything loads it; ``resolve(ref, arch)`` (and so
+    ``create_model`` / ``model_for_weights``) then loads exactly what it names.
+
+    ``trusted=False`` is for references read from files someone else may have written (an index
+    folder's ``info.json``, a shared config): only a registered spec name (``arch.tag``, a tag, an
+    arch alias) or a valid ``hf-hub:org/repo[@revision]`` is accepted, never a path, unless
+    ``allow_local=True``, which admits an existing folder in our format (``model.safetensors`` +
+    ``config.json``) or a ``.safetensors`` file, never an upstream file (.onnx, .pth, ...) whose
+    converter would parse foreign bytes. ``trusted=True`` also accepts any existing path.
+    Raises :class:`InvalidReference` (a ValueError) naming the reference and what is allowed."""
+    from alexnet_zoo.hub import parse_hub_ref
+    from alexnet_zoo.weights import known_names
+
+    allowed = ("a weight name (" + ", ".join(known_names()) + "), 'hf-hub:org/repo[@revision]'"
+               + (" or a folder in alexnet_zoo's format" if trusted or allow_local else ""))
+    if not isinstance(ref, str) or not ref or len(ref) > 4096 or any(ord(c) < 32 or ord(c) == 127 for c in ref):
+        raise InvalidReference(f"weights reference {ref!r}: expected {allowed}")
+    if ref.startswith("hf-hub:"):
+        repo_id, revision = parse_hub_ref(ref)
+        return WeightsRef("hf-hub", repo_id, revision)
+    if trusted and Path(ref).exists():  # as resolve() reads it: an existing path first
+        return WeightsRef("local", os.path.abspath(ref))
+    try:
+        spec = get_weight_spec(ref, arch)
+    except UnknownWeights:
+        spec = None
+    if spec is not None:
+        return WeightsRef("spec", spec.name, arch=spec.arch)
+    if allow_local:
+        path = Path(ref)
+        if path.is_dir() and _complete(path) or path.is_file() and path.suffix == ".safetensors":
+            return WeightsRef("local", os.path.abspath(path))
+        if path.exists():
+            raise InvalidReference(f"weights reference {ref!r}: a local reference from an untrusted file must be "
+                                   f"a folder with {_WEIGHTS_FILE} + {_CONFIG_FILE} or a .safetensors file")
+    raise InvalidReference(f"weights reference {ref!r}: expected {allowed}")
+
+
+def _load_reference(ref: WeightsRef, arch: str) -> Checkpoint:
+    if ref.kind == "hf-hub":
+        return _from_hub_repo(ref.name + (f"@{ref.revision}" if ref.revision else ""))
+    if ref.kind == "spec":
+        spec = get_weight_spec(ref.name)
+        if spec.arch != arch:
+            raise ValueError(f"{spec.name} are weights for {spec.arch}, not {arch}")
+        return cached_spec(spec)
+    path = Path(ref.name)
+    if path.is_file() and path.suffix in (".onnx", ".caffemodel", ".pth", ".pt"):
+        return _from_upstream(path, arch)
+    return load_checkpoint(path)
+
+
 def cached_spec(spec: WeightSpec, *, force: bool = False) -> Checkpoint:
     """The spec's weights from the converted cache, downloading, verifying and converting them
-    first if needed (once, under a file lock shared by all processes)."""
+    first if needed (once, under a file lock shared by all processes).
+
+    The converted folder is written whole into a hidden sibling and renamed into place, so a
+    crash or a full disk never leaves half of it; a failed write is a :class:`WeightsError`
+    naming the cache folder and the room it needs."""
     folder = _cache_folder(spec)
     if not force and _complete(folder):
         return load_checkpoint(folder)
@@ -126,11 +207,34 @@ def cached_spec(spec: WeightSpec, *, force: bool = False) -> Checkpoint:
             return load_checkpoint(folder)
         from alexnet_zoo.hub import fetch
 
-        upstream = fetch(spec.sources)
+        for stale in folder.parent.glob(f".{folder.name}.*.tmp"):  # a crashed writer's (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        upstream = fetch(spec.sources, arch=spec.arch)
         converted = _from_upstream(upstream, spec.arch, spec.config)
         model = _model(converted)
-        save_pretrained(model, folder, spec=spec, meta={"converted_from": str(upstream)})
+        _write_cache_folder(model, folder, spec, upstream)
     return load_checkpoint(folder)
+
+
+def _write_cache_folder(model: AlexNet, folder: Path, spec: WeightSpec, upstream: Path) -> None:
+    """``save_pretrained`` into a temporary sibling, then one rename onto ``folder``."""
+    tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        save_pretrained(model, tmp, spec=spec, meta={"converted_from": str(upstream)})
+        if folder.exists():  # an incomplete or forced-over copy: only this lock holder touches it
+            shutil.rmtree(folder)
+        os.rename(tmp, folder)
+    except (OSError, SafetensorError) as err:
+        needed = sum(v.numel() * v.element_size() for v in model.state_dict().values())
+        try:
+            free = f", {shutil.disk_usage(folder.parent).free / 1e6:,.1f} MB free there"
+        except OSError:
+            free = ""
+        raise WeightsError(f"could not write the converted {spec.name} weights to the cache folder {folder.parent} "
+                           f"({type(err).__name__}: {err}); they need {needed / 1e6:,.1f} MB{free}: free space or "
+                           f"set ALEXNET_ZOO_CACHE to a folder with room") from err
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def is_cached(spec: WeightSpec) -> bool:
@@ -158,14 +262,18 @@ def _from_upstream(path: Path, arch: str, config: dict[str, Any] | None = None) 
 
 
 def _from_hub_repo(ref: str) -> Checkpoint:
-    from huggingface_hub import hf_hub_download
+    """``org/repo[@revision]`` from the Hub: validated before any request, each file checked
+    against the Hub's own checksum of it (``hub.fetch_repo_files``)."""
+    from alexnet_zoo.hub import fetch_repo_files, parse_hub_ref
 
-    repo_id, _, revision = ref.partition("@")
-    try:
-        files = [hf_hub_download(repo_id, name, revision=revision or None) for name in (_WEIGHTS_FILE, _CONFIG_FILE)]
-    except Exception as err:  # huggingface_hub raises a family of HTTP / offline errors
-        raise WeightsError(f"hf-hub:{ref}: could not fetch {_WEIGHTS_FILE} + {_CONFIG_FILE} ({err})") from err
-    return load_checkpoint(Path(files[0]).parent)
+    repo_id, revision = parse_hub_ref(ref)
+    files = fetch_repo_files(repo_id, (_WEIGHTS_FILE, _CONFIG_FILE), revision)
+    folder = files[_WEIGHTS_FILE].parent
+    if files[_CONFIG_FILE].parent != folder:  # a commit landed between the two downloads
+        raise WeightsError(f"hf-hub:{ref}: {_WEIGHTS_FILE} and {_CONFIG_FILE} came from different commits "
+                           f"({folder.name}, {files[_CONFIG_FILE].parent.name}); load it again, or pin a commit "
+                           f"with @revision")
+    return load_checkpoint(folder)
 
 
 def _model(checkpoint: Checkpoint) -> AlexNet:

@@ -5,7 +5,11 @@
 only show when someone else loads it, so the folder is checked first, before any request: both files
 there, ``config.json`` readable, every tensor present with the shape the architecture it names needs,
 and no NaN or inf. The card is the spec's (``model_card``) when the folder holds a spec's weights,
-else one generated from the folder's own ``config.json`` (``folder_model_card``).
+else one generated from the folder's own ``config.json`` (``folder_model_card``). A folder whose
+``config.json`` names the spec it started from but no longer fits it (fine-tuned to other classes) is
+what people publish most: it gets the card from ``config.json``, which says where it started. Only
+an explicit ``spec=`` that cannot describe the weights is refused: the caller asked for a card that
+would be wrong.
 
 ``huggingface_hub`` does the transfer (``HfApi.create_repo`` + ``create_commit``): it owns the token
 (``HF_TOKEN`` or ``hf auth login``), LFS or Xet storage and retries. Its ``ModelHubMixin`` is not used:
@@ -15,13 +19,14 @@ publishes a folder that already is our format, and it would make the model class
 
 from __future__ import annotations
 
+import logging
 import os
-import re
 from pathlib import Path
 
 import torch
 
-from alexnet_zoo.errors import WeightsError
+from alexnet_zoo.errors import InvalidReference, UnknownWeights, WeightsError
+from alexnet_zoo.hub import validate_repo_id
 from alexnet_zoo.model import AlexNet
 from alexnet_zoo.model_card import folder_model_card, model_card
 from alexnet_zoo.pretrained import Checkpoint, load_checkpoint
@@ -30,7 +35,7 @@ from alexnet_zoo.weights import WeightSpec, get_weight_spec
 __all__ = ["check_folder", "folder_card", "publish"]
 
 _WEIGHTS_FILE, _CONFIG_FILE, _CARD_FILE = "model.safetensors", "config.json", "README.md"
-_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
+logger = logging.getLogger(__name__)
 
 
 def check_folder(directory: str | os.PathLike) -> Checkpoint:
@@ -111,17 +116,15 @@ def _prepare(folder: Path, repo_id: str, spec: WeightSpec | str | None) -> tuple
 def _spec_for(folder: Path, checkpoint: Checkpoint, spec: WeightSpec | str | None) -> WeightSpec | None:
     """The spec whose card describes these weights, refusing one that cannot be them."""
     named = (checkpoint.meta.get("weights") or {}).get("name")
+    explicit = spec is not None
     if isinstance(spec, str):
-        try:
-            spec = get_weight_spec(spec)
-        except KeyError as err:
-            raise WeightsError(err.args[0]) from None
+        spec = get_weight_spec(spec)  # UnknownWeights (a WeightsError) lists the known names
     if spec is None:
-        if named is None:
+        if not isinstance(named, str):
             return None
         try:
             spec = get_weight_spec(named)
-        except KeyError:  # a spec this version does not know: the card comes from config.json's own entry
+        except UnknownWeights:  # a spec this version does not know: the card comes from config.json's own entry
             return None
     elif named is not None and named != spec.name:
         raise WeightsError(f"{folder / _CONFIG_FILE} names the weights {named!r}, not {spec.name!r}")
@@ -130,6 +133,9 @@ def _spec_for(folder: Path, checkpoint: Checkpoint, spec: WeightSpec | str | Non
                if getattr(checkpoint.config, k) != v]
     if spec.arch != checkpoint.arch or num_params != spec.num_params or differs:
         found = f"{checkpoint.arch} with {num_params:,} parameters" + (f", {', '.join(differs)}" if differs else "")
+        if not explicit:  # started from the spec, changed since (fine-tuned): describe what is there
+            logger.info("%s: holds %s, no longer %s: the card comes from %s", folder, found, spec.name, _CONFIG_FILE)
+            return None
         raise WeightsError(f"{folder}: holds {found}; {spec.name} is {spec.arch} with {spec.num_params:,}, so its "
                            f"card would describe other weights (leave the spec out for a card from {_CONFIG_FILE})")
     return spec
@@ -137,9 +143,10 @@ def _spec_for(folder: Path, checkpoint: Checkpoint, spec: WeightSpec | str | Non
 
 def _repo(repo_id: str) -> str:
     repo_id = repo_id.removeprefix("hf-hub:")
-    if not _REPO_ID.fullmatch(repo_id):
-        raise ValueError(f"repo {repo_id!r}: expected 'org/name', a Hugging Face Hub model repo")
-    return repo_id
+    try:
+        return validate_repo_id(repo_id)
+    except InvalidReference as err:
+        raise InvalidReference(f"{err} (expected 'org/name', a Hugging Face Hub model repo)") from None
 
 
 def _hint(err: BaseException) -> str:

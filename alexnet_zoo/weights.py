@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alexnet_zoo.categories import Category, imagenet_categories
+from alexnet_zoo.errors import UnknownWeights
 from alexnet_zoo.hub import FileSource
 from alexnet_zoo.transforms import BVLC_PREPROCESSING, TORCHVISION_PREPROCESSING, ImagePreprocess, Preprocessing
 
-__all__ = ["Metric", "WeightSpec", "get_weight_spec", "list_pretrained"]
+__all__ = ["Metric", "WeightSpec", "get_weight_spec", "known_names", "list_pretrained"]
 
 PAPER_CITATION = ("Krizhevsky, A., Sutskever, I. and Hinton, G. E. ImageNet Classification with Deep "
                   "Convolutional Neural Networks. NIPS 2012.")
@@ -122,9 +123,36 @@ def list_pretrained() -> list[str]:
     return [spec.name for spec in _SPECS]
 
 
-def get_weight_spec(name: str) -> WeightSpec:
-    """The spec called ``name`` (``arch.tag``); a bare arch gives its default (first) spec."""
+def known_names() -> list[str]:
+    """Every name :func:`get_weight_spec` accepts: ``arch.tag``, a tag no other spec shares, an arch
+    (its default spec)."""
+    tags = [spec.tag for spec in _SPECS]
+    return [*list_pretrained(), *sorted({t for t in tags if tags.count(t) == 1}),
+            *sorted(dict.fromkeys(spec.arch for spec in _SPECS))]
+
+
+def get_weight_spec(name: str, arch: str | None = None) -> WeightSpec:
+    """The spec called ``name``: the one resolver every caller uses (builders, ``weights download``,
+    model cards, publishing), so a name that works in one place works in all.
+
+    ``name`` is ``arch.tag``, a bare ``tag``, or an arch (its default, first spec). A tag shared by
+    several archs needs ``arch`` (the builder's) to pick one. Raises :class:`UnknownWeights` (a
+    KeyError) listing the known names."""
+    if not isinstance(name, str):
+        raise UnknownWeights(f"a weight name must be a string, got {type(name).__name__}; "
+                             f"known: {', '.join(known_names())}")
     for spec in _SPECS:
-        if spec.name == name or spec.arch == name:
+        if spec.name == name:
             return spec
-    raise KeyError(f"no pretrained weights named {name!r}; available: {', '.join(list_pretrained())}")
+    for spec in _SPECS:
+        if spec.arch == name:
+            return spec
+    tagged = [spec for spec in _SPECS if spec.tag == name]
+    if arch is not None and any(spec.arch == arch for spec in tagged):
+        tagged = [spec for spec in tagged if spec.arch == arch]
+    if len(tagged) == 1:
+        return tagged[0]
+    if tagged:
+        raise UnknownWeights(f"weight tag {name!r} is ambiguous: {', '.join(s.name for s in tagged)}; "
+                             f"give the full arch.tag name")
+    raise UnknownWeights(f"no pretrained weights named {name!r}; known names: {', '.join(known_names())}")

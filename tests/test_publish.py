@@ -196,3 +196,19 @@ def test_cli_dry_run_and_errors_send_nothing(hub, folders, tmp_path, capsys):
     assert main(["weights", "publish", str(tmp_path), "--repo", "me/flowers"]) == 2
     assert f"{tmp_path}: model.safetensors and config.json missing" in capsys.readouterr().err
     assert hub.requests == []
+
+
+def test_a_folder_that_no_longer_fits_the_spec_it_names_gets_its_own_card(hub, tmp_path):
+    """Fine-tuned from alexnet.bvlc_in1k to 10 classes: config.json still names the spec it started from, and the
+    card must describe these weights (from config.json), not claim the spec's ImageNet results."""
+    spec = get_weight_spec("alexnet.bvlc_in1k")
+    save_pretrained(alexnet(**spec.config, num_classes=10), tmp_path, spec=spec)
+    assert json.loads((tmp_path / "config.json").read_text())["weights"]["name"] == spec.name
+    card = folder_card(tmp_path, "me/flowers")
+    assert card != model_card(spec, "me/flowers") and "# me/flowers" in card
+    assert "started from alexnet_zoo's `alexnet.bvlc_in1k` (whose published results are for those weights" in card
+    assert "No accuracy is recorded" in card and "57.100" not in card and "10 outputs" in card
+    publish(tmp_path, "me/flowers")
+    assert hub.repo_files("me/flowers")["README.md"].data.decode() == card
+    with pytest.raises(WeightsError, match="card would describe other weights"):  # asked for by name: refused
+        publish(tmp_path, "me/flowers", spec="bvlc_in1k")
