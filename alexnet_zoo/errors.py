@@ -31,8 +31,9 @@ class Unreachable(DownloadFailed):
     without the client's retries, since retrying cannot help."""
 
 
-class UnknownWeights(WeightsError, KeyError):
-    """A weight name that no spec has (a KeyError too, for callers that look names up)."""
+class UnknownWeights(WeightsError, KeyError, ValueError):
+    """A weight name that no spec has (a KeyError too, for callers that look names up; a ValueError
+    for callers that passed it as ``pretrained=``)."""
 
     def __str__(self) -> str:  # KeyError would print the message quoted
         return str(self.args[0]) if self.args else ""
