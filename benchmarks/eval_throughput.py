@@ -35,7 +35,7 @@ SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imag
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--data", type=Path, default=SAMPLES)
     parser.add_argument("--arch", choices=("alexnet", "alexnet_owt"), default="alexnet")
     parser.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS))

@@ -87,7 +87,7 @@ def ours(extractor: FeatureExtractor, paths: list[str], workers: int, scratch: P
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--data", type=Path, default=SAMPLES, help="folder of JPEGs (default: the 200 samples)")
     parser.add_argument("--repeat", type=int, default=2, help="passes over the pictures per run (200 -> 400)")
     parser.add_argument("--arch", choices=("alexnet_owt", "alexnet"), default="alexnet_owt")

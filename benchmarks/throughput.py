@@ -122,7 +122,7 @@ def bf16_feature_agreement(limit: int = 64) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
     native_bf16 = cpu_capabilities().native_bf16
     parser.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"] if native_bf16 else ["fp32"],
