@@ -1,5 +1,7 @@
 """Top-k classification of image files: decode robustly, preprocess as the weights require, run
-in batches, and report unreadable files per file instead of stopping."""
+in batches, and report unreadable files per file instead of stopping. Classes are named as the
+weights name them (:func:`alexnet_zoo.evaluate.class_labels`): a model trained on 200 WNID folders
+prints those WNIDs and their words, not bare indices."""
 
 from __future__ import annotations
 
@@ -11,9 +13,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from alexnet_zoo.categories import imagenet_categories
-from alexnet_zoo.errors import UnreadableImage
-from alexnet_zoo.evaluate import predict, rank, topk
+from alexnet_zoo.devices import resolve_device
+from alexnet_zoo.errors import UnreadableImage, failure_message
+from alexnet_zoo.evaluate import class_labels, predict, rank, topk
 from alexnet_zoo.images import read_image
 from alexnet_zoo.model import AlexNet
 from alexnet_zoo.transforms import ImagePreprocess
@@ -24,20 +26,30 @@ __all__ = ["Prediction", "classify_files", "topk"]
 @dataclass(frozen=True)
 class Prediction:
     path: str
-    classes: list[dict] = field(default_factory=list)  # [{"index", "wnid", "name", "probability"}], best first
+    classes: list[dict] = field(default_factory=list)  # [{"index", "wnid"?, "name"?, "probability"}], best first
     error: str | None = None  # set when the file could not be read
 
 
 def classify_files(model: AlexNet, paths: Iterable[str | os.PathLike], preprocess: ImagePreprocess, *,
-                   top: int = 5, batch_size: int = 16, crops: int = 1) -> Iterator[Prediction]:
+                   top: int = 5, batch_size: int = 16, crops: int = 1,
+                   device: str | torch.device | None = "cpu") -> Iterator[Prediction]:
     """Predictions for ``paths`` in order; unreadable files come back with ``error`` set.
-    ``crops=10``: the paper's ten-crop test, the same code as ``evaluate``'s ``ten`` protocol."""
+    ``crops=10``: the paper's ten-crop test, the same code as ``evaluate``'s ``ten`` protocol.
+    ``device``: where the model runs (checked by :func:`resolve_device`; None: the best one)."""
     if crops not in (1, 10):
         raise ValueError(f"crops must be 1 (centre crop) or 10 (the paper's ten crops), got {crops}")
-    model.eval()
-    categories = imagenet_categories() if model.config.num_classes == 1000 else None
+    num_classes = model.config.num_classes
+    if not 1 <= top <= num_classes:
+        raise ValueError(f"top must be from 1 to the model's {num_classes} classes, got {top}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    device = resolve_device(device)
+    model = model.eval().to(device)
+    categories = class_labels(model)
     prepare = preprocess if crops == 1 else preprocess.square
-    run = functools.partial(_run, model, preprocess=preprocess, crops=crops, top=top, categories=categories)
+    on_device = ImagePreprocess(preprocess.preprocessing).to(device)  # ten crops are normalised there
+    run = functools.partial(_run, model, preprocess=on_device, crops=crops, top=top,
+                            categories=categories, device=device)
     batch: list[tuple[str, Tensor]] = []
     for path in paths:
         try:
@@ -45,7 +57,7 @@ def classify_files(model: AlexNet, paths: Iterable[str | os.PathLike], preproces
         except UnreadableImage as err:
             yield from run(batch)
             batch = []
-            yield Prediction(str(path), error=str(err))
+            yield Prediction(str(path), error=failure_message(str(path), err))
             continue
         if len(batch) == batch_size:
             yield from run(batch)
@@ -54,17 +66,17 @@ def classify_files(model: AlexNet, paths: Iterable[str | os.PathLike], preproces
 
 
 def _run(model: AlexNet, batch: Sequence[tuple[str, Tensor]], *, preprocess: ImagePreprocess, crops: int, top: int,
-         categories) -> Iterator[Prediction]:
+         categories: Sequence[dict[str, str]] | None, device: torch.device) -> Iterator[Prediction]:
     if not batch:
         return
     with torch.inference_mode():
-        x = torch.stack([x for _, x in batch])
+        x = torch.stack([x for _, x in batch]).to(device)
         probs, idx = topk(model(x), top) if crops == 1 else rank(predict(model, [x], "ten", preprocess), top)
     for (path, _), p_row, i_row in zip(batch, probs.tolist(), idx.tolist()):
         classes = []
         for p, i in zip(p_row, i_row):
             entry = {"index": i, "probability": p}
             if categories is not None:
-                entry.update(wnid=categories[i].wnid, name=categories[i].name)
+                entry.update(categories[i])
             classes.append(entry)
         yield Prediction(path, classes)

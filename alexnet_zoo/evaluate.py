@@ -19,25 +19,31 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from alexnet_zoo.categories import imagenet_categories
-from alexnet_zoo.datasets import ImageDataset, collate
+from alexnet_zoo.devices import resolve_device
 from alexnet_zoo.loading import LoaderMode, iterate_batches
 from alexnet_zoo.precision import autocast
 from alexnet_zoo.transforms import ImagePreprocess, Preprocessing
 
-__all__ = ["Accuracy", "EvalResult", "PROTOCOLS", "average_softmax", "center_crop", "dataset_for", "dense_probs",
-           "evaluate", "image_sizes", "model_throughput", "predict", "rank", "score_maps", "ten_crops", "topk"]
+if TYPE_CHECKING:  # the decoders load when a dataset is built, not when the CLI builds its parser
+    from alexnet_zoo.datasets import ImageDataset
+
+__all__ = ["Accuracy", "EvalResult", "MAX_SCALE", "PROTOCOLS", "average_softmax", "center_crop", "class_labels",
+           "dataset_for", "dense_probs", "evaluate", "image_sizes", "model_throughput", "onto_model_classes", "predict",
+           "rank", "score_maps", "ten_crops", "topk"]
 
 PROTOCOLS = ("center", "ten", "dense")
+MAX_SCALE = 2048  # dense sides: each image is held at side x side (x batch, x scales) in memory
+_WNID = re.compile(r"n\d{8}")
 
 
 # ---- crops ---------------------------------------------------------------------------------------
@@ -105,6 +111,10 @@ def image_sizes(protocol: str, preprocessing: Preprocessing, scales: Sequence[in
     if scales and protocol != "dense":
         raise ValueError(f"scales are for the dense protocol; {protocol!r} cuts its crops from the "
                          f"{preprocessing.resize}x{preprocessing.resize} image")
+    bad = [s for s in scales or () if not preprocessing.crop <= s <= MAX_SCALE]
+    if bad:
+        raise ValueError(f"dense scale {bad[0]}: expected a side from the weights' crop ({preprocessing.crop}) "
+                         f"to {MAX_SCALE} pixels")
     return tuple(scales) if scales else (preprocessing.resize,)
 
 
@@ -180,15 +190,17 @@ class Accuracy:
         """Top-k accuracy (k = 5 unless set otherwise)."""
         return self._fraction(self.correctk)
 
-    def per_class(self) -> list[dict[str, Any]]:
-        """One row per class that had images: index (and WNID and name for ImageNet's 1,000), counts, accuracies."""
-        names = imagenet_categories() if self.num_classes == 1000 else None
+    def per_class(self, labels: Sequence[dict[str, str]] | None = None) -> list[dict[str, Any]]:
+        """One row per class that had images: index, its ``labels`` entry (default: WNID and name
+        for ImageNet's 1,000; see :func:`class_labels`), counts, accuracies."""
+        if labels is None and self.num_classes == 1000:
+            labels = [{"wnid": c.wnid, "name": c.name} for c in imagenet_categories()]
         rows = []
         for i, (n, c1, ck) in enumerate(zip(self.total.tolist(), self.correct1.tolist(), self.correctk.tolist())):
             if n:
                 row: dict[str, Any] = {"index": i}
-                if names:
-                    row.update(wnid=names[i].wnid, name=names[i].name)
+                if labels is not None and len(labels) == self.num_classes:
+                    row.update(labels[i])
                 rows.append(row | {"images": n, "top1": c1 / n, "top5": ck / n})
         return rows
 
@@ -239,8 +251,41 @@ class EvalResult:
                 writer.writerow([p, label, *idx, *(f"{v:.6g}" for v in prob)])
 
 
-def _device(device: torch.device | str | None) -> torch.device:
-    return torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+def class_labels(model: nn.Module) -> list[dict[str, str]] | None:
+    """Per class index, what to call it: the class ids trained weights record (``config.json``'s
+    ``classes``, e.g. the WNIDs of the training folders), WNIDs with their names from the bundled
+    synset list; ImageNet's 1,000 for a 1000-class model that records none; None when unknown."""
+    num_classes = model.config.num_classes
+    recorded = (getattr(model, "pretrained_cfg", None) or {}).get("classes")
+    if isinstance(recorded, list) and len(recorded) == num_classes and all(isinstance(c, str) for c in recorded):
+        names = {c.wnid: c.name for c in imagenet_categories()}
+        return [{"wnid": c, "name": names[c]} if _WNID.fullmatch(c) and c in names else {"name": c}
+                for c in recorded]
+    if num_classes == 1000:
+        return [{"wnid": c.wnid, "name": c.name} for c in imagenet_categories()]
+    return None
+
+
+def onto_model_classes(samples: Sequence[tuple[str, int]], model: nn.Module) -> tuple[list[tuple[str, int]], int]:
+    """ImageNet-indexed samples (what every dataset layout gives) -> the model's own class indices,
+    where its weights record WNID classes other than ImageNet's 1,000 in order (a model trained on
+    200 WNID folders): each label goes through its WNID. Samples of classes the model does not know
+    are left out; their number is returned with the rest."""
+    labels = class_labels(model)
+    imagenet = [c.wnid for c in imagenet_categories()]
+    if labels is None or not all("wnid" in label for label in labels) or [l["wnid"] for l in labels] == imagenet:
+        return list(samples), 0  # ImageNet's order, or class ids of another kind: indices as given
+    position = {label["wnid"]: i for i, label in enumerate(labels)}
+    kept = [(path, position[imagenet[label]]) for path, label in samples
+            if 0 <= label < len(imagenet) and imagenet[label] in position]
+    return kept, len(samples) - len(kept)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def _prepare(model: nn.Module, protocol: str, device: torch.device,
@@ -259,6 +304,8 @@ def _prepare(model: nn.Module, protocol: str, device: torch.device,
 def dataset_for(samples: Sequence[tuple[str, int]], model: nn.Module, protocol: str,
                 scales: Sequence[int] | None = None, preprocessing: Preprocessing | None = None) -> ImageDataset:
     """The :class:`ImageDataset` of ``samples`` that ``protocol`` needs for ``model``'s preprocessing."""
+    from alexnet_zoo.datasets import ImageDataset
+
     preprocessing = preprocessing or model.preprocessing
     return ImageDataset(samples, preprocessing, image_sizes(protocol, preprocessing, scales))
 
@@ -277,7 +324,11 @@ def evaluate(model: nn.Module, dataset: ImageDataset, protocol: str = "center", 
     decode each batch between forward passes; ``auto`` takes threads when the model's CPU threads
     cover every core. Worker processes run ``worker_niceness`` (0-19) steps below the model in CPU
     priority, so they mostly take the time the model leaves."""
-    device = _device(device)
+    from tqdm.auto import tqdm
+
+    from alexnet_zoo.datasets import collate
+
+    device = resolve_device(device)
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
     model, preprocess, dense = _prepare(model, protocol, device, preprocessing or dataset.preprocessing)
@@ -306,12 +357,11 @@ def evaluate(model: nn.Module, dataset: ImageDataset, protocol: str = "center", 
             bar.update(len(batch) + len(batch.failed))
             if failed:
                 bar.set_postfix(unreadable=len(failed), refresh=False)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    _synchronize(device)
     seconds = time.perf_counter() - start
     accuracy = accuracy or Accuracy(1)
     result = EvalResult(protocol, dataset.sizes, accuracy.images, accuracy.top1, accuracy.top5, seconds, failed,
-                        accuracy.per_class())
+                        accuracy.per_class(class_labels(model) if hasattr(model, "config") else None))
     if keep_predictions:
         k = kept[0][2].shape[1] if kept else 5
         result.paths = [dataset.samples[i][0] for part in kept for i in part[0].tolist()]
@@ -328,7 +378,7 @@ def model_throughput(model: nn.Module, protocol: str = "center", *, sizes: Seque
     """Images per second of the protocol's work alone (crops, normalisation, forward, softmax,
     ranking: everything :func:`evaluate` does per batch) on random uint8 images already in memory:
     the ceiling the full pipeline, decoding included, is measured against."""
-    device = _device(device)
+    device = resolve_device(device)
     model, preprocess, dense = _prepare(model, protocol, device, preprocessing)
     sizes = image_sizes(protocol, preprocess.preprocessing, sizes if protocol == "dense" else None)
     generator = torch.Generator().manual_seed(0)
@@ -348,12 +398,10 @@ def model_throughput(model: nn.Module, protocol: str = "center", *, sizes: Seque
         accuracy = None
         for _ in range(warmup):
             accuracy = one_batch(accuracy)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        _synchronize(device)
         start = time.perf_counter()
         for _ in range(batches):
             accuracy = one_batch(accuracy)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        _synchronize(device)
     return batches * batch_size / (time.perf_counter() - start)
 
