@@ -404,6 +404,44 @@ def test_recipe_dense_at_two_scales_and_limit(tmp_path, capsys):
         imagenet_main(["--data", str(root), "--scales", "256"])
 
 
+def test_cli_evaluate_is_the_recipe_with_the_same_options(tmp_path, capsys):
+    """`alexnet-zoo evaluate` and `python -m alexnet_zoo.benchmarks.imagenet`: one parser
+    definition, one evaluator, the same report."""
+    from alexnet_zoo.benchmarks.imagenet import build_parser
+    from alexnet_zoo.cli import build_parser as cli_parser
+
+    def options(parser) -> dict:
+        return {a.dest: (a.option_strings, a.default, a.choices, a.nargs) for a in parser._actions if a.dest != "help"}
+
+    [evaluate_parser] = [a.choices["evaluate"] for a in cli_parser()._actions if hasattr(a, "choices")
+                         and isinstance(a.choices, dict) and "evaluate" in a.choices]
+    assert options(evaluate_parser) == options(build_parser())
+    root = _folder_with_bad_files(tmp_path / "val")
+    weights = save_pretrained(alexnet(num_classes=1000, hidden=64), tmp_path / "weights")
+    argv = ["--data", str(root), "--pretrained", str(weights), "--protocol", "ten", "--workers", "0", "--no-progress",
+            "--device", "cpu", "--precision", "fp32"]
+    assert cli_main(["evaluate", *argv, "--json", str(tmp_path / "cli.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "top-1 accuracy" in printed and "2 unreadable image(s)" in printed
+    recipe = imagenet_main([*argv, "--json", str(tmp_path / "recipe.json")])
+    cli_report = json.loads((tmp_path / "cli.json").read_text())
+    for key in ("top1", "top5", "images", "failed", "per_class", "protocol", "weights", "crop"):
+        assert cli_report[key] == json.loads(json.dumps(recipe[key])), key
+    assert cli_report["images"] == 2 and cli_report["per_class"][0]["wnid"] == WNIDS[1]
+
+
+def test_recipe_errors_are_one_line(tmp_path):
+    """`python -m alexnet_zoo.benchmarks.imagenet` on a missing folder: one error line, status 2."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "alexnet_zoo.benchmarks.imagenet", "--data", str(tmp_path / "nope"),
+                           "--pretrained", "none"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().startswith("imagenet: error: ") and str(tmp_path / "nope") in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
 def test_classify_ten_crops_uses_the_evaluation_code(tmp_path, capsys):
     path = _noise_image(tmp_path / "a.jpg", (320, 240))
     model = alexnet_owt(init="paper").eval()

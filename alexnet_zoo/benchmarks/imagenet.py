@@ -1,9 +1,11 @@
 """ILSVRC-2012 top-1 / top-5 accuracy of pretrained AlexNet weights in one command.
 
-    python -m alexnet_zoo.benchmarks.imagenet --data ~/ILSVRC2012/val --protocol ten --json out.json
+    python -m alexnet_zoo.benchmarks.imagenet --data ~/ILSVRC2012/val \\
+        --labels ILSVRC2012_val_caffe_labels.txt --protocol ten --json out.json
 
-``--data`` may hold one folder per WNID, a flat folder with a Caffe ``val.txt`` or a CSV
-(``--labels``, or found in the folder), or WNID-prefixed files. Preprocessing and crop size come
+``alexnet-zoo evaluate`` is the same command with the same options. ``--data`` may hold one folder
+per WNID, a flat folder with a Caffe ``val.txt`` or a CSV (``--labels``, or found in the folder), or
+WNID-prefixed files. Preprocessing and crop size come
 from the weights. Unreadable images are counted, listed and left out of the denominator; the run
 goes on. Details and the numbers to expect: docs/evaluation.md.
 """
@@ -18,29 +20,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from alexnet_zoo.datasets import find_labelled_images
-from alexnet_zoo.errors import WeightsError
-from alexnet_zoo.evaluate import PROTOCOLS, dataset_for, evaluate
-from alexnet_zoo.factory import model_for_weights
+from alexnet_zoo.cli import bounded_int, describe, device_arg, report_errors
+from alexnet_zoo.devices import DEVICE_HELP
+from alexnet_zoo.evaluate import MAX_SCALE, PROTOCOLS
 from alexnet_zoo.loading import LOADER_HELP, LOADER_MODES
-from alexnet_zoo.paths import write_json
 from alexnet_zoo.precision import PRECISIONS
 
-__all__ = ["build_parser", "environment", "main"]
+__all__ = ["add_arguments", "build_parser", "environment", "main", "run"]
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m alexnet_zoo.benchmarks.imagenet",
-                                     description=__doc__.split("\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The evaluator's options, on this recipe's parser and on ``alexnet-zoo evaluate`` alike."""
     parser.add_argument("--data", type=Path, required=True,
                         help="folder of labelled images: WNID folders, a flat folder with a label file, or "
                              "WNID-prefixed files")
     parser.add_argument("--labels", type=Path, default=None,
-                        help="Caffe val.txt ('NAME CLASS_INDEX' lines) or CSV (filename,class_index) for --data")
+                        help="Caffe val.txt ('NAME CLASS_INDEX' lines) or CSV (filename,class_index) for --data; "
+                             "a plain flat val folder needs it")
     parser.add_argument("--pretrained", default="default",
                         help="weight name, hf-hub:org/repo, local folder or file; 'default' (the arch's default "
                              "weights) or 'none' (random, for timing)")
@@ -49,19 +47,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--protocol", choices=PROTOCOLS, default="center",
                         help="center: one centre crop; ten: corners + centre and mirrors, softmax averaged (the "
                              "paper); dense: the fully convolutional net over the whole image and its mirror")
-    parser.add_argument("--scales", type=int, nargs="+", default=None,
-                        help="dense only: sides the square image is resized to (default: the weights' 256)")
+    parser.add_argument("--scales", type=bounded_int(1, MAX_SCALE), nargs="+", default=None, metavar="SIDE",
+                        help="dense only: sides the square image is resized to, each at least the crop "
+                             f"(default: the weights' 256; at most {MAX_SCALE})")
     parser.add_argument("--no-flip", action="store_true", help="dense only: leave out the mirrored image")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (ten: x10 crops)")
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="DataLoader processes decoding JPEGs")
+    parser.add_argument("--batch-size", type=bounded_int(1), default=32,
+                        help="images per forward pass (ten: x10 crops)")
+    parser.add_argument("--workers", type=bounded_int(0), default=DEFAULT_WORKERS,
+                        help="DataLoader processes decoding JPEGs (0: decode in this process)")
     parser.add_argument("--loader", choices=LOADER_MODES, default="auto", help=LOADER_HELP)
-    parser.add_argument("--worker-niceness", type=int, default=10,
+    parser.add_argument("--worker-niceness", type=bounded_int(0, 19), default=10,
                         help="CPU priority of the workers below the model (0-19; higher hides decoding better on "
                              "a dedicated machine, lower is kinder where other jobs compete)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--device", type=device_arg, default=None, help=f"{DEVICE_HELP} (default: auto)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="auto: float16 autocast on CUDA, float32 on the CPU")
-    parser.add_argument("--limit", type=int, default=None,
+                        help="auto: float16 autocast on CUDA, bfloat16 on a CPU with native bf16, float32 "
+                             "elsewhere")
+    parser.add_argument("--limit", type=bounded_int(1), default=None,
                         help="evaluate N images, evenly spaced through the (sorted) list")
     parser.add_argument("--json", type=Path, default=None, help="write the full report here")
     parser.add_argument("--predictions", type=Path, default=None,
@@ -70,8 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_parser() -> argparse.ArgumentParser:
+    return add_arguments(argparse.ArgumentParser(prog="python -m alexnet_zoo.benchmarks.imagenet",
+                                                 description=describe(__doc__)))
+
+
 def environment(device: str, workers: int, batch_size: int, precision: str) -> dict[str, Any]:
     """What a timing depends on."""
+    import torch
     import torchvision
 
     env: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
@@ -99,22 +107,39 @@ def _evenly(samples: Sequence[Any], n: int | None) -> list[Any]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the evaluation, print it, write --json / --predictions, and return the report."""
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`main` on parsed arguments (``alexnet-zoo evaluate`` calls this)."""
+    from alexnet_zoo.datasets import find_labelled_images
+    from alexnet_zoo.devices import resolve_device
+    from alexnet_zoo.evaluate import dataset_for, evaluate, onto_model_classes
+    from alexnet_zoo.factory import model_for_weights
+    from alexnet_zoo.paths import write_json
+
     if args.protocol != "dense" and (args.scales or args.no_flip):
         raise ValueError("--scales and --no-flip are for --protocol dense")
+    device = str(resolve_device(args.device))
     found = find_labelled_images(args.data, args.labels)
-    samples = _evenly(found.samples, args.limit)
     model = model_for_weights(args.pretrained, arch=args.arch)
+    present, foreign = onto_model_classes(found.samples, model)
+    if not present:
+        raise ValueError(f"{found.root}: none of its {len(found.samples):,} images belong to the "
+                         f"{model.config.num_classes} classes these weights record")
+    samples = _evenly(present, args.limit)
     weights = model.pretrained_cfg.get("weights", {}).get("name") or (
         "random" if args.pretrained == "none" else str(args.pretrained))
     p = model.preprocessing
     dataset = dataset_for(samples, model, args.protocol, args.scales)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    limit = f" (--limit {args.limit})" if len(samples) < len(found.samples) else ""
+    limit = f" (--limit {args.limit})" if len(samples) < len(present) else ""
     print(f"{found.describe()}{limit}")
     if found.missing:
         print(f"note: {len(found.missing):,} files named in {found.label_file} are not in {found.root} "
               f"(first: {found.missing[0]}); evaluating the {len(found.samples):,} present")
+    if foreign:
+        print(f"note: {foreign:,} images are of classes these weights were not trained on; evaluating the "
+              f"{len(present):,} of their {model.config.num_classes} classes")
     views = {"center": f"centre {p.crop}", "ten": f"10 x {p.crop} (corners, centre, mirrored), softmax averaged",
              "dense": f"dense{'' if args.no_flip else ' + mirror'}"}[args.protocol]
     sides = "/".join(map(str, dataset.sizes))
@@ -138,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "preprocessing": p.to_dict(), "crop": p.crop, "flip": not args.no_flip,
         "data": {"root": str(found.root), "layout": found.layout,
                  "label_file": str(found.label_file) if found.label_file else None,
-                 "found": len(found.samples), "missing": len(found.missing), "limit": args.limit},
+                 "found": len(found.samples), "missing": len(found.missing), "other_classes": foreign,
+                 "limit": args.limit},
         "environment": environment(device, args.workers, args.batch_size, args.precision)}
     if args.json:
         write_json(args.json, report)
@@ -149,8 +175,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return report
 
 
+def _command() -> int:
+    main()
+    return 0
+
+
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError, KeyError, WeightsError) as err:
-        sys.exit(f"imagenet: error: {err}")
+    sys.exit(report_errors("imagenet", _command))
