@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from importlib import resources
 
-__all__ = ["Category", "imagenet_categories"]
+from alexnet_zoo.errors import LabelFileError
+
+__all__ = ["Category", "imagenet_categories", "parse_synset_words"]
 
 
 @dataclass(frozen=True)
@@ -17,15 +20,36 @@ class Category:
     synonyms: tuple[str, ...]
 
 
+_WNID = re.compile(r"n[0-9]{8}")
+
+
 @functools.cache
 def imagenet_categories() -> tuple[Category, ...]:
     """Index-ordered categories (sorted WNIDs: the Caffe / torchvision / Keras order)."""
     text = resources.files("alexnet_zoo.data").joinpath("synset_words.txt").read_text(encoding="utf-8")
-    out = []
-    for index, line in enumerate(text.splitlines()):
-        wnid, _, words = line.partition(" ")
-        synonyms = tuple(w.strip() for w in words.split(","))
-        out.append(Category(index, wnid, synonyms[0], synonyms))
+    out = parse_synset_words(text, "the bundled synset_words.txt")
     if len(out) != 1000 or [c.wnid for c in out] != sorted(c.wnid for c in out):
         raise RuntimeError("the bundled synset_words.txt is damaged: expected 1000 sorted WNIDs")
+    return out
+
+
+def parse_synset_words(text: str, source: str = "synset list") -> tuple[Category, ...]:
+    """Caffe's ``synset_words.txt`` format: one ``WNID name[, synonym...]`` line per class, in class
+    order (blank lines ignored). A malformed line, a repeated WNID or an empty name raises
+    :class:`LabelFileError` naming ``source`` and the line, instead of shifting every later class."""
+    out: list[Category] = []
+    seen: dict[str, int] = {}
+    for lineno, line in enumerate(text.split("\n"), 1):  # \n only: a name may hold other line breaks
+        line = line.removesuffix("\r")
+        if not line.strip():
+            continue
+        wnid, _, words = line.strip().partition(" ")
+        synonyms = tuple(w.strip() for w in words.split(","))
+        if not _WNID.fullmatch(wnid) or not synonyms[0]:
+            shown = repr(line) if len(line) <= 80 else f"{line[:77]!r}..."
+            raise LabelFileError(f"{source}:{lineno}: expected 'n######## name[, synonym...]', got {shown}")
+        if wnid in seen:
+            raise LabelFileError(f"{source}:{lineno}: {wnid} appears twice (first on line {seen[wnid]})")
+        seen[wnid] = lineno
+        out.append(Category(len(out), wnid, synonyms[0], synonyms))
     return tuple(out)

@@ -16,6 +16,7 @@ DataLoader worker, and with it a 50,000-image run.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from collections.abc import Sequence
@@ -28,7 +29,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from alexnet_zoo.categories import imagenet_categories
-from alexnet_zoo.errors import failure_message
+from alexnet_zoo.config import MAX_CLASSES
+from alexnet_zoo.errors import LabelFileError, failure_message
 from alexnet_zoo.images import read_image
 from alexnet_zoo.transforms import ImagePreprocess, Preprocessing
 
@@ -37,8 +39,10 @@ __all__ = ["Batch", "IMAGE_SUFFIXES", "ImageDataset", "Item", "LabelledImages", 
 
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 LABEL_FILES = ("val.txt", "labels.txt", "labels.csv", "val.csv")  # looked for in the data folder
-_WNID = re.compile(r"n\d{8}")
-_WNID_PREFIX = re.compile(r"(n\d{8})_")
+_WNID = re.compile(r"n[0-9]{8}")  # ASCII digits: \d also matches other scripts' digits
+_WNID_PREFIX = re.compile(r"(n[0-9]{8})_")
+_CLASS_INDEX = re.compile(r"[0-9]{1,7}")  # below 10**7 > MAX_CLASSES: int() of it is cheap and never fails
+_CAFFE_LINE = re.compile(r".*\S\s+[0-9]{1,7}", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -127,39 +131,94 @@ def from_label_file(root: str | os.PathLike, labels: str | os.PathLike) -> Label
     """Images of ``root`` named in ``labels``: Caffe's ``val.txt`` (``NAME CLASS_INDEX`` per line)
     or a CSV (``filename,class_index``, with or without a header; a ``wnid`` column also works).
     Names are relative to ``root``. Files the label file names but ``root`` lacks are returned in
-    ``missing`` (a partial copy of the validation set is fine); if none is present, it is an error."""
+    ``missing`` (a partial copy of the validation set is fine); if none is present, it is an error.
+    A malformed file raises :class:`LabelFileError` naming the file and line."""
     root, labels = Path(root), Path(labels)
     if not labels.is_file():
         raise FileNotFoundError(f"{labels}: no such label file")
-    text = labels.read_text(encoding="utf-8-sig")
-    first = next((line for line in text.splitlines() if line.strip()), "")
-    is_csv = labels.suffix.lower() == ".csv" or "," in first
+    text = _decode(labels, labels.read_bytes())
+    first = next((line for line in _lines(text) if line.strip()), "")
+    is_csv = labels.suffix.lower() == ".csv" or _looks_like_csv(first)
     rows = _parse_csv(labels, text) if is_csv else _parse_caffe(labels, text)
     if not rows:
-        raise ValueError(f"{labels}: no labels in it")
+        raise LabelFileError(f"{labels}: no labels in it")
+    absolute = next(((i, name) for i, (name, _) in enumerate(rows) if os.path.isabs(name) or "\0" in name), None)
+    if absolute is not None:
+        raise LabelFileError(f"{labels}: file names must be relative to {root}, got {absolute[1]!r} (row "
+                             f"{absolute[0] + 1})")
     present = {e.name for e in os.scandir(root)}  # one listing, not 50,000 stat calls
     samples, missing = [], []
     for name, label in rows:
         flat = "/" not in name and os.sep not in name
-        if (name in present) if flat else (root / name).is_file():
+        if (name in present) if flat else _is_file(root / name):
             samples.append((str(root / name), label))
         else:
             missing.append(name)
     if not samples:
-        raise ValueError(f"{labels}: none of the {len(rows):,} files it names is in {root} (first: {rows[0][0]})")
+        raise LabelFileError(f"{labels}: none of the {len(rows):,} files it names is in {root} "
+                             f"(first: {rows[0][0]!r})")
     return LabelledImages(root, "csv" if is_csv else "label_file", tuple(samples), labels, tuple(missing))
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file, False also for names the OS refuses (too long: ENAMETOOLONG is raised)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _looks_like_csv(first: str) -> bool:
+    """Whether a label file not named .csv is one, from its first line: a comma, unless the line
+    reads as Caffe's ``NAME INDEX`` whose name holds the comma (``d,e.png 0``)."""
+    if "," not in first:
+        return False
+    if not _CAFFE_LINE.fullmatch(first.strip()):
+        return True
+    try:
+        cells = next(csv.reader([first]), [])
+    except csv.Error:
+        return True  # the CSV parser then names the line
+    return len(cells) > 1 and _label_value(cells[1].strip(), _wnid_index()) is not None
+
+
+def _decode(labels: Path, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise LabelFileError(f"{labels}:{line}: not UTF-8 text (byte {err.start}); expected a UTF-8 label "
+                             f"file") from err
+
+
+def _lines(text: str) -> list[str]:
+    """Lines split at \\n (and \\r\\n) only: ``str.splitlines`` also splits at characters a file
+    name may hold (\\x0b, \\x1c, \\x85, U+2028, ...), which would cut one entry in two."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
+def _short(line: str) -> str:
+    text = repr(line)
+    return text if len(text) <= 100 else f"{text[:97]}..."
 
 
 def _parse_caffe(labels: Path, text: str) -> list[tuple[str, int]]:
     rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(_lines(text), 1):
         if not line.strip():
             continue
         parts = line.strip().rsplit(maxsplit=1)
-        if len(parts) != 2 or not parts[1].isdigit():
-            raise ValueError(f"{labels}:{lineno}: expected 'FILENAME CLASS_INDEX' (Caffe val.txt), got {line!r}")
-        rows.append((parts[0], int(parts[1])))
+        if len(parts) != 2 or not _CLASS_INDEX.fullmatch(parts[1]):
+            raise LabelFileError(f"{labels}:{lineno}: expected 'FILENAME CLASS_INDEX' (Caffe val.txt; a class index "
+                                 f"of at most 7 digits), got {_short(line)}")
+        rows.append((parts[0], _class_index(labels, lineno, int(parts[1]))))
     return rows
+
+
+def _class_index(labels: Path, lineno: int, value: int) -> int:
+    if value >= MAX_CLASSES:
+        raise LabelFileError(f"{labels}:{lineno}: class index {value} is not below {MAX_CLASSES:,}")
+    return value
 
 
 _FILE_COLUMNS = ("filename", "file", "path", "image", "name")
@@ -167,7 +226,18 @@ _LABEL_COLUMNS = ("class_index", "label", "class", "index", "target")
 
 
 def _parse_csv(labels: Path, text: str) -> list[tuple[str, int]]:
-    table = [row for row in csv.reader(text.splitlines()) if any(cell.strip() for cell in row)]
+    reader = csv.reader(io.StringIO(text, newline=""))  # quoted fields may hold newlines, as csv writes them
+    table: list[list[str]] = []
+    lines: list[int] = []  # the line each kept row starts on
+    try:
+        start = 1
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                table.append(row)
+                lines.append(start)
+            start = reader.line_num + 1
+    except csv.Error as err:
+        raise LabelFileError(f"{labels}:{reader.line_num}: not a readable CSV row ({err})") from err
     header = [cell.strip().lower() for cell in table[0]] if table else []
     index = _wnid_index()
     file_col, label_col, wnid_col = 0, 1, None
@@ -176,26 +246,25 @@ def _parse_csv(labels: Path, text: str) -> list[tuple[str, int]]:
         label_col = next((header.index(c) for c in _LABEL_COLUMNS if c in header), None)
         wnid_col = header.index("wnid") if "wnid" in header else None
         if file_col is None or (label_col is None and wnid_col is None):
-            raise ValueError(f"{labels}:1: expected a header with a filename column ({', '.join(_FILE_COLUMNS)}) and "
-                             f"a class column ({', '.join(_LABEL_COLUMNS)} or wnid), got {table[0]}")
-        table = table[1:]
-        lineno0 = 2
-    else:
-        lineno0 = 1
+            raise LabelFileError(f"{labels}:{lines[0]}: expected a header with a filename column "
+                                 f"({', '.join(_FILE_COLUMNS)}) and a class column ({', '.join(_LABEL_COLUMNS)} or "
+                                 f"wnid), got {_short(','.join(table[0]))}")
+        table, lines = table[1:], lines[1:]
     rows = []
-    for lineno, row in enumerate(table, lineno0):
+    for lineno, row in zip(lines, table):
         col = label_col if label_col is not None else wnid_col
         if len(row) <= max(file_col, col):
-            raise ValueError(f"{labels}:{lineno}: expected filename,class_index, got {','.join(row)!r}")
+            raise LabelFileError(f"{labels}:{lineno}: expected filename,class_index, got {_short(','.join(row))}")
         label = _label_value(row[col].strip(), index)
         if label is None:
-            raise ValueError(f"{labels}:{lineno}: {row[col]!r} is neither a class index nor an ILSVRC-2012 WNID")
-        rows.append((row[file_col].strip(), label))
+            raise LabelFileError(f"{labels}:{lineno}: {_short(row[col])} is neither a class index nor an ILSVRC-2012 "
+                                 f"WNID (expected at most 7 digits, or n########)")
+        rows.append((row[file_col].strip(), _class_index(labels, lineno, label)))
     return rows
 
 
 def _label_value(cell: str, index: dict[str, int] | None) -> int | None:
-    if cell.isdigit():
+    if _CLASS_INDEX.fullmatch(cell):
         return int(cell)
     if index is not None and cell in index:
         return index[cell]
