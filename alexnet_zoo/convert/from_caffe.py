@@ -14,6 +14,7 @@ skipped.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -131,6 +132,11 @@ def _unpacked_run(buf: memoryview, key_pos: int, key_len: int, end: int, dtype: 
     return np.ascontiguousarray(records[:run, key_len:]).view(dtype).ravel(), key_pos + run * stride
 
 
+def _signed(value: int) -> int:
+    """An int32 / int64 field's value: protobuf writes negative numbers as 10-byte two's complement."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
 def _varints(buf: memoryview, span: tuple[int, int]) -> list[int]:
     values, pos = [], span[0]
     while pos < span[1]:
@@ -150,11 +156,13 @@ def _blob(buf: memoryview, start: int, end: int) -> _Blob:
     fields = _Fields(buf, start, end)
     for field, wire, value, key_pos in fields:
         if field == 7 and wire == _LEN:
-            for f, w, v, _ in _Fields(buf, *value):
+            for f, w, v, pos in _Fields(buf, *value):
+                if f == 1 and w not in (_LEN, _VARINT):
+                    raise _Malformed(f"BlobShape.dim at byte {pos} has wire type {w}; expected a varint")
                 if f == 1:
-                    dims.extend(_varints(buf, v) if w == _LEN else [v])
+                    dims.extend(map(_signed, _varints(buf, v) if w == _LEN else [v]))
         elif 1 <= field <= 4 and wire == _VARINT:
-            legacy[field - 1] = value
+            legacy[field - 1] = _signed(value)
         elif field in (5, 8):
             dtype, chunks = ("<f4", floats) if field == 5 else ("<f8", doubles)
             if wire == _LEN:
@@ -173,10 +181,12 @@ def _blob(buf: memoryview, start: int, end: int) -> _Blob:
 def _layer(buf: memoryview, span: tuple[int, int], name_field: int, type_field: int, blobs_field: int,
            fmt: str) -> _Layer:
     name, kind, blobs, v0 = "", "", [], None
-    for field, wire, value, _ in _Fields(buf, *span):
+    for field, wire, value, key_pos in _Fields(buf, *span):
         if field == name_field and wire == _LEN:
             name = _text(buf, value)
         elif field == type_field:
+            if wire not in (_LEN, _VARINT):
+                raise _Malformed(f"a layer type at byte {key_pos} has wire type {wire}; expected a string or enum")
             kind = _text(buf, value) if wire == _LEN else value
         elif field == blobs_field and wire == _LEN:
             blobs.append(_blob(buf, *value))
@@ -205,7 +215,7 @@ def _fit(blob: _Blob, want: tuple[int, ...], what: str, path: Path) -> Tensor:
     ((1, 1, out, in) for a weight matrix, (1, 1, 1, out) for a bias): those are dropped, nothing
     else is reshaped."""
     shape = blob.shape
-    if blob.data.size != int(np.prod(shape)):
+    if blob.data.size != math.prod(shape):  # exact: numpy's product of int64 dims would wrap around
         raise ConversionError(f"{path}: {what} declares shape {shape} but holds {blob.data.size} values")
     lead = len(shape) - len(want)
     if shape != want and not (lead > 0 and all(d == 1 for d in shape[:lead]) and shape[lead:] == want):
