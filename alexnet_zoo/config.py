@@ -153,11 +153,12 @@ class _Rule:
     odd: bool = False
 
 
+# LRN constants keep (k + alpha * sum) ** -beta finite in fp32; std keeps the division finite
 _CONFIG_RULES: dict[str, _Rule] = {
     "widths": _Rule(1, 1 << 14, length=5), "groups": _Rule(1, 1 << 14, length=5),
     "kernels": _Rule(1, 64, length=5), "paddings": _Rule(0, 64, length=5), "conv1_stride": _Rule(1, 64),
-    "pool_ceil": _Rule(), "lrn": _Rule(), "lrn_size": _Rule(1, 63, odd=True), "lrn_alpha": _Rule(0, 1e6),
-    "lrn_beta": _Rule(0, 1e3), "lrn_k": _Rule(0, 1e6, lo_open=True), "lrn_convention": _Rule(),
+    "pool_ceil": _Rule(), "lrn": _Rule(), "lrn_size": _Rule(1, 63, odd=True), "lrn_alpha": _Rule(0, 1e3),
+    "lrn_beta": _Rule(0, 10), "lrn_k": _Rule(1e-3, 1e3), "lrn_convention": _Rule(),
     "hidden": _Rule(1, 1 << 16), "dropout": _Rule(0, 1, hi_open=True), "dropout_placement": _Rule(), "init": _Rule(),
     "num_classes": _Rule(0, MAX_CLASSES), "in_chans": _Rule(1, 1 << 14), "input_size": _Rule(1, 1 << 13),
     "extra": _Rule(),
@@ -165,7 +166,7 @@ _CONFIG_RULES: dict[str, _Rule] = {
 _PREPROCESSING_RULES: dict[str, _Rule] = {
     "resize": _Rule(1, 1 << 13), "resize_mode": _Rule(), "crop": _Rule(1, 1 << 13), "interpolation": _Rule(),
     "channel_order": _Rule(), "scale": _Rule(0, 1e6, lo_open=True), "mean": _Rule(-1e6, 1e6, length=3),
-    "std": _Rule(0, 1e6, lo_open=True, length=3),
+    "std": _Rule(1e-4, 1e6, length=3),
 }
 
 
