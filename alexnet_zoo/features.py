@@ -19,25 +19,20 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from alexnet_zoo.devices import best_device, resolve_device
 from alexnet_zoo.images import read_image
 from alexnet_zoo.model import LAYERS, AlexNet
 from alexnet_zoo.precision import autocast, resolve_precision
 from alexnet_zoo.transforms import DEFAULT_PREPROCESSING, ImagePreprocess
 
-__all__ = ["FeatureExtractor", "ImageInput", "best_device", "weights_label"]
+__all__ = ["FLOAT16_MAX", "FeatureExtractor", "ImageInput", "best_device", "weights_label"]
 
 ImageInput = str | os.PathLike | Image.Image | Tensor
 Pooling = Literal["avg", "max"] | None
 _CONV = ("conv1", "conv2", "conv3", "conv4", "conv5")
 
 
-def best_device() -> torch.device:
-    """CUDA if present, then Apple's MPS, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+FLOAT16_MAX = 65504.0  # the largest finite float16: stored vectors beyond it would become inf
 
 
 def weights_label(model: AlexNet) -> str:
@@ -63,20 +58,28 @@ class FeatureExtractor:
 
     ``pool``: for conv layers, "avg" / "max" over space gives one value per channel (None keeps the
     flattened map; pool5 is always flattened, 9216-d). ``normalize`` makes each vector unit length
-    (cosine = inner product); ``dtype="float16"`` halves storage. ``precision`` is the arithmetic
+    (cosine = inner product); ``dtype="float16"`` halves storage (what ``alexnet-zoo extract``
+    stores by default: unit vectors keep a cosine > 0.9999 to float32's) and refuses values beyond
+    float16's range instead of storing inf. ``precision`` is the arithmetic
     (:mod:`alexnet_zoo.precision`: ``bf16`` is the fast choice on CPUs with bfloat16 units).
-    ``weights`` names the weights in :meth:`info` (default: from ``model.pretrained_cfg``)."""
+    ``device``: None is the best one here; a device this machine lacks is a ValueError saying what
+    it has (:func:`alexnet_zoo.devices.resolve_device`). ``weights`` names the weights in
+    :meth:`info` (default: from ``model.pretrained_cfg``); ``weights_spec`` is the spec a local
+    folder's config claims, recorded as information only."""
 
     def __init__(self, model: AlexNet, layer: str = "fc7", *, pool: Pooling = "avg", normalize: bool = True,
                  dtype: Literal["float32", "float16"] = "float32", device: str | torch.device | None = None,
-                 batch_size: int = 32, weights: str | None = None, precision: str = "auto") -> None:
+                 batch_size: int = 32, weights: str | None = None, precision: str = "auto",
+                 weights_spec: str | None = None) -> None:
         if layer not in LAYERS:
             raise ValueError(f"unknown layer {layer!r}; choose from {', '.join(LAYERS)}")
         if pool not in ("avg", "max", None):
             raise ValueError(f"pool must be 'avg', 'max' or None, got {pool!r}")
         if dtype not in ("float32", "float16"):
             raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
-        self.device = torch.device(device) if device is not None else best_device()
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.model = model.eval().to(self.device)
         self.layer, self.normalize, self.dtype, self.batch_size = layer, normalize, dtype, batch_size
@@ -84,6 +87,7 @@ class FeatureExtractor:
         self.preprocessing = model.preprocessing or DEFAULT_PREPROCESSING[_arch(model)]
         self.preprocess = ImagePreprocess(self.preprocessing)
         self.weights = weights or weights_label(model)
+        self.weights_spec = weights_spec
         self._dim: int | None = None
 
     @property
@@ -96,7 +100,8 @@ class FeatureExtractor:
 
     def info(self) -> dict[str, Any]:
         """What an index needs to know to accept or refuse these vectors."""
-        return {"model": _arch(self.model), "weights": self.weights, "layer": self.layer, "pool": self.pool,
+        return {"model": _arch(self.model), "weights": self.weights, "weights_spec": self.weights_spec,
+                "layer": self.layer, "pool": self.pool,
                 "normalized": self.normalize, "dtype": self.dtype, "precision": self.precision, "dim": self.dim,
                 "preprocessing": self.preprocessing.to_dict()}
 
@@ -125,7 +130,14 @@ class FeatureExtractor:
             if self.normalize:
                 x = F.normalize(x, dim=1)
             out = x.cpu().numpy()
-        return out.astype(np.float16 if self.dtype == "float16" else np.float32, copy=False)
+        if self.dtype == "float16":
+            peak = float(np.abs(out).max(initial=0))
+            if peak > FLOAT16_MAX:
+                raise ValueError(f"{self.layer} values reach {peak:.4g}, beyond float16's {FLOAT16_MAX:.0f}: they "
+                                 "cannot be stored as float16; use dtype='float32' (--dtype float32) or normalised "
+                                 "vectors")
+            return out.astype(np.float16)
+        return out.astype(np.float32, copy=False)
 
     def __call__(self, items: ImageInput | Sequence[ImageInput] | Tensor) -> np.ndarray:
         """Vectors (N, dim) for a list of inputs, one input, or a batch tensor (N, 3, H, W)."""

@@ -1,4 +1,4 @@
-"""A FAISS index over image vectors, kept as a folder: ``index.faiss`` + ``paths.txt`` + ``info.json``.
+"""A FAISS index over image vectors, kept as a folder: ``info.json`` naming ``index.<id>.faiss`` + ``paths.<id>.jsonl``.
 
 Exact search is the default for small collections and the oracle for the rest: an approximate
 index (IVF + PQ, or HNSW) is chosen from the collection size and a memory budget, tuned (nprobe /
@@ -8,18 +8,28 @@ weights / layer the vectors came from, so a folder built from other vectors is r
 Where faiss sees a GPU (a faiss-gpu build with ``StandardGpuResources``), exact and IVF indexes are
 trained, filled and searched on it and copied back to the CPU for saving; ``device="cpu"`` opts out.
 This module works on numpy arrays only and does not import torch.
+
+A folder is saved so that a crash at any moment leaves the old index or the new one loadable at
+its path: the data files of a save get a fresh id, and ``info.json`` (replaced atomically, last)
+names the pair that belongs together; files no ``info.json`` names are removed by the next save
+or load. Paths are stored one JSON string a line (ASCII, so any name round-trips: line
+terminators, and undecodable bytes kept by ``surrogateescape``). ``info.json`` is parsed as
+untrusted input (:func:`parse_info`): a typed :class:`CorruptIndex` naming the file, never another
+exception.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
+import secrets
 import shutil
-import tempfile
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,18 +38,30 @@ import faiss
 import numpy as np
 
 __all__ = ["CorruptIndex", "IndexMismatch", "InvalidVectors", "RetrievalError", "SearchHit", "VectorIndex",
-           "choose_factory", "exact_knn", "gpu_count", "gpu_supported", "parse_size", "recall_at", "resolve_device"]
+           "ZeroQuery", "choose_factory", "exact_knn", "gpu_count", "gpu_supported", "parse_info", "parse_size",
+           "read_path_list", "recall_at", "resolve_device", "training_needs", "write_path_list", "zero_rows"]
 
 Kind = Literal["auto", "exact", "ivfpq", "hnsw"]
 Metric = Literal["cosine", "l2"]
 Device = Literal["auto", "cpu", "gpu"]
 GPU_MAX_K = 2048  # faiss-gpu's k-selection limit (k and nprobe); larger searches run on the CPU copy
 DEDUPE_BLOCK = 16_384  # vectors decoded and searched at a time by duplicates(): bounded memory at any N
-INDEX_FILE, PATHS_FILE, INFO_FILE = "index.faiss", "paths.txt", "info.json"
+INFO_FILE = "info.json"
+INDEX_FILE, PATHS_FILE = "index.faiss", "paths.txt"  # the fixed names of folders saved before the ids (read only)
+_DATA_FILE = re.compile(r"(index|paths)\.([0-9a-f]{16})\.(faiss|jsonl)")
+_STAGED = re.compile(r"\.info\.json\.[^/]*\.tmp")  # an info.json being written (see _write_atomic)
 FORMAT = "alexnet_zoo.index"
+INFO_LIMIT = 16 * 2 ** 20  # bytes: an info.json is a few kB; a bigger one is not ours (and not read into memory)
+PATH_LINE_LIMIT = 64 * 1024  # bytes of one stored path line (PATH_MAX 4096 bytes, escaped: <= 6 chars a byte)
+MAX_DIM = 2 ** 24  # conv1 unpooled is 290,400; beyond this a "dim" is a corrupt header, not a layer
+MAX_SEARCH_PARAM = 2 ** 16  # nprobe / efSearch: beyond this a search costs more than exact search
+KINDS = ("exact", "ivfpq", "hnsw")
+METRICS = ("cosine", "l2")
 EXACT_LIMIT = 50_000  # below this many vectors exact search is fast enough (a few ms a query)
 TARGET_RECALL = 0.95
 _IDENTITY = ("model", "weights", "layer", "pool", "dim")
+# what build() keeps of its ``meta`` (a features manifest): the vectors' provenance, each checked on load
+_META = ("model", "weights", "weights_spec", "layer", "pool", "normalized", "dtype", "precision", "preprocessing")
 
 
 class RetrievalError(ValueError):
@@ -58,6 +80,15 @@ class CorruptIndex(RetrievalError):
     """An index folder whose files are missing, unreadable or disagree with each other."""
 
 
+class ZeroQuery(InvalidVectors):
+    """Cosine queries that are zero vectors: they have no direction, so every indexed vector is
+    equally (un)similar and any ranking would be arbitrary. ``rows`` lists them."""
+
+    def __init__(self, message: str, rows: Sequence[int]) -> None:
+        super().__init__(message)
+        self.rows = list(rows)
+
+
 @dataclass(frozen=True)
 class SearchHit:
     """One neighbour: its stable id, path and score (cosine similarity, or L2 distance)."""
@@ -68,14 +99,21 @@ class SearchHit:
 
 
 def parse_size(text: str | int) -> int:
-    """"4GB", "512MiB", "1e9" or an int -> bytes."""
+    """"4GB", "512MiB", "1e9" or an int -> bytes (at least 1, at most 2**60: a budget, not a typo)."""
+    expected = "expected a positive number of bytes with an optional unit, e.g. 4GB or 512MiB"
+    if isinstance(text, bool) or not isinstance(text, (int, str)):
+        raise ValueError(f"memory size {text!r}: {expected}")
     if isinstance(text, int):
-        return text
-    match = re.fullmatch(r"\s*([\d.e+]+)\s*([kmgt]?)(i?b?)\s*", text.lower())
-    if not match:
-        raise ValueError(f"memory size {text!r}: expected a number with an optional unit, e.g. 4GB or 512MiB")
-    value, unit, _ = match.groups()
-    return int(float(value) * 1024 ** ("kmgt".find(unit) + 1)) if unit else int(float(value))
+        value = float(text)
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d*)?(?:e[+-]?\d{1,3})?|\.\d+)\s*([kmgt]?)(i?b?)\s*", text.lower())
+        if not match:
+            raise ValueError(f"memory size {text!r}: {expected}")
+        number, unit, _ = match.groups()
+        value = float(number) * 1024 ** ("kmgt".find(unit) + 1) if unit else float(number)
+    if not 1 <= value <= 2 ** 60:
+        raise ValueError(f"memory size {text!r}: {expected} (1 byte to 1 EiB)")
+    return int(value)
 
 
 def gpu_count() -> int:
@@ -160,6 +198,12 @@ def _check(vectors: np.ndarray, dim: int | None, what: str) -> np.ndarray:
     return x
 
 
+def zero_rows(x: np.ndarray) -> np.ndarray:
+    """The rows of (N, dim) vectors that are all zero: no direction, so no cosine ranking."""
+    x = np.asarray(x)
+    return np.flatnonzero(~(x != 0).any(axis=1)) if x.ndim == 2 and x.shape[1] else np.arange(len(x))
+
+
 def _prepare(x: np.ndarray, metric: Metric) -> np.ndarray:
     if metric == "cosine":
         x = x.copy()
@@ -180,6 +224,9 @@ def recall_at(found: np.ndarray, truth_first: np.ndarray) -> float:
 
 def choose_factory(n: int, dim: int, kind: Kind = "auto", memory: int | None = None) -> str:
     """The FAISS factory string for ``n`` vectors of ``dim`` under a memory budget in bytes."""
+    for name, value, low in (("n", n, 0), ("dim", dim, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     raw = n * dim * 4
     if kind == "auto":
         if n <= EXACT_LIMIT:
@@ -196,14 +243,44 @@ def choose_factory(n: int, dim: int, kind: Kind = "auto", memory: int | None = N
         raise ValueError(f"unknown index kind {kind!r}; choose auto, exact, ivfpq or hnsw")
     nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))  # faiss wants >= 39 training points a list
     budget = 256 if memory is None else max(8, min(256, memory // max(n, 1) - 16))  # 16: id + list overhead
-    m = max((m for m in (8, 16, 32, 48, 64, 96, 128, 192, 256) if m <= budget and dim % m == 0 and 2 * m <= dim),
-            default=None)
+    # for wide features (fc7: 4096) reduce with PCA to 4m dims first so each PQ sub-vector keeps a few;
+    # PCA to 4m dims needs 4m training vectors, so a small collection gets a smaller m
+    m = max((m for m in (8, 16, 32, 48, 64, 96, 128, 192, 256)
+             if m <= budget and dim % m == 0 and 2 * m <= dim and (dim <= 4 * m or 4 * m <= n)), default=None)
     if m is None:
         return f"IVF{nlist},SQ8"
-    # for wide features (fc7: 4096) reduce with PCA first so each PQ sub-vector keeps a few dims
     if dim > 4 * m:
         return f"PCAR{4 * m},IVF{nlist},PQ{m}"
     return f"IVF{nlist},PQ{m}"
+
+
+def training_needs(factory: str) -> int:
+    """The fewest training vectors faiss accepts for ``factory``: 2**nbits per PQ codebook (256 for
+    the 8-bit codes used here), the output size of a PCA, one a list for the IVF k-means."""
+    needs = [1]
+    if match := re.search(r"PQ\d+(?:x(\d+))?", factory):
+        needs.append(2 ** int(match.group(1) or 8))
+    if match := re.search(r"PCAR?(\d+)", factory):
+        needs.append(int(match.group(1)))
+    if match := re.search(r"IVF(\d+)", factory):
+        needs.append(int(match.group(1)))
+    return max(needs)
+
+
+def _check_paths(paths: Sequence[str], what: str) -> list[str]:
+    """Paths are text (``str``; undecodable bytes as surrogateescape): anything else could not be
+    stored and would fail at save time, far from the mistake."""
+    paths = list(paths)
+    bad = [i for i, p in enumerate(paths) if not isinstance(p, str)]
+    if bad:
+        raise InvalidVectors(f"{what}: paths must be str, got {type(paths[bad[0]]).__name__} at rows {bad[:10]}")
+    return paths
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
 
 
 class VectorIndex:
@@ -243,16 +320,33 @@ class VectorIndex:
         ``queries`` held-out rows against exact search. On a GPU device (:func:`resolve_device`)
         exact and IVF kinds are trained and filled there, then copied back to the CPU."""
         device = resolve_device(device)
-        if metric not in ("cosine", "l2"):
+        if metric not in METRICS:
             raise ValueError(f"metric must be 'cosine' or 'l2', got {metric!r}")
+        if kind not in ("auto", *KINDS):
+            raise ValueError(f"unknown index kind {kind!r}; choose auto, exact, ivfpq or hnsw")
+        queries, train_size = _positive_int(queries, "queries"), _positive_int(train_size, "train_size")
+        if isinstance(target_recall, bool) or not isinstance(target_recall, (int, float)) \
+                or not 0 < target_recall <= 1:
+            raise ValueError(f"target_recall must be in (0, 1], got {target_recall!r}")
         x = _check(vectors, None, "vectors")
+        paths = _check_paths(paths, "vectors")
         if len(paths) != len(x):
             raise InvalidVectors(f"{len(x)} vectors but {len(paths)} paths")
         if len(x) == 0:
             raise InvalidVectors("no vectors to index")
         n, dim = x.shape
+        if dim > MAX_DIM:
+            raise InvalidVectors(f"vectors of dim {dim}: at most {MAX_DIM} is supported")
         x = _prepare(x, metric)
         factory = choose_factory(n, dim, kind, parse_size(memory) if memory is not None else None)
+        need = training_needs(factory)
+        nlist = int(m.group(1)) if (m := re.search(r"IVF(\d+)", factory)) else 1
+        size = min(n, train_size, max(50 * nlist, 20_000))  # k-means needs ~40 points a centroid, no more
+        if size < need:
+            have = f"{n} vectors" if size == n else f"a training sample of {size} (train_size) of {n} vectors"
+            raise InvalidVectors(f"a {kind} index ({factory}) needs at least {need} training vectors, got {have}; "
+                                 "use kind='exact' (--kind exact; auto chooses it below "
+                                 f"{EXACT_LIMIT:,} vectors) or 'hnsw'")
         faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
         start = time.perf_counter()
         inner = faiss.index_factory(dim, factory, faiss_metric)
@@ -268,8 +362,6 @@ class VectorIndex:
             faiss.downcast_index(inner).hnsw.efConstruction = 80
         work = _to_gpu(inner, factory) if device == "gpu" and gpu_supported(factory) else None
         if not inner.is_trained:
-            nlist = faiss.extract_index_ivf(inner).nlist if "IVF" in factory else 1
-            size = min(n, train_size, max(50 * nlist, 20_000))  # k-means needs ~40 points a centroid, no more
             sample = x[np.sort(rng.choice(n, size, replace=False))]
             (work if work is not None else inner).train(sample)
         index = faiss.IndexIDMap2(work if work is not None else inner)
@@ -277,11 +369,10 @@ class VectorIndex:
         gpu_index = None
         if work is not None:  # keep the GPU one for searching, the CPU copy for saving and decoding
             gpu_index, index = index, _from_gpu(index)
-        skip = ("format", "count", "shards", "failures", "inputs", "inputs_sha256", "rank", "slice", "complete")
-        info = {"format": FORMAT, **{k: v for k, v in (meta or {}).items() if k not in skip},
+        info = {"format": FORMAT, **{k: v for k, v in (meta or {}).items() if k in _META},
                 "factory": factory, "dim": dim, "metric": metric, "count": n}
         info["kind"] = "exact" if factory == "Flat" else ("hnsw" if factory.startswith("HNSW") else "ivfpq")
-        self = cls(index, list(paths), info, device=device)
+        self = cls(index, paths, info, device=device)
         self._gpu = gpu_index
         self.info["search_params"] = self._tune(x, rng, queries, target_recall) if factory != "Flat" else {}
         self.info["recall_at_10"] = self._measure(x, rng, queries) if factory != "Flat" else 1.0
@@ -303,6 +394,8 @@ class VectorIndex:
     def _heldout_recall(self, x: np.ndarray, ids: np.ndarray) -> float:
         """1-recall@10 of rows ``ids`` used as queries, their own row excluded from both sides."""
         metric = self.info["metric"]
+        if len(x) < 2:
+            return 1.0  # no other vector to find
         _, truth = faiss.knn(x[ids], x, min(2, len(x)), metric=faiss.METRIC_INNER_PRODUCT
                                         if metric == "cosine" else faiss.METRIC_L2)
         first = np.where(truth[:, 0] == ids, truth[:, -1], truth[:, 0])
@@ -347,6 +440,7 @@ class VectorIndex:
     def add(self, vectors: np.ndarray, paths: list[str]) -> np.ndarray:
         """Append vectors; returns their ids (the next free ones: ids never change)."""
         x = _prepare(_check(vectors, self.dim, "added vectors"), self.info["metric"])
+        paths = _check_paths(paths, "added vectors")
         if len(paths) != len(x):
             raise InvalidVectors(f"{len(x)} vectors but {len(paths)} paths")
         ids = np.arange(len(self.paths), len(self.paths) + len(x), dtype=np.int64)
@@ -358,11 +452,19 @@ class VectorIndex:
         return ids
 
     def search_arrays(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids), each (Q, min(k, count)), best first; missing hits are id -1."""
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
-        q = _prepare(_check(queries, self.dim, "queries"), self.info["metric"])
-        return self._searcher(k).search(q, min(k, self.count))
+        """(scores, ids), each (Q, min(k, count)), best first; missing hits are id -1. A zero query
+        of a cosine index raises :class:`ZeroQuery` (it has no direction: any hits would be arbitrary)."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be an integer >= 1, got {k!r}")
+        q = _check(queries, self.dim, "queries")
+        if self.info["metric"] == "cosine":
+            zero = zero_rows(q)
+            if zero.size:
+                raise ZeroQuery(f"queries: rows {zero[:10].tolist()} are zero vectors ({zero.size} of {len(q)}); a "
+                                "zero vector has no cosine with anything, so its hits would be arbitrary (the "
+                                "layer's activations are all zero for that picture: try another layer)",
+                                zero.tolist())
+        return self._searcher(int(k)).search(_prepare(q, self.info["metric"]), min(int(k), self.count))
 
     def search(self, queries: np.ndarray, k: int = 10) -> list[list[SearchHit]]:
         """The k nearest (k capped at the index size) of each query, best first, -1 hits dropped."""
@@ -394,10 +496,11 @@ class VectorIndex:
         them), the same both ways round; zero vectors have no cosine and pair with nothing."""
         if self.info["metric"] != "cosine":
             raise RetrievalError(f"near-duplicates need a cosine index; this one is {self.info['metric']}")
-        if not 0 < threshold <= 1:
-            raise ValueError(f"threshold must be a cosine in (0, 1], got {threshold}")
-        if k < 1 or block < 1:
-            raise ValueError(f"k and block must be at least 1, got k={k}, block={block}")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)) \
+                or not 0 < threshold <= 1:
+            raise ValueError(f"threshold must be a cosine in (0, 1], got {threshold!r} (at 0 or below nearly every "
+                             "pair qualifies: N**2 pairs)")
+        k, block = _positive_int(k, "k"), _positive_int(block, "block")
         starts = range(0, self.count, block)
         norms: np.ndarray | None = None  # None: exact and HNSW hold the unit vectors themselves
         if self.info["kind"] == "ivfpq":  # one decoding pass for the norms the scores are divided by
@@ -443,57 +546,354 @@ class VectorIndex:
     # ---- folders -----------------------------------------------------------------------------
 
     def save(self, folder: str | os.PathLike) -> Path:
-        """Write the folder atomically: a temporary sibling folder renamed over ``folder``."""
+        """Write the folder so that a crash at any moment leaves the old index or the new one
+        loadable there: the data files get a fresh id, are flushed to disk, and only then is
+        ``info.json`` atomically replaced by one naming them; the files of the old save (and any
+        leftovers of an interrupted one) are removed after that. A folder that holds anything but an
+        index is refused, not overwritten. New folders follow the umask."""
         folder = Path(folder)
+        if not folder.exists():
+            _recover(folder)  # a crash of an older version between its two renames
         folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
         try:
-            faiss.write_index(self.index, str(tmp / INDEX_FILE))
-            (tmp / PATHS_FILE).write_text("".join(p + "\n" for p in self.paths))
-            (tmp / INFO_FILE).write_text(json.dumps({**self.info, "count": self.count}, indent=2) + "\n")
-            old = None
-            if folder.exists():
-                old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-                os.replace(folder, old)
-            os.replace(tmp, folder)
-            if old is not None:
-                shutil.rmtree(old)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
+            folder.mkdir()
+        except FileExistsError:
+            if not folder.is_dir():
+                raise RetrievalError(f"{folder}: exists and is not a folder; expected an index folder or a new "
+                                     "path") from None
+        with _locked(folder, exclusive=True):
+            _claim(folder)
+            token = secrets.token_hex(8)
+            files = {"index": f"index.{token}.faiss", "paths": f"paths.{token}.jsonl"}
+            _step("save:start")
+            _write_synced(folder / files["index"], lambda path: faiss.write_index(self.index, str(path)))
+            _step("save:index-written")
+            _write_synced(folder / files["paths"], lambda path: _write_paths_file(path, self.paths))
+            _step("save:paths-written")
+            info = {**self.info, "count": self.count, "files": files}
+            _write_synced(folder / INFO_FILE, lambda path: path.write_text(json.dumps(info, indent=2) + "\n"),
+                          atomic=True)
+            _step("save:committed")
+            _sweep(folder, _files_of(info))
+            _step("save:swept")
+        _sweep_siblings(folder)
+        self.info = info
         return folder
 
     @classmethod
     def load(cls, folder: str | os.PathLike, *, mmap: bool = False, device: Device | str | None = "auto",
              **expected: Any) -> VectorIndex:
         """Read an index folder. ``expected`` (model=, weights=, layer=, pool=, dim=) must match
-        info.json; a missing, unreadable or inconsistent file raises :class:`CorruptIndex`.
-        ``device``: where searches run (:func:`resolve_device`; the GPU copy is made on first use)."""
-        folder = Path(folder)
-        files = {name: folder / name for name in (INDEX_FILE, PATHS_FILE, INFO_FILE)}
-        missing = [name for name, p in files.items() if not p.is_file()]
-        if missing:
-            raise CorruptIndex(f"{folder}: missing {', '.join(missing)}; expected an index folder from "
-                               "`alexnet-zoo index build`")
-        try:
-            info = json.loads(files[INFO_FILE].read_text())
-        except ValueError as err:
-            raise CorruptIndex(f"{files[INFO_FILE]}: not JSON ({err})") from err
-        if not isinstance(info, dict) or info.get("format") != FORMAT:
-            raise CorruptIndex(f"{files[INFO_FILE]}: not an alexnet_zoo index info.json")
-        for key, want in expected.items():
+        info.json; a missing, unreadable or inconsistent file raises :class:`CorruptIndex` naming it.
+        ``device``: where searches run (:func:`resolve_device`; the GPU copy is made on first use).
+        Leftovers of an interrupted save are removed when the folder is writable."""
+        for key in expected:
             if key not in _IDENTITY:
                 raise TypeError(f"load() got an unexpected check {key!r}; choose from {', '.join(_IDENTITY)}")
-            if want is not None and info.get(key) != want:
-                raise IndexMismatch(f"{folder}: built from {key}={info.get(key)!r}, expected {key}={want!r}")
-        try:
-            index = faiss.read_index(str(files[INDEX_FILE]), faiss.IO_FLAG_MMAP if mmap else 0)
-        except RuntimeError as err:
-            raise CorruptIndex(f"{files[INDEX_FILE]}: not a readable FAISS index ({str(err).splitlines()[0]})") from err
-        paths = files[PATHS_FILE].read_text().splitlines()
-        if not (index.ntotal == len(paths) == info.get("count")) or index.d != info.get("dim"):
-            raise CorruptIndex(f"{folder}: {index.ntotal} vectors of dim {index.d}, {len(paths)} paths, info.json "
-                               f"says {info.get('count')} of dim {info.get('dim')}")
+        folder = Path(folder)
+        if not folder.exists():
+            _recover(folder)
+        info_path = folder / INFO_FILE
+        if not info_path.is_file():
+            raise CorruptIndex(f"{folder}: missing {INFO_FILE}; expected an index folder from `alexnet-zoo index build`")
+        with _locked(folder, exclusive=False):
+            info = parse_info(_read_capped(info_path, INFO_LIMIT), info_path)
+            for key, want in expected.items():
+                if want is not None and info.get(key) != want:
+                    raise IndexMismatch(f"{folder}: built from {key}={info.get(key)!r}, expected {key}={want!r}")
+            files = info.get("files", {"index": INDEX_FILE, "paths": PATHS_FILE})
+            index_path, paths_path = folder / files["index"], folder / files["paths"]
+            missing = [p.name for p in (index_path, paths_path) if not p.is_file()]
+            if missing:
+                raise CorruptIndex(f"{folder}: missing {', '.join(missing)} (named by {INFO_FILE}); expected an index "
+                                   "folder from `alexnet-zoo index build`")
+            try:
+                index = faiss.read_index(str(index_path), faiss.IO_FLAG_MMAP if mmap else 0)
+            except (RuntimeError, MemoryError) as err:
+                raise CorruptIndex(f"{index_path}: not a readable FAISS index "
+                                   f"({(str(err).splitlines() or [type(err).__name__])[0]})") from err
+            _check_index(index, info, index_path)
+            with open(paths_path, "rb") as f:
+                paths = (read_path_list(f, paths_path, limit=info["count"]) if "files" in info
+                         else _read_legacy_paths(f, paths_path, info["count"]))
+        if len(paths) != info["count"]:
+            raise CorruptIndex(f"{paths_path}: {len(paths)} paths, {INFO_FILE} says {info['count']}")
         self = cls(index, paths, info, device=device)
-        self._apply(info.get("search_params", {}))
+        self._apply(info["search_params"])
+        with contextlib.suppress(OSError):  # a read-only folder keeps its leftovers; they do no harm
+            with _locked(folder, exclusive=True, wait=False) as got:
+                if got:
+                    _sweep(folder, _files_of(parse_info(_read_capped(info_path, INFO_LIMIT), info_path)))
+            _sweep_siblings(folder)
         return self
+
+
+# ---- the folder format ----------------------------------------------------------------------------
+
+def _step(name: str) -> None:
+    """A no-op marking each step of :meth:`VectorIndex.save`; the crash tests replace it with one
+    that ends the process there (``os._exit``), so every moment of a save is tried."""
+
+
+def write_path_list(f: Any, paths: Sequence[str]) -> None:
+    """Paths to a binary file, one JSON string a line. ``ensure_ascii`` escapes every line
+    terminator and any surrogate (an undecodable byte of a file name), so each name is exactly one
+    line and comes back equal, whatever it holds."""
+    for start in range(0, len(paths), 65536):
+        f.write("".join(json.dumps(p) + "\n" for p in paths[start:start + 65536]).encode("ascii"))
+
+
+def read_path_list(f: Any, source: str | os.PathLike, *, limit: int | None = None,
+                   error: type[Exception] = CorruptIndex) -> list[str]:
+    """The paths of a file written by :func:`write_path_list` (read a line at a time, each at most
+    :data:`PATH_LINE_LIMIT` bytes, never more than ``limit`` lines: a damaged file costs no more
+    memory than a good one). Anything else raises ``error`` naming ``source``."""
+    paths: list[str] = []
+    number = 0
+    while line := f.readline(PATH_LINE_LIMIT + 1):
+        number += 1
+        if not line.endswith(b"\n"):
+            what = "longer than 64 KiB" if len(line) > PATH_LINE_LIMIT else "not ended by a newline (truncated?)"
+            raise error(f"{source}: line {number} is {what}; expected one JSON string a line")
+        if limit is not None and number > limit:
+            raise error(f"{source}: more than the {limit} paths expected")
+        try:
+            path = json.loads(line)
+        except (ValueError, RecursionError) as err:
+            raise error(f"{source}: line {number} is not a JSON string ({err})") from err
+        if not isinstance(path, str):
+            raise error(f"{source}: line {number} holds a {type(path).__name__}; expected a JSON string")
+        paths.append(path)
+    return paths
+
+
+def _read_legacy_paths(f: Any, source: Path, count: int) -> list[str]:
+    """``paths.txt`` of a folder saved before the ids: one path a line ("\n" only, so the other line
+    terminators stay part of a name), UTF-8 with undecodable bytes kept as surrogates."""
+    paths = []
+    while line := f.readline(PATH_LINE_LIMIT + 1):
+        if not line.endswith(b"\n") or len(paths) >= count:
+            raise CorruptIndex(f"{source}: expected {count} lines, each a path ended by a newline")
+        paths.append(line[:-1].decode("utf-8", "surrogateescape"))
+    return paths
+
+
+def _read_capped(path: Path, limit: int) -> bytes:
+    """A file's bytes, refusing one larger than ``limit`` before reading it."""
+    try:
+        with open(path, "rb") as f:  # read(n) allocates n bytes first: ask for the file's size, not the limit
+            data = f.read(min(os.fstat(f.fileno()).st_size, limit) + 1)
+    except OSError as err:
+        raise CorruptIndex(f"{path}: cannot read ({err})") from err
+    if len(data) > limit:
+        raise CorruptIndex(f"{path}: larger than {limit // 2 ** 20} MiB; not an alexnet_zoo {path.name}")
+    return data
+
+
+def _is_int(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _is_number(value: Any, low: float, high: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and low <= value <= high
+
+
+def parse_info(data: bytes, source: str | os.PathLike = INFO_FILE) -> dict[str, Any]:
+    """The fields of an index's info.json, each checked (it comes with a folder anyone could have
+    made): a :class:`CorruptIndex` naming ``source`` and the field for anything unexpected."""
+    def bad(field: str, expected: str, value: Any) -> CorruptIndex:
+        shown = repr(value)
+        return CorruptIndex(f"{source}: {field} must be {expected}, got {shown[:80]}{'...' if len(shown) > 80 else ''}")
+
+    try:
+        info = json.loads(data)
+    except (ValueError, RecursionError) as err:  # RecursionError: "[[[[..." nested beyond the parser's stack
+        raise CorruptIndex(f"{source}: not JSON ({str(err)[:200]})") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise CorruptIndex(f"{source}: not an alexnet_zoo index info.json (expected an object with "
+                           f"\"format\": \"{FORMAT}\")")
+    if not _is_int(info.get("dim"), 1, MAX_DIM):
+        raise bad("dim", f"an integer in 1..{MAX_DIM}", info.get("dim"))
+    if not _is_int(info.get("count"), 0, 2 ** 48):
+        raise bad("count", "an integer >= 0", info.get("count"))
+    if info.get("metric") not in METRICS:
+        raise bad("metric", "'cosine' or 'l2'", info.get("metric"))
+    factory = info.get("factory")
+    if not isinstance(factory, str) or len(factory) > 200:
+        raise bad("factory", "a FAISS factory string", factory)
+    kind = info.get("kind", "exact" if factory == "Flat" else ("hnsw" if factory.startswith("HNSW") else "ivfpq"))
+    structure = {"exact": factory == "Flat", "hnsw": factory.startswith("HNSW"), "ivfpq": "IVF" in factory}
+    if kind not in KINDS:
+        raise bad("kind", "'exact', 'ivfpq' or 'hnsw'", kind)
+    if not structure[kind]:
+        raise bad("factory", f"a factory string of the {kind} kind", factory)
+    params = info.get("search_params", {})
+    allowed = {"exact": (), "ivfpq": ("nprobe",), "hnsw": ("efSearch",)}[kind]
+    if not isinstance(params, dict) or any(k not in allowed or not _is_int(v, 1, MAX_SEARCH_PARAM)
+                                           for k, v in params.items()):
+        raise bad("search_params", f"an object of {' / '.join(allowed) or 'no'} parameters, integers in "
+                  f"1..{MAX_SEARCH_PARAM}, for a {kind} index", params)
+    files = info.get("files")
+    if "files" in info:  # absent: a folder of the old format, with the fixed names
+        tokens = {k: _DATA_FILE.fullmatch(v) if isinstance(v, str) else None
+                  for k, v in files.items()} if isinstance(files, dict) else {}
+        ok = (set(tokens) == {"index", "paths"} and all(tokens.values())
+              and tokens["index"].group(1, 3) == ("index", "faiss") and tokens["paths"].group(1, 3) == ("paths", "jsonl")
+              and tokens["index"].group(2) == tokens["paths"].group(2))
+        if not ok:
+            raise bad("files", "{\"index\": \"index.<id>.faiss\", \"paths\": \"paths.<id>.jsonl\"} (one 16-hex id, "
+                      "no folders)", files)
+    for key in ("model", "weights", "layer", "weights_spec"):
+        if key in info and not (isinstance(info[key], str) and len(info[key]) <= 4096) \
+                and not (key == "weights_spec" and info[key] is None):
+            raise bad(key, "a string", info[key])
+    checks = {"pool": ((None, "avg", "max"), "null, 'avg' or 'max'"), "normalized": ((True, False), "true or false"),
+              "dtype": (("float32", "float16"), "'float32' or 'float16'"),
+              "precision": (("auto", "fp32", "bf16", "fp16"), "'auto', 'fp32', 'bf16' or 'fp16'")}
+    for key, (values, expected) in checks.items():
+        if key in info and not any(info[key] is v or (isinstance(v, str) and info[key] == v) for v in values):
+            raise bad(key, expected, info[key])
+    if "preprocessing" in info and not isinstance(info["preprocessing"], dict):
+        raise bad("preprocessing", "an object", info["preprocessing"])
+    for key, low, high in (("recall_at_10", 0, 1), ("build_seconds", 0, math.inf), ("bytes_per_vector", 0, math.inf)):
+        if key in info and not _is_number(info[key], low, high):
+            raise bad(key, f"a number in [{low}, {high}]", info[key])
+    if "recall_queries" in info and not _is_int(info["recall_queries"], 0, 2 ** 48):
+        raise bad("recall_queries", "an integer >= 0", info["recall_queries"])
+    return {**info, "kind": kind, "search_params": dict(params)}
+
+
+def _check_index(index: faiss.Index, info: dict[str, Any], source: Path) -> None:
+    """The FAISS file agrees with info.json: vectors of ids 0..count-1, its dim, metric and kind."""
+    expected_metric = faiss.METRIC_INNER_PRODUCT if info["metric"] == "cosine" else faiss.METRIC_L2
+    if not isinstance(index, faiss.IndexIDMap2):
+        raise CorruptIndex(f"{source}: a {type(index).__name__}; expected the IndexIDMap2 `index build` writes")
+    inner = faiss.downcast_index(index.index)
+    kind = ("exact" if isinstance(inner, faiss.IndexFlat) else "hnsw" if isinstance(inner, faiss.IndexHNSW)
+            else "ivfpq" if faiss.try_extract_index_ivf(inner) is not None else "other")
+    if index.ntotal != info["count"] or index.d != info["dim"] or index.metric_type != expected_metric \
+            or kind != info["kind"]:
+        raise CorruptIndex(f"{source}: {index.ntotal} vectors of dim {index.d}, {kind}, metric {index.metric_type}; "
+                           f"{INFO_FILE} says {info['count']} of dim {info['dim']}, {info['kind']}, {info['metric']}")
+    ids = faiss.vector_to_array(index.id_map)
+    if not np.array_equal(ids, np.arange(len(ids), dtype=ids.dtype)):
+        raise CorruptIndex(f"{source}: ids are not the row numbers 0..{len(ids) - 1}")
+
+
+def _write_paths_file(path: Path, paths: Sequence[str]) -> None:
+    with open(path, "wb") as f:
+        write_path_list(f, paths)
+
+
+def _write_synced(target: Path, write: Callable[[Path], None], *, atomic: bool = False) -> None:
+    """``write(path)`` to ``target`` (to a temporary name renamed over it when ``atomic``), then
+    flush it to disk, so info.json can never name data a power cut would lose. The umask decides
+    the mode (a plain ``open``)."""
+    path = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp") if atomic else target
+    try:
+        write(path)
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())
+        if atomic:
+            _step("save:info-staged")
+            os.replace(path, target)
+            _fsync_dir(target.parent)
+    finally:
+        if atomic and path.exists():
+            path.unlink()
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every platform / filesystem can open a folder
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path, *, exclusive: bool, wait: bool = True) -> Iterator[bool]:
+    """An advisory lock on the folder itself (no lock file to leave behind): saves exclude each
+    other and readers, so a load never sees the files of a half-done save swept away. Yields
+    whether it was taken; where the platform or filesystem has no flock, it goes unlocked."""
+    try:
+        import fcntl
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        except OSError:  # ENOLCK / EOPNOTSUPP (some network filesystems)
+            pass
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _files_of(info: dict[str, Any]) -> set[str]:
+    """The data files an info.json names (the fixed names, for a folder of the old format)."""
+    return set(info.get("files", {"index": INDEX_FILE, "paths": PATHS_FILE}).values())
+
+
+def _ours(name: str) -> bool:
+    return bool(_DATA_FILE.fullmatch(name) or _STAGED.fullmatch(name)) or name in (INFO_FILE, INDEX_FILE, PATHS_FILE)
+
+
+def _claim(folder: Path) -> None:
+    """Refuse to save into a folder of other things (``--out ~/photos`` must not mix an index into
+    them); an index folder, or an empty one, is fine. Extra files beside an index are left alone."""
+    names = os.listdir(folder)
+    if names and INFO_FILE not in names and not all(_ours(n) for n in names):
+        others = sorted(n for n in names if not _ours(n))
+        raise RetrievalError(f"{folder}: holds {', '.join(others[:5])}{' ...' if len(others) > 5 else ''} and no "
+                             f"{INFO_FILE}; it is not an index folder: choose another path or empty it")
+
+
+def _sweep(folder: Path, keep: set[str]) -> None:
+    """Remove the data files no info.json names (the previous save's, an interrupted one's),
+    staged info.json copies, and the fixed-name files of the old format once replaced. ``keep``:
+    the files info.json names (:func:`_files_of`)."""
+    for name in os.listdir(folder):
+        if name not in keep and name != INFO_FILE and _ours(name):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(folder / name)
+
+
+def _legacy_siblings(folder: Path) -> list[Path]:
+    """Copies an older version's save left beside the folder when it died between its two renames
+    (``.NAME.old-PID``: the old index; ``.NAME.XXXX.tmp``: the new one, maybe half written)."""
+    pattern = re.compile(rf"\.{re.escape(folder.name)}\.(old-\d+|[A-Za-z0-9_]+\.tmp)")
+    try:
+        names = os.listdir(folder.parent)
+    except OSError:
+        return []
+    found = [folder.parent / n for n in names if pattern.fullmatch(n) and (folder.parent / n).is_dir()]
+    return sorted(found, key=lambda p: (not p.name.endswith(".tmp"), p.name))  # the newer (.tmp) first
+
+
+def _recover(folder: Path) -> None:
+    """Put back the index an older version's interrupted save left beside a missing folder: the
+    new copy when it is complete, else the old one."""
+    for candidate in _legacy_siblings(folder):
+        try:
+            VectorIndex.load(candidate, device="cpu")
+        except (RetrievalError, OSError):
+            continue
+        with contextlib.suppress(OSError):
+            os.replace(candidate, folder)
+            warnings.warn(f"{folder}: recovered the index an interrupted save left in {candidate.name}", stacklevel=3)
+            return
+
+
+def _sweep_siblings(folder: Path) -> None:
+    """Remove an older version's leftover copies once the folder itself holds an index."""
+    for candidate in _legacy_siblings(folder):
+        if all(_ours(n) for n in os.listdir(candidate)):
+            shutil.rmtree(candidate, ignore_errors=True)

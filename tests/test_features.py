@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 from alexnet_zoo import alexnet
 from alexnet_zoo.extraction import ExtractionMismatch, extract_to_shards, list_images, read_features
 from alexnet_zoo.features import FeatureExtractor
+from alexnet_zoo.precision import resolve_precision
 
 DATA = Path(__file__).parent / "data" / "retrieval"
 REAL = sorted(DATA.glob("*.png")) + sorted(DATA.glob("*.jpg"))
@@ -93,7 +94,8 @@ def test_bf16_vectors_stay_close_to_fp32_and_say_so(model):
     a, b = fp32(REAL), bf16(REAL)
     assert np.all(np.sum(a * b, axis=1) > 0.999)
     assert np.array_equal(np.argsort(-(a @ a.T), axis=1)[:, 1], np.argsort(-(b @ a.T), axis=1)[:, 1])
-    assert bf16.info()["precision"] == "bf16" and FeatureExtractor(model, device="cpu").info()["precision"] == "fp32"
+    auto = resolve_precision("auto", torch.device("cpu"))  # bf16 where this CPU has native bf16, else fp32
+    assert bf16.info()["precision"] == "bf16" and FeatureExtractor(model, device="cpu").info()["precision"] == auto
     with pytest.raises(ValueError, match="unknown precision"):
         FeatureExtractor(model, device="cpu", precision="fp8")
 
@@ -125,7 +127,8 @@ def test_extraction_resumes_to_the_same_shards(model, tmp_path):
     assert rest["shards"] == full["shards"] and rest["failures"] == full["failures"]
     for name in [s["name"] for s in full["shards"]]:
         np.testing.assert_array_equal(np.load(tmp_path / "full" / f"{name}.npy"), np.load(tmp_path / "part" / f"{name}.npy"))
-        assert (tmp_path / "full" / f"{name}.paths.txt").read_text() == (tmp_path / "part" / f"{name}.paths.txt").read_text()
+        assert (tmp_path / "full" / f"{name}.paths.jsonl").read_bytes() == \
+            (tmp_path / "part" / f"{name}.paths.jsonl").read_bytes()
     vectors, paths, manifest = read_features(tmp_path / "part")
     assert paths == [str(p) for p in gen] and vectors.shape == (6, 256) and manifest["layer"] == "conv5"
     assert not list((tmp_path / "part").glob(".*tmp"))  # no temporary files left behind
@@ -166,3 +169,237 @@ def test_two_torchrun_ranks_equal_one_process(model, tmp_path):
     assert p1 == p2 and merged["count"] == one["count"] == 5 and merged["world_size"] == 2
     np.testing.assert_allclose(v1, v2, atol=1e-5)
     assert json.loads((tmp_path / "two" / "manifest.json").read_text())["complete"]
+
+
+# ---- faults tried on purpose: odd names, non-files, numbers, devices, provenance, storage ----------
+
+TERMINATORS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # every character str.splitlines() splits on
+
+
+def _picture(path: Path, shade: int) -> None:
+    Image.new("RGB", (48, 40), (shade, 255 - shade, 90)).save(path, format="PNG")
+
+
+def test_file_names_with_any_line_terminator_round_trip_to_the_index(model, tmp_path):
+    """Names holding each line terminator, and one whose bytes are not UTF-8: extraction, the
+    shards, the index and the index's path list give back exactly the names listed."""
+    from alexnet_zoo.index import VectorIndex
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    names = [f"a{c}b.png" for c in TERMINATORS] + [os.fsdecode(b"latin1-\xe9t\xe9.png"), " spaced .png"]
+    for i, name in enumerate(names):
+        _picture(folder / name, 20 * i)
+    listed = list_images(folder)
+    assert sorted(listed) == sorted(str(folder / n) for n in names)
+    manifest = extract_to_shards(_extractor(model), folder, tmp_path / "feat", shard_size=5, progress=False)
+    assert manifest["count"] == len(names) and manifest["failures"] == []
+    vectors, paths, _ = read_features(tmp_path / "feat")
+    assert paths == listed and vectors.shape == (len(names), 256)
+    VectorIndex.build(vectors, paths, meta=manifest).save(tmp_path / "ix")
+    assert VectorIndex.load(tmp_path / "ix").paths == listed
+    # the list files a user writes: NUL-separated (find -print0) and JSON lines hold any name
+    (tmp_path / "all.txt").write_bytes(b"\0".join(os.fsencode(p) for p in listed) + b"\0")
+    assert list_images(tmp_path / "all.txt") == listed
+    (tmp_path / "all.jsonl").write_text("".join(json.dumps(p) + "\n" for p in listed))
+    assert list_images(tmp_path / "all.jsonl") == listed
+    # a plain list splits on "\n" only: the other terminators stay in the name; CRLF, BOM, spaces
+    plain = [p for p in listed if "\n" not in p and "\r" not in p]
+    text = "\ufeff# made on Windows\r\n" + "".join(p + "\r\n" for p in plain) + "\r\n"
+    (tmp_path / "plain.txt").write_bytes(text.encode("utf-8", "surrogateescape"))
+    assert list_images(tmp_path / "plain.txt") == plain
+    with pytest.raises(ExtractionMismatch, match=r"bad\.jsonl: line 1 is not a JSON string"):
+        (tmp_path / "bad.jsonl").write_text("images/a.jpg\n")
+        list_images(tmp_path / "bad.jsonl")
+
+
+def test_broken_links_folders_and_pipes_named_like_pictures_are_failures(model, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    _picture(folder / "good.png", 10)
+    (folder / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    (folder / "album.jpg").mkdir()
+    _picture(folder / "album.jpg" / "inside.png", 200)
+    os.mkfifo(folder / "pipe.png")  # read_image would block on it forever
+    manifest = extract_to_shards(_extractor(model), folder, tmp_path / "feat", progress=False)
+    errors = {Path(f["path"]).name: f["error"] for f in manifest["failures"]}
+    assert manifest["count"] == 2 and set(errors) == {"gone.jpg", "album.jpg", "pipe.png"}
+    assert "broken symbolic link" in errors["gone.jpg"] and "a folder" in errors["album.jpg"]
+    assert "not a regular file" in errors["pipe.png"]
+    lines = (tmp_path / "feat" / "failures.txt").read_text().splitlines()
+    assert len(lines) == 3 and all(line.split("\t")[0].endswith(("gone.jpg", "album.jpg", "pipe.png")) for line in lines)
+
+
+def test_failures_txt_keeps_one_line_a_failure(model, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "bro\nken\u2028.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    (folder / os.fsdecode(b"bad-\xff.jpg")).write_bytes(b"nope")
+    manifest = extract_to_shards(_extractor(model), folder, tmp_path / "feat", progress=False)
+    assert sorted(f["path"] for f in manifest["failures"]) == sorted(str(p) for p in folder.iterdir())
+    lines = (tmp_path / "feat" / "failures.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    assert len(lines) == 2 and any("bro\\nken\\u2028.jpg" in line for line in lines)
+    assert any("bad-\\xff.jpg" in line for line in lines)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"shard_size": 0}, "shard_size must be an integer >= 1"),
+    ({"shard_size": -3}, "shard_size must be an integer >= 1"),
+    ({"shard_size": 2.5}, "shard_size must be an integer >= 1"),
+    ({"workers": -1}, "workers must be an integer >= 0"),
+    ({"max_shards": 0}, "max_shards must be an integer >= 1"),
+    ({"rank": 2, "world_size": 2}, "rank 2 is not in 0..1"),
+    ({"rank": 0, "world_size": 0}, "world_size must be an integer >= 1"),
+])
+def test_extraction_numbers_are_checked_before_any_shard(model, tmp_path, kwargs, message):
+    generated(tmp_path / "imgs", n=2)
+    with pytest.raises(ValueError, match=message):
+        extract_to_shards(_extractor(model), tmp_path / "imgs", tmp_path / "feat", progress=False, **kwargs)
+    assert not list((tmp_path / "feat").glob("*")) if (tmp_path / "feat").exists() else True
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        FeatureExtractor(model, device="cpu", batch_size=0)
+
+
+def test_a_missing_gpu_is_one_clear_error(model, tmp_path, capsys):
+    from alexnet_zoo.cli import main
+    from alexnet_zoo.search import index_device
+
+    assert index_device("mps") == index_device("cpu") == "cpu" and index_device("cuda:1") == "auto"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"device 'cuda'.*available here: cpu"):
+            FeatureExtractor(model, device="cuda")
+        with pytest.raises(SystemExit):
+            main(["extract", str(DATA), "--out", str(tmp_path / "f"), "--device", "cuda", "--pretrained", "none"])
+        assert "device 'cuda'" in capsys.readouterr().err and not (tmp_path / "f").exists()
+    if not (torch.backends.mps.is_available()):
+        with pytest.raises(ValueError, match="MPS is not available"):
+            FeatureExtractor(model, device="mps")
+
+
+def test_local_weights_are_recorded_as_loaded_not_as_the_spec_they_claim(tmp_path):
+    """A local folder whose config.json names a spec: the features say the folder (a query loads
+    those bytes), and keep the claim as information."""
+    from alexnet_zoo.cli import main
+    from alexnet_zoo.pretrained import save_pretrained
+    from alexnet_zoo.search import weights_claim, weights_reference
+    from alexnet_zoo.weights import get_weight_spec
+
+    torch.manual_seed(0)
+    spec = get_weight_spec("alexnet.bvlc_in1k")
+    folder = save_pretrained(alexnet(), tmp_path / "claims-bvlc", spec=spec)
+    loaded = alexnet(pretrained=folder)
+    assert weights_reference(str(folder), loaded) == str(folder.resolve())
+    assert weights_claim(str(folder), loaded) == spec.name
+    generated(tmp_path / "imgs", n=2)
+    assert main(["extract", str(tmp_path / "imgs"), "--out", str(tmp_path / "feat"), "--pretrained", str(folder),
+                 "--layer", "conv5", "--workers", "0", "--quiet"]) == 0
+    manifest = json.loads((tmp_path / "feat" / "manifest.json").read_text())
+    assert manifest["weights"] == str(folder.resolve()) and manifest["weights_spec"] == spec.name
+
+
+def test_float16_storage_is_the_default_and_keeps_the_vectors(model, tmp_path, capsys):
+    from alexnet_zoo.cli import main
+    from alexnet_zoo.index import VectorIndex
+    from alexnet_zoo.pretrained import save_pretrained
+
+    weights = save_pretrained(model, tmp_path / "w")
+    images = REAL + generated(tmp_path / "g", n=4)
+    for layer in ("fc7", "pool5"):
+        out = tmp_path / f"feat-{layer}"
+        assert main(["extract", str(tmp_path / "g"), "--out", str(out), "--pretrained", str(weights), "--layer", layer,
+                     "--workers", "0", "--quiet"]) == 0
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["dtype"] == "float16" and np.load(out / "shard-00000.npy").dtype == np.float16
+    full = FeatureExtractor(model, "fc7", device="cpu", precision="fp32")
+    half = FeatureExtractor(model, "fc7", device="cpu", precision="fp32", dtype="float16")
+    a, b = full(images), half(images).astype(np.float32)
+    assert b.dtype == np.float32 and np.all(np.sum(a * b, axis=1) / np.linalg.norm(b, axis=1) > 0.9999)
+    pool = FeatureExtractor(model, "pool5", device="cpu", precision="fp32")
+    x32 = pool(images)
+    x16 = x32.astype(np.float16)
+    paths = [str(p) for p in images]
+    queries = pool([variants(p, tmp_path / "v")["cropped"] for p in REAL])
+    hits32 = VectorIndex.build(x32, paths).search_arrays(queries, len(images))[1]
+    hits16 = VectorIndex.build(x16, paths).search_arrays(queries, len(images))[1]
+    np.testing.assert_array_equal(hits32[:, :3], hits16[:, :3])
+    raw = FeatureExtractor(model, "conv1", pool="max", device="cpu", normalize=False, dtype="float16",
+                           precision="fp32")
+    with pytest.raises(ValueError, match=r"conv1 values reach .* beyond float16's 65504.*float32"):
+        raw.embed_batch(torch.full((1, 3, 227, 227), 1e6))  # raw conv1 maps of a saturated input: ~5e5
+    with pytest.raises(SystemExit):
+        main(["extract", "--help"])
+    assert "default float16" in " ".join(capsys.readouterr().out.split())
+
+
+def _features_folder(model, tmp_path: Path) -> Path:
+    generated(tmp_path / "imgs", n=3)
+    extract_to_shards(_extractor(model), tmp_path / "imgs", tmp_path / "feat", shard_size=2, progress=False)
+    return tmp_path / "feat"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m.update(dim=0), "dim must be an integer"),
+    (lambda m: m.update(dtype="object"), "dtype must be 'float32' or 'float16'"),
+    (lambda m: m.update(count=99), r"count must be the sum of the shards' counts \(3\)"),
+    (lambda m: m["shards"][0].update(name="../../etc/passwd"), r"shards\[0\] must be"),
+    (lambda m: m["shards"][1].update(start=0), r"shards\[1\] must be"),
+    (lambda m: m["shards"][0].update(count=5), r"shards\[0\] must be"),
+    (lambda m: m.update(shards={"a": 1}), "shards must be a list"),
+    (lambda m: m.update(failures=[1]), "failures must be a list of {path, error}"),
+    (lambda m: m.update(version=3), "version must be 1 or 2"),
+    (lambda m: m.update(inputs_sha256="abc"), "inputs_sha256 must be 64 hex digits"),
+    (lambda m: m.update(slice=[0, 10 ** 6]), "slice must be"),
+    (lambda m: m.update(complete="yes"), "complete must be true or false"),
+    (lambda m: m.update(precision="fp8"), "precision must be one of"),
+])
+def test_manifest_fields_are_validated(model, tmp_path, change, message):
+    folder = _features_folder(model, tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ExtractionMismatch, match=message) as err:
+        read_features(folder)
+    assert str(folder / "manifest.json") in str(err.value)
+
+
+def test_shard_files_are_checked_before_they_are_loaded(model, tmp_path):
+    from alexnet_zoo.extraction import CorruptFeatures
+
+    folder = _features_folder(model, tmp_path)
+    npy = folder / "shard-00000.npy"
+    good = npy.read_bytes()
+    header = io.BytesIO()  # claims 10**9 rows (1 TB) in a file of a few bytes: refused, nothing allocated
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10 ** 9, 256)})
+    npy.write_bytes(header.getvalue() + b"\0" * 64)
+    with pytest.raises(CorruptFeatures, match=r"shard-00000\.npy: holds float32 \(1000000000, 256\)"):
+        read_features(folder)
+    npy.write_bytes(good[:-8])
+    with pytest.raises(CorruptFeatures, match="shard-00000.npy: holds"):
+        read_features(folder)
+    npy.write_bytes(b"PK\x03\x04 a zip, not an array")
+    with pytest.raises(CorruptFeatures, match="shard-00000.npy: not a .npy file"):
+        read_features(folder)
+    npy.write_bytes(good)
+    (folder / "shard-00001.paths.jsonl").write_text('"a"\n"b"\n')  # one row more than the shard holds
+    with pytest.raises(CorruptFeatures, match="more than the 1 paths expected"):
+        read_features(folder)
+    (folder / "shard-00001.paths.jsonl").unlink()
+    with pytest.raises(CorruptFeatures, match=r"shard-00001\.paths\.jsonl: missing"):
+        read_features(folder)
+
+
+def test_a_folder_of_the_previous_format_is_still_read(model, tmp_path):
+    """Version 1 (no "version"): .paths.txt shards and text failures; read as written, not resumed."""
+    folder = _features_folder(model, tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    _, paths, _ = read_features(folder)
+    manifest.pop("version")
+    manifest["failures"] = ["x.jpg\tbroken"]
+    for shard in manifest["shards"]:
+        rows = [json.loads(line) for line in (folder / f"{shard['name']}.paths.jsonl").read_text().splitlines()]
+        (folder / f"{shard['name']}.paths.txt").write_text("".join(r + "\n" for r in rows))
+        (folder / f"{shard['name']}.paths.jsonl").unlink()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert read_features(folder)[1] == paths
+    with pytest.raises(ExtractionMismatch, match="older alexnet_zoo"):
+        extract_to_shards(_extractor(model), tmp_path / "imgs", folder, shard_size=2, progress=False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import faiss
@@ -28,6 +29,7 @@ from alexnet_zoo.index import (
     InvalidVectors,
     RetrievalError,
     VectorIndex,
+    ZeroQuery,
     choose_factory,
     exact_knn,
     gpu_count,
@@ -209,10 +211,11 @@ def test_duplicates_and_typed_errors(tmp_path):
     with pytest.raises(IndexMismatch, match="dim"):
         VectorIndex.load(tmp_path / "ix", dim=4096)
     VectorIndex.load(tmp_path / "ix", model="alexnet", layer="fc7", dim=32)
-    (tmp_path / "ix" / "index.faiss").write_bytes(b"garbage" * 10)
-    with pytest.raises(CorruptIndex, match="index.faiss: not a readable FAISS index"):
+    [data] = (tmp_path / "ix").glob("index.*.faiss")
+    data.write_bytes(b"garbage" * 10)
+    with pytest.raises(CorruptIndex, match=r"index\.[0-9a-f]{16}\.faiss: not a readable FAISS index"):
         VectorIndex.load(tmp_path / "ix")
-    with pytest.raises(CorruptIndex, match="missing index.faiss"):
+    with pytest.raises(CorruptIndex, match="missing info.json"):
         VectorIndex.load(tmp_path)
 
 
@@ -254,13 +257,16 @@ def test_cli_extract_build_query_dedupe(weights, tmp_path, capsys):
     info = json.loads((tmp_path / "ix" / "info.json").read_text())
     assert info["count"] == 6 and info["layer"] == "pool5" and info["weights"] == str(weights)
     assert info["preprocessing"]["crop"] == 227 and info["recall_at_10"] == 1.0
-    info_paths = (tmp_path / "ix" / "paths.txt").read_text().splitlines()
+    info_paths = [json.loads(line) for line in (tmp_path / "ix" / info["files"]["paths"]).read_text().splitlines()]
     gpu_build = main(["index", "build", str(tmp_path / "feat"), "--out", str(tmp_path / "ix-gpu"), "--device", "gpu"])
     assert gpu_build == (0 if gpu_count() > 0 else 2)  # no GPU: a clear error, not a silent CPU build
     capsys.readouterr()
     query = variants(REAL[2], tmp_path / "q")["cropped"]
+    # info.json is untrusted: local weights outside the index folder are only loaded when named again
+    assert main(["index", "query", str(tmp_path / "ix"), str(query)]) == 2
+    assert "outside the index folder" in capsys.readouterr().err
     assert main(["index", "query", str(tmp_path / "ix"), str(query), str(REAL[1]), "-k", "20", "--json",
-                 "--grid", str(tmp_path / "grid.png")]) == 0
+                 "--grid", str(tmp_path / "grid.png"), "--pretrained", str(weights)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert [o["query"] for o in out] == [str(query), str(REAL[1])]
     assert len(out[0]["results"]) == 6 and set(out[0]["results"][0]) == {"path", "id", "score"}
@@ -325,3 +331,301 @@ def test_cli_extract_interrupted_then_rerun_resumes(weights, tmp_path, monkeypat
             np.testing.assert_array_equal(np.load(a), np.load(b))
         else:
             assert a.read_bytes() == b.read_bytes()
+
+
+# ---- faults tried on purpose: names, crashes, numbers, untrusted folders ----------------------------
+
+TERMINATORS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # every character str.splitlines() splits on
+ODD_NAMES = [f"dir/a{c}b.jpg" for c in TERMINATORS] + [
+    "undecodable-\udcff\udcfe.jpg",  # bytes ff fe of a non-UTF-8 name, as os.fsdecode gives them
+    " leading and trailing spaces .jpg", "tab\there.jpg", '"quoted" \\back\\slash.jpg', "# not a comment.jpg", ""]
+
+
+def test_paths_with_line_terminators_and_undecodable_bytes_round_trip(tmp_path):
+    x = mixture(len(ODD_NAMES))
+    index = VectorIndex.build(x, ODD_NAMES, kind="exact")
+    index.save(tmp_path / "ix")
+    loaded = VectorIndex.load(tmp_path / "ix")
+    assert loaded.paths == ODD_NAMES and loaded.count == len(ODD_NAMES)
+    assert [h.path for h in loaded.search(x[3], 1)[0]] == [ODD_NAMES[3]]
+    # the stored list is ASCII, one line a path, whatever the names hold
+    stored = (tmp_path / "ix" / loaded.info["files"]["paths"]).read_bytes()
+    assert stored.isascii() and stored.count(b"\n") == len(ODD_NAMES)
+    with pytest.raises(InvalidVectors, match="paths must be str"):
+        VectorIndex.build(x[:2], [Path("a.jpg"), "b.jpg"])
+
+
+def _legacy_folder(folder: Path, x: np.ndarray, paths: list[str]) -> None:
+    """A folder as the version before ids wrote it: index.faiss + paths.txt + info.json."""
+    folder.mkdir()
+    index = VectorIndex.build(x, paths, kind="exact")
+    faiss.write_index(index.index, str(folder / "index.faiss"))
+    (folder / "paths.txt").write_text("".join(p + "\n" for p in paths))
+    (folder / "info.json").write_text(json.dumps({k: v for k, v in index.info.items()}))
+
+
+_CRASHING_SAVE = """
+import importlib.util, os, sys
+import numpy as np
+spec = importlib.util.spec_from_file_location("index_alone", sys.argv[1])  # index.py needs neither torch nor the package
+index = sys.modules["index_alone"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(index)
+index._step = lambda name: os._exit(17) if name == sys.argv[3] else None
+x = np.random.default_rng(1).normal(size=(40, 8)).astype(np.float32)
+index.VectorIndex.build(x, [f"new{i}" for i in range(40)], kind="exact").save(sys.argv[2])
+"""
+SAVE_STEPS = ["save:start", "save:index-written", "save:paths-written", "save:info-staged", "save:committed",
+              "save:swept"]
+
+
+@pytest.mark.parametrize("over", ["index", "old-format index", "nothing"])
+def test_save_survives_a_crash_at_every_step(tmp_path, over):
+    """A real process is killed (os._exit) at each step of a save over an index: the old index or
+    the new one loads at that path, and the leftovers are gone after the next load / save."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "crash.py"
+    script.write_text(_CRASHING_SAVE)
+    old = [f"old{i}" for i in range(30)]
+    for step in SAVE_STEPS:
+        folder = tmp_path / step.replace(":", "-")
+        if over == "index":
+            VectorIndex.build(mixture(30, dim=8), old, kind="exact").save(folder)
+        elif over == "old-format index":
+            _legacy_folder(folder, mixture(30, dim=8), old)
+        run = subprocess.run([sys.executable, str(script), index_module.__file__, str(folder), step],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 17, run.stderr
+        committed = SAVE_STEPS.index(step) >= SAVE_STEPS.index("save:committed")
+        if not committed and over == "nothing":
+            with pytest.raises(CorruptIndex, match="missing info.json"):  # nothing was ever saved there
+                VectorIndex.load(folder)
+        else:
+            loaded = VectorIndex.load(folder)
+            assert loaded.paths == ([f"new{i}" for i in range(40)] if committed else old), step
+            files = loaded.info.get("files", {"index": "index.faiss", "paths": "paths.txt"})
+            assert sorted(p.name for p in folder.iterdir()) == sorted(["info.json", *files.values()]), step
+        VectorIndex.build(mixture(5, dim=8), list("abcde"), kind="exact").save(folder)
+        files = json.loads((folder / "info.json").read_text())["files"]
+        assert sorted(p.name for p in folder.iterdir()) == sorted(["info.json", *files.values()])
+        assert VectorIndex.load(folder).paths == list("abcde")
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_an_older_versions_interrupted_save_is_recovered(tmp_path):
+    """The version before this one renamed the old folder aside, then the new one in: a crash in
+    between left no index at the path, a hidden `.NAME.old-PID` and a hidden `.NAME.XXXX.tmp`."""
+    x = mixture(20, dim=8)
+    _legacy_folder(tmp_path / ".ix.old-4242", x, [f"old{i}" for i in range(20)])
+    _legacy_folder(tmp_path / ".ix.k3j_9x.tmp", x[:10], [f"new{i}" for i in range(10)])
+    with pytest.warns(UserWarning, match="recovered"):
+        loaded = VectorIndex.load(tmp_path / "ix")
+    assert loaded.paths == [f"new{i}" for i in range(10)]  # the new copy was complete: it wins
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ix"]  # the old copy is removed
+    # only a half-written new copy: the old one comes back
+    (tmp_path / "ix").rename(tmp_path / "gone")
+    _legacy_folder(tmp_path / ".iy.old-7", x, [f"old{i}" for i in range(20)])
+    (tmp_path / ".iy.abc.tmp").mkdir()
+    (tmp_path / ".iy.abc.tmp" / "index.faiss").write_bytes(b"half")
+    with pytest.warns(UserWarning, match="recovered"):
+        assert VectorIndex.load(tmp_path / "iy").paths == [f"old{i}" for i in range(20)]
+    assert not (tmp_path / ".iy.abc.tmp").exists()
+
+
+def test_save_refuses_other_folders_and_follows_the_umask(tmp_path):
+    import os
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "holiday.jpg").write_bytes(b"precious")
+    index = VectorIndex.build(mixture(10, dim=8), [str(i) for i in range(10)], kind="exact")
+    with pytest.raises(RetrievalError, match=r"photos: holds holiday\.jpg .*not an index folder"):
+        index.save(photos)
+    assert sorted(p.name for p in photos.iterdir()) == ["holiday.jpg"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RetrievalError, match="exists and is not a folder"):
+        index.save(tmp_path / "file")
+    old = os.umask(0o022)
+    try:
+        index.save(tmp_path / "shared" / "ix")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "shared" / "ix").stat().st_mode & 0o777 == 0o755
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in (tmp_path / "shared" / "ix").iterdir())
+    (tmp_path / "shared" / "ix" / "NOTES.md").write_text("mine")  # a note beside an index survives a save
+    index.save(tmp_path / "shared" / "ix")
+    assert (tmp_path / "shared" / "ix" / "NOTES.md").read_text() == "mine"
+
+
+def test_ivfpq_on_few_vectors_says_how_many_it_needs():
+    x = mixture(200, dim=32)
+    with pytest.raises(InvalidVectors, match=r"ivfpq index .* needs at least 256 training vectors, got 200 vectors"):
+        VectorIndex.build(x, [str(i) for i in range(200)], kind="ivfpq")
+    with pytest.raises(InvalidVectors, match=r"needs at least 256 training vectors, got a training sample of 100"):
+        VectorIndex.build(mixture(400, dim=32), [str(i) for i in range(400)], kind="ivfpq", train_size=100)
+    # wide vectors: the PCA in front of PQ is made small enough to train on the vectors there are
+    wide = np.random.default_rng(0).normal(size=(400, 2048)).astype(np.float32)
+    assert choose_factory(400, 2048, "ivfpq") == "PCAR256,IVF10,PQ64"
+    index = VectorIndex.build(wide, [str(i) for i in range(400)], kind="ivfpq", queries=50)
+    assert index.info["factory"] == "PCAR256,IVF10,PQ64" and index.search(wide[:1], 1)[0]
+    single = VectorIndex.build(x[:1], ["one"], kind="hnsw")
+    assert single.info["recall_at_10"] == 1.0  # nothing else to find is not a miss
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda ix: ix.search(mixture(1, dim=32), 0), "k must be an integer >= 1"),
+    (lambda ix: ix.search(mixture(1, dim=32), -3), "k must be an integer >= 1"),
+    (lambda ix: ix.search(mixture(1, dim=32), True), "k must be an integer >= 1"),
+    (lambda ix: ix.duplicates(0), r"threshold must be a cosine in \(0, 1\]"),
+    (lambda ix: ix.duplicates(-0.5), r"threshold must be a cosine in \(0, 1\]"),
+    (lambda ix: ix.duplicates(1.5), r"threshold must be a cosine in \(0, 1\]"),
+    (lambda ix: ix.duplicates(float("nan")), r"threshold must be a cosine in \(0, 1\]"),
+    (lambda ix: ix.duplicates(0.9, k=0), "k must be an integer >= 1"),
+    (lambda ix: ix.duplicates(0.9, block=0), "block must be an integer >= 1"),
+    (lambda ix: VectorIndex.build(mixture(10), list("abcdefghij"), queries=0), "queries must be"),
+    (lambda ix: VectorIndex.build(mixture(10), list("abcdefghij"), train_size=-1), "train_size must be"),
+    (lambda ix: VectorIndex.build(mixture(10), list("abcdefghij"), target_recall=1.5), "target_recall must be"),
+    (lambda ix: VectorIndex.build(mixture(10), list("abcdefghij"), kind="lsh"), "unknown index kind"),
+    (lambda ix: parse_size("1e400GB"), "memory size"),
+    (lambda ix: parse_size("-1GB"), "memory size"),
+    (lambda ix: parse_size("0"), "memory size"),
+    (lambda ix: parse_size("..e+"), "memory size"),
+    (lambda ix: parse_size(-5), "memory size"),
+])
+def test_numbers_are_checked_in_the_library(call, message):
+    index = VectorIndex.build(mixture(50), [str(i) for i in range(50)], kind="exact")
+    with pytest.raises(ValueError, match=message):
+        call(index)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["index", "query", "ix", "q.jpg", "-k", "0"], "expected a whole number >= 1, got 0"),
+    (["index", "query", "ix", "q.jpg", "-k", "-2"], "expected a whole number >= 1, got -2"),
+    (["index", "query", "ix", "q.jpg", "--thumb", "0"], "expected a whole number from 16 to 1024"),
+    (["index", "dedupe", "ix", "--threshold", "1.5"], r"expected a cosine in \(0, 1\]"),
+    (["index", "dedupe", "ix", "--threshold", "-1"], r"expected a cosine in \(0, 1\]"),
+    (["index", "dedupe", "ix", "--threshold", "nan"], r"expected a cosine in \(0, 1\]"),
+    (["index", "dedupe", "ix", "-k", "0"], "expected a whole number >= 1"),
+    (["index", "build", "f", "--out", "ix", "--memory", "0"], "memory size '0'"),
+    (["index", "build", "f", "--out", "ix", "--memory", "lots"], "memory size 'lots'"),
+    (["extract", "imgs", "--out", "f", "--shard-size", "0"], "expected a whole number >= 1, got 0"),
+    (["extract", "imgs", "--out", "f", "--shard-size", "-5"], "expected a whole number >= 1, got -5"),
+    (["extract", "imgs", "--out", "f", "--batch-size", "0"], "expected a whole number from 1 to 65536"),
+    (["extract", "imgs", "--out", "f", "--workers", "-1"], "expected a whole number from 0 to 1024"),
+    (["extract", "imgs", "--out", "f", "--device", "tpu"], "not a device name|not supported"),
+])
+def test_numbers_are_checked_where_they_are_parsed(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_zero_query_vectors_are_refused_not_answered():
+    x = mixture(50)
+    index = VectorIndex.build(x, [str(i) for i in range(50)], kind="exact")
+    queries = np.stack([x[0], np.zeros(32, np.float32), x[1]])
+    with pytest.raises(ZeroQuery, match=r"rows \[1\] are zero vectors") as err:
+        index.search(queries)
+    assert err.value.rows == [1]
+    assert [hits[0].id for hits in index.search(queries[[0, 2]], 1)] == [0, 1]
+    l2 = VectorIndex.build(x, [str(i) for i in range(50)], kind="exact", metric="l2")
+    assert len(l2.search(np.zeros(32, np.float32), 3)[0]) == 3  # a point like any other under L2
+
+
+def test_cli_query_flags_a_zero_vector_and_answers_the_others(weights, tmp_path, capsys, monkeypatch):
+    extractor = FeatureExtractor(alexnet(pretrained=weights), "pool5", device="cpu", weights=str(weights))
+    index = VectorIndex.build(extractor(REAL), [str(p) for p in REAL], meta=extractor.info())
+    index.save(tmp_path / "ix")
+    black = tmp_path / "black.png"
+    Image.new("RGB", (64, 64)).save(black)
+    call = FeatureExtractor.__call__
+
+    def zero_for_black(self, items):  # a layer whose activations are all zero for this picture
+        out = call(self, items)
+        out[[i for i, item in enumerate(items) if str(item) == str(black)]] = 0
+        return out
+
+    monkeypatch.setattr(FeatureExtractor, "__call__", zero_for_black)
+    argv = ["index", "query", str(tmp_path / "ix"), str(black), str(REAL[0]), "--pretrained", str(weights), "-k", "2"]
+    assert main(argv + ["--json"]) == 1
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out[0]["results"] == [] and "zero vector" in out[0]["error"] and "black.png" in captured.err
+    assert out[1]["results"][0]["path"] == str(REAL[0]) and "error" not in out[1]
+
+
+def _info_folder(tmp_path: Path, **changes) -> Path:
+    folder = tmp_path / "ix"
+    if not folder.exists():
+        index = VectorIndex.build(mixture(300), [str(i) for i in range(300)], kind="hnsw", queries=50)
+        index.info.update(model="alexnet", layer="fc7", weights="alexnet.bvlc_in1k", pool=None, normalized=True)
+        index.save(folder)
+        (tmp_path / "good.json").write_text((folder / "info.json").read_text())
+    info = json.loads((tmp_path / "good.json").read_text())
+    for key, value in changes.items():
+        if value is KeyError:
+            info.pop(key)
+        else:
+            info[key] = value
+    (folder / "info.json").write_text(json.dumps(info))
+    return folder
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"metric": "dot"}, "metric must be 'cosine' or 'l2'"),
+    ({"metric": "l2"}, "info.json says 300 of dim 32, hnsw, l2"),  # the FAISS file is an inner-product index
+    ({"kind": "magic"}, "kind must be 'exact', 'ivfpq' or 'hnsw'"),
+    ({"kind": "exact"}, "factory must be a factory string of the exact kind"),
+    ({"kind": "ivfpq", "factory": "IVF4,PQ8", "search_params": {"nprobe": 2}}, "300 vectors of dim 32, hnsw"),
+    ({"search_params": {"efSearch": -1}}, "search_params must be an object of efSearch"),
+    ({"search_params": {"efSearch": 10 ** 9}}, "search_params must be"),
+    ({"search_params": {"efSearch": "64"}}, "search_params must be"),
+    ({"search_params": {"nprobe": 4}}, "search_params must be"),
+    ({"search_params": [1, 2]}, "search_params must be"),
+    ({"files": {"index": "../../etc/passwd", "paths": "paths.0123456789abcdef.jsonl"}}, "files must be"),
+    ({"files": {"index": "index.0123456789abcdef.faiss", "paths": "paths.fedcba9876543210.jsonl"}},
+     "files must be"),
+    ({"dim": 31}, "info.json says 300 of dim 31"),
+    ({"dim": "32"}, "dim must be an integer"),
+    ({"dim": True}, "dim must be an integer"),
+    ({"count": -1}, "count must be an integer >= 0"),
+    ({"count": 299}, "300 vectors"),
+    ({"pool": "sum"}, "pool must be null, 'avg' or 'max'"),
+    ({"normalized": "yes"}, "normalized must be true or false"),
+    ({"dtype": "int8"}, "dtype must be 'float32' or 'float16'"),
+    ({"weights": ["a"]}, "weights must be a string"),
+    ({"recall_at_10": float("nan")}, "recall_at_10 must be a number"),
+    ({"format": "something.else"}, "not an alexnet_zoo index info.json"),
+    ({"factory": KeyError}, "factory must be a FAISS factory string"),
+])
+def test_info_json_fields_are_validated(tmp_path, changes, message):
+    folder = _info_folder(tmp_path, **changes)
+    with pytest.raises(CorruptIndex) as err:
+        VectorIndex.load(folder)
+    assert str(folder) in str(err.value) and re.search(message, str(err.value)), err.value
+
+
+def test_info_json_weights_are_not_followed_outside_the_index_folder(tmp_path, weights):
+    from alexnet_zoo.errors import InvalidReference
+    from alexnet_zoo.pretrained import save_pretrained
+    from alexnet_zoo.search import trusted_weights
+
+    folder = tmp_path / "ix"
+    folder.mkdir()
+    assert trusted_weights("alexnet.bvlc_in1k", folder) == "alexnet.bvlc_in1k"
+    assert trusted_weights("hf-hub:org/repo", folder) == "hf-hub:org/repo"
+    for ref in (str(weights), "../w", "/etc", str(folder / ".." / "x")):
+        with pytest.raises(InvalidReference, match=r"outside the index folder.*pass --pretrained"):
+            trusted_weights(ref, folder)
+    (folder / "escape").symlink_to(weights)  # a link inside that points out is outside
+    with pytest.raises(InvalidReference, match="outside the index folder"):
+        trusted_weights("escape", folder)
+    save_pretrained(alexnet(), folder / "weights")  # an index that ships its weights
+    assert trusted_weights("weights", folder) == str((folder / "weights").resolve())
+    assert trusted_weights(str(folder / "weights"), folder) == str((folder / "weights").resolve())
+    (folder / "model.onnx").write_bytes(b"not parsed")  # upstream files are never converted from a folder's say
+    for ref in ("model.onnx", "nothing-here", 42, None, "hf-hub:../../x", "a\x00b"):
+        with pytest.raises((InvalidReference, IndexMismatch)):
+            trusted_weights(ref, folder)
