@@ -269,7 +269,7 @@ def decode_batch(files: Sequence[Tensor], size: int, mode: ResizeMode, device: t
                     out[i] = read_image(paths[i])
                 except Exception as again:  # noqa: BLE001 - UnreadableImage, or a file gone since
                     failed[i] = failure_message(paths[i], again)
-    squares = [square_uint8(image.to(device, non_blocking=True), size, mode, interpolation)
+    squares = [square_uint8(image.to(device, non_blocking=device.type == "cuda"), size, mode, interpolation)
                for image in out if image is not None]
     images = torch.stack(squares) if squares else torch.empty((0, 3, size, size), dtype=torch.uint8, device=device)
     return images, sorted(failed.items())

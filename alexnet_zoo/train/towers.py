@@ -38,6 +38,13 @@ def _halves(n: int) -> tuple[int, int]:
     return n // 2, n - n // 2
 
 
+def _to(x: Tensor, device: torch.device | str) -> Tensor:
+    """``x`` on ``device``; asynchronous only between CUDA devices, where the stream orders the
+    copy. A non-blocking copy to the host (or to/from MPS) can be read before it has landed."""
+    device = torch.device(device)
+    return x.to(device, non_blocking=x.device.type == "cuda" and device.type == "cuda")
+
+
 class _Tower(nn.Module):
     """Half of every layer; ``index`` 0 owns the first half of the output channels."""
 
@@ -118,7 +125,7 @@ class TwoTowerAlexNet(nn.Module):
     # -- forward
     def _exchange(self, parts: Sequence[Tensor]) -> list[Tensor]:
         """Every tower gets both towers' maps, tower 1's channels first (the only communication)."""
-        return [torch.cat([p.to(d, non_blocking=True) for p in parts], 1) for d in self.devices]
+        return [torch.cat([_to(p, d) for p in parts], 1) for d in self.devices]
 
     def _lrn(self, parts: list[Tensor]) -> list[Tensor]:
         c = self.config
@@ -127,8 +134,8 @@ class TwoTowerAlexNet(nn.Module):
             return [local_response_norm(p, *args) for p in parts]
         h = c.lrn_size // 2
         left, right = parts
-        with_halo = (torch.cat([left, right[:, :h].to(left.device, non_blocking=True)], 1),
-                     torch.cat([left[:, -h:].to(right.device, non_blocking=True), right], 1))
+        with_halo = (torch.cat([left, _to(right[:, :h], left.device)], 1),
+                     torch.cat([_to(left[:, -h:], right.device), right], 1))
         return [local_response_norm(with_halo[0], *args)[:, :left.shape[1]],
                 local_response_norm(with_halo[1], *args)[:, h:]]
 
@@ -139,7 +146,7 @@ class TwoTowerAlexNet(nn.Module):
         """Images (N, 3, H, W) on any device -> logits (N, num_classes) on the first tower's device."""
         if x.dim() != 4 or x.shape[1] != self.config.in_chans:
             raise ValueError(f"TwoTowerAlexNet expects (N, {self.config.in_chans}, H, W) images, got {tuple(x.shape)}")
-        parts = [x.to(d, non_blocking=True) for d in self.devices]  # conv1: both towers see the image
+        parts = [_to(x, d) for d in self.devices]  # conv1: both towers see the image
         for i in range(5):
             if i > 0 and self.config.groups[i] == 1:
                 parts = self._exchange(parts)  # conv3 reads both towers
@@ -154,4 +161,4 @@ class TwoTowerAlexNet(nn.Module):
             parts = [self._dropout(F.relu(getattr(t, name)(p))) for t, p in zip(self.towers, parts)]
             parts = self._exchange(parts)  # fc6 -> fc7, fc7 -> fc8
         logits = [t.fc8(p) for t, p in zip(self.towers, parts)]
-        return torch.cat([p.to(self.devices[0], non_blocking=True) for p in logits], 1)
+        return torch.cat([_to(p, self.devices[0]) for p in logits], 1)
