@@ -36,13 +36,16 @@ from alexnet_zoo.paths import write_json
 from alexnet_zoo.train.augment import PAPER_PREPROCESSING, BatchAugment
 from alexnet_zoo.train.data import ImageFiles
 from alexnet_zoo.train.optim import PaperSGD
-from alexnet_zoo.train.recipe import Trainer, train_step
+from alexnet_zoo.train.recipe import POSITIVE_INT, Trainer, check_device, train_step
 from alexnet_zoo.train.schedule import LRSchedule
 
 
 def _sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so a timing covers it (CUDA and MPS run asynchronously)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def plain_loop(batch: int, device: torch.device) -> Callable[[], None]:
@@ -163,12 +166,23 @@ def _train_rows(args: argparse.Namespace, device: torch.device, name: str) -> li
     return rows
 
 
+def _device_option(text: str) -> str:
+    """--device: one this machine has (an ``error:`` line naming what it has, not a traceback)."""
+    try:
+        check_device(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))  # the first paragraph
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=32)
+    parser.add_argument("--rounds", type=POSITIVE_INT, default=7)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else
+                        "mps" if torch.backends.mps.is_available() else "cpu", type=_device_option,
+                        help="cpu, cuda, cuda:N or mps")
+    parser.add_argument("--threads", type=POSITIVE_INT, default=torch.get_num_threads())
     parser.add_argument("--compile", action="store_true", help="also time the torch.compile'd recipe step")
     parser.add_argument("--decode-dir", type=Path, default=None, help="also time the loader on these pictures")
     parser.add_argument("--loader-only", action="store_true", help="time only the loader (needs --decode-dir)")

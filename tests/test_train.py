@@ -44,6 +44,12 @@ def _losses(run: Path) -> list[float]:
     return [r["loss"] for r in read_metrics(run) if r["event"] == "train"]
 
 
+def _rows(run: Path, *events: str) -> list[dict]:
+    """The metrics rows of these events (all when none), without the timing."""
+    return [{k: v for k, v in r.items() if k != "images_per_s"} for r in read_metrics(run)
+            if not events or r["event"] in events]
+
+
 # ---- augmentation -----------------------------------------------------------------------------------
 
 def test_pca_lighting_has_the_papers_statistics():
@@ -310,6 +316,7 @@ def test_a_stopped_and_resumed_run_gives_the_same_losses(tmp_path):
     assert resumed["step"] == 6
     expected = _losses(tmp_path / "straight")
     assert len(expected) == 6 and _losses(stopped) == expected  # exact, step by step
+    assert _rows(stopped, "epoch") == _rows(tmp_path / "straight", "epoch")  # the whole epoch's loss, resumed
     a = load_file(str(find_checkpoint(tmp_path / "straight") / "model.safetensors"))
     b = load_file(str(find_checkpoint(stopped) / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -505,3 +512,188 @@ def test_tensorboard_logs_the_loss_and_fails_early_without_the_package(tmp_path,
     from alexnet_zoo.cli import main as cli
 
     assert cli(["train", *TINY, "--tensorboard", "--output-dir", str(tmp_path / "none")]) == 2
+
+
+# ---- an epoch is never lost; resumed epochs count every batch; checked options and devices -----------
+
+def _real_args(root: Path, *extra: str) -> list[str]:
+    return ["--data", str(root), "--image-size", "72", "--crop-size", "67", "-b", "2", "--model-config", "hidden=128",
+            "--workers", "0", "--no-progress", "--log-every", "1", *extra]
+
+
+def test_a_failed_validation_loses_no_epoch_and_the_run_resumes_from_it(tmp_path, monkeypatch, capsys):
+    from alexnet_zoo.cli import main as cli
+    from alexnet_zoo.train import recipe
+
+    root = _picture_folder(tmp_path / "data")  # 7 training pictures: 3 steps an epoch; 2 validation pictures
+    args = _real_args(root, "--epochs", "2", "--no-export")
+    main(args + ["--output-dir", str(tmp_path / "straight")])
+    good = {f.name: f.read_bytes() for f in (root / "val").glob("*.jpg")}
+    for name in good:  # the validation pictures become unreadable: validation fails after a whole epoch
+        (root / "val" / name).write_text("gone\n")
+    out = tmp_path / "run"
+    with pytest.warns(RuntimeWarning, match="unreadable val picture"):
+        assert cli(["train", *args, "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "error: the validation set is empty" in err and "--resume" in err and "Traceback" not in err
+    state = torch.load(find_checkpoint(out) / "state.pt", weights_only=True)  # the epoch, trained and saved
+    assert (state["step"], state["epoch"], state["epoch_step"], state["epoch_end_pending"]) == (3, 0, 3, True)
+    for name, data in good.items():  # repaired
+        (root / "val" / name).write_bytes(data)
+    # the resumed run validates epoch 0 first; then drawing its curves fails: the epoch's verdict is saved
+    real_plot = recipe.plot_metrics
+
+    def broken_plot(rows, path):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(recipe, "plot_metrics", broken_plot)
+    with pytest.raises(OSError, match="No space left"):
+        main(args + ["--output-dir", str(out), "--resume"])
+    state = torch.load(find_checkpoint(out) / "state.pt", weights_only=True)
+    assert (state["step"], state["epoch"], state["epoch_step"], state["epoch_end_pending"]) == (3, 1, 0, False)
+    monkeypatch.setattr(recipe, "plot_metrics", real_plot)
+    result = main(args + ["--output-dir", str(out), "--resume"])
+    assert result["step"] == 6 and result["epoch"] == 2
+    # one uninterrupted run's rows (each validation once), schedule and weights, exactly
+    assert _rows(out) == _rows(tmp_path / "straight")
+    assert [r["epoch"] for r in _rows(out, "val")] == [r["epoch"] for r in _rows(out, "epoch")] == [0, 1]
+    states = [torch.load(find_checkpoint(run) / "state.pt", weights_only=True) for run in (out, tmp_path / "straight")]
+    assert states[0]["schedule"] == states[1]["schedule"]
+    a = load_file(str(find_checkpoint(out) / "model.safetensors"))
+    b = load_file(str(find_checkpoint(tmp_path / "straight") / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+def test_a_resumed_epoch_feeds_the_whole_epochs_loss_to_the_plateau_schedule(tmp_path):
+    root = _picture_folder(tmp_path / "data")
+    shutil.rmtree(root / "val")  # no validation set: the plateau schedule reads the training loss
+    # patience 1: every epoch's loss decides; the threshold makes the decisions depend on its value
+    args = _real_args(root, *DETERMINISTIC, "--epochs", "4", "--plateau-patience", "1", "--plateau-threshold", "0.05",
+                      "--no-export")
+    main(args + ["--output-dir", str(tmp_path / "straight")])
+    stopped = tmp_path / "stopped"
+    main(args + ["--output-dir", str(stopped), "--max-steps", "5", "--checkpoint-every", "2"])  # epoch 1, batch 2 of 3
+    state = torch.load(find_checkpoint(stopped) / "state.pt", weights_only=True)
+    assert (state["step"], state["epoch"], state["epoch_step"]) == (5, 1, 2) and state["epoch_loss"][1] == 4
+    main(args + ["--output-dir", str(stopped), "--resume"])
+    expected = _rows(tmp_path / "straight", "epoch")
+    assert [r["epoch"] for r in expected] == [0, 1, 2, 3]
+    assert _rows(stopped, "epoch") == expected  # the epoch losses and the learning rates they decided
+    assert _rows(stopped, "train") == _rows(tmp_path / "straight", "train")
+    lrs = [r["lr"] for r in expected]
+    assert len(set(lrs)) > 1  # the schedule divided the rate on the way: the decisions were compared
+    states = [torch.load(find_checkpoint(run) / "state.pt", weights_only=True)
+              for run in (stopped, tmp_path / "straight")]
+    assert states[0]["schedule"] == states[1]["schedule"]  # best error, patience count, drops
+
+
+@pytest.mark.parametrize("option, message", [
+    (["-b", "0"], "argument -b/--batch-size: must be an integer >= 1, got '0'"),
+    (["--batch-size", "two"], "argument -b/--batch-size: must be an integer >= 1, got 'two'"),
+    (["--epochs", "0"], "argument --epochs: must be an integer >= 1"),
+    (["--lr", "0"], "argument --lr: must be a number > 0"),
+    (["--lr", "nan"], "argument --lr: must be a number > 0, got 'nan'"),
+    (["--momentum", "1"], "argument --momentum: must be a number in [0, 1)"),
+    (["--weight-decay", "-0.0001"], "argument --weight-decay: must be a number >= 0"),
+    (["--workers", "-1"], "argument --workers: must be an integer >= 0"),
+    (["--warmup-epochs", "inf"], "argument --warmup-epochs: must be a number >= 0"),
+    (["--label-smoothing", "1"], "argument --label-smoothing: must be a number in [0, 1)"),
+    (["--dropout", "1.5"], "argument --dropout: must be a number in [0, 1]"),
+    (["--log-every", "0"], "argument --log-every: must be an integer >= 1"),
+    (["--eval-every", "0"], "argument --eval-every: must be an integer >= 1"),
+    (["--prefetch-factor", "0"], "argument --prefetch-factor: must be an integer >= 1"),
+    (["--seed", "-1"], "argument --seed: must be an integer in [0, 4294967295]"),
+    (["--crop-size", "300"], "--crop-size 300 is larger than the 256-pixel pictures (--image-size)"),
+    (["--min-lr", "0.1"], "--min-lr 0.1 is above --lr 0.01"),
+    (["--model-config", "hidden"], "argument --model-config: expected KEY=VALUE"),
+    (["--towers", "cpu"], "argument --towers: expected two devices"),
+])
+def test_numeric_options_are_checked_by_the_parser(option, message, tmp_path, capsys):
+    from alexnet_zoo.cli import main as cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli(["train", "--synthetic", "8", *option, "--output-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and "error:" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_options_at_their_bounds_are_accepted_and_a_namespace_is_checked_too(tmp_path):
+    from alexnet_zoo.train.recipe import get_args_parser, parse_args
+
+    args = parse_args(["--dropout", "1", "--label-smoothing", "0", "--momentum", "0", "--workers", "0", "--seed", "0",
+                       "--crop-size", "256", "--min-lr", "0.01", "--pca-std", "0", "--keep-checkpoints", "0"])
+    assert (args.dropout, args.crop_size, args.min_lr) == (1.0, 256, 0.01)
+    namespace = get_args_parser().parse_args(TINY + ["--output-dir", str(tmp_path / "run")])
+    namespace.batch_size = 0  # set in Python, past the parser: the same rule, as a ValueError
+    with pytest.raises(ValueError, match=r"-b/--batch-size: must be an integer >= 1, got 0"):
+        main(namespace)
+    namespace.batch_size, namespace.label_smoothing = 8, 1.0
+    with pytest.raises(ValueError, match=r"--label-smoothing: must be a number in \[0, 1\)"):
+        main(namespace)
+    namespace.label_smoothing, namespace.num_classes = 0.0, 3
+    with pytest.raises(ValueError, match="--num-classes 3 is fewer than the 4 training classes"):
+        main(namespace)
+    assert not list_checkpoints(tmp_path / "run")
+
+
+def test_a_device_this_machine_lacks_is_named_with_what_it_has(tmp_path, capsys, monkeypatch):
+    from alexnet_zoo.cli import main as cli
+    from alexnet_zoo.train import recipe
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without a GPU
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    for device, says in (("cuda", "cuda: no CUDA GPU is available"), ("cuda:1", "cuda:1: no CUDA GPU is available"),
+                         ("mps", "mps: Apple's MPS is not available"), ("gpu", "'gpu' is not a device name")):
+        with pytest.raises(SystemExit) as exit_:
+            cli(["train", *TINY, "--device", device, "--output-dir", str(tmp_path / "run")])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and says in err and "available here: cpu" in err and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        cli(["train", *TINY, "--towers", "cpu,cuda:0", "--output-dir", str(tmp_path / "run")])
+    assert "argument --towers: cuda:0: no CUDA GPU is available" in capsys.readouterr().err
+    assert recipe._device("auto", 0) == torch.device("cpu")
+    # a machine with two GPUs: a third is named, with the two there are
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ValueError, match=r"cuda:2: there are 2 CUDA GPUs; available here: cpu, cuda:0, cuda:1"):
+        recipe.check_device("cuda:2")
+    with pytest.raises(ValueError, match="process 2 of this node has no GPU of its own"):
+        recipe._device("cuda", local_rank=2, world=3)
+    assert not (tmp_path / "run").exists()
+
+
+def test_mps_takes_the_plain_path(monkeypatch):
+    """Apple's GPU wherever CUDA goes, without CUDA's extras: no pinned memory or non-blocking
+    copies, one process, autocast dtypes it has."""
+    from alexnet_zoo.train import recipe
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert recipe.check_device("mps") == torch.device("mps") and "mps" in recipe.available_devices()
+    assert recipe._device("auto", 0) == recipe._device("mps", 0) == torch.device("mps")
+    assert recipe._device("auto", 0, world=2) == torch.device("cpu")  # torchrun: gloo on the CPUs
+    with pytest.raises(ValueError, match="--device mps trains in one process"):
+        recipe._device("mps", 0, world=2)
+    with pytest.raises(ValueError, match="there is one MPS device"):
+        recipe.check_device("mps:1")
+    mps = torch.device("mps")
+    assert not recipe._async(mps) and recipe._async(torch.device("cuda", 0))
+    assert recipe._amp_dtype("fp16", [mps]) == torch.float16 and recipe._amp_dtype("none", [mps]) is None
+    for macos_14, expected in ((True, torch.bfloat16), (False, None)):
+        monkeypatch.setattr(torch.backends.mps, "is_macos_or_newer", lambda major, minor, ok=macos_14: ok)
+        if expected is None:
+            with pytest.raises(ValueError, match="--amp bf16 on mps needs macOS 14"):
+                recipe._amp_dtype("bf16", [mps])
+        else:
+            assert recipe._amp_dtype("bf16", [mps]) == expected
+    assert recipe._amp_dtype("bf16", [torch.device("cpu")]) == torch.bfloat16  # emulated where not native
+
+
+def test_train_throughput_help_is_a_whole_sentence():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--help"],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0
+    description = " ".join(done.stdout.split("options:")[0].split("]")[-1].split())
+    assert "against the plain" in description
+    assert description.endswith("on the same model, batch, device and thread count.")

@@ -6,6 +6,10 @@ schedule, gradient scaler, step and epoch: plain tensors and numbers, loaded wit
 ``torch.load(weights_only=True)``) and one ``rng-<rank>.pt`` per process. It is assembled in a
 hidden ``.partial`` folder, renamed into place in one ``os.replace``, and only then named in
 ``checkpoints/latest``; older checkpoints beyond ``keep`` are removed after that.
+
+The recipe writes an epoch's checkpoint as soon as its last batch is trained, before validation
+(which can fail), and then only replaces its ``state.pt`` with the schedule's verdict
+(:func:`update_training_state`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from torch import Tensor
 from alexnet_zoo.paths import atomic_write
 
 __all__ = ["capture_rng", "find_checkpoint", "list_checkpoints", "load_training_checkpoint", "restore_rng",
-           "save_training_checkpoint"]
+           "save_training_checkpoint", "update_training_state"]
 
 FORMAT = "alexnet_zoo-train-state"
 VERSION = 1
@@ -39,7 +43,8 @@ def capture_rng() -> dict[str, Any]:
     name, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss_next = random.getstate()
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    return {"torch": torch.get_rng_state(), "cuda": cuda,
+    mps = torch.mps.get_rng_state() if torch.backends.mps.is_available() else None  # dropout on an Apple GPU
+    return {"torch": torch.get_rng_state(), "cuda": cuda, "mps": mps,
             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
             "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64),
@@ -50,6 +55,8 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"][:torch.cuda.device_count()])
+    if state.get("mps") is not None and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(state["mps"])
     n = state["numpy"]
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
                          n["cached_gaussian"]))
@@ -89,6 +96,23 @@ def save_training_checkpoint(output_dir: str | Path, step: int, *, model_state: 
                 shutil.rmtree(old, ignore_errors=True)
     barrier()
     return final
+
+
+def update_training_state(folder: str | Path, train_state: dict[str, Any], *, rank: int = 0,
+                          barrier: Callable[[], None] = lambda: None) -> Path:
+    """Replace the training state of checkpoint ``folder`` (rank 0 writes; every rank calls).
+
+    For what changes after an epoch's checkpoint without touching the weights, the optimizer or
+    the random streams: the validation's verdict on the schedule, the epoch counter. ``state.pt``
+    is replaced in one ``os.replace``: the folder holds the old state or the new one, never a
+    mix, so a crash during this write still resumes from the epoch's checkpoint."""
+    folder = Path(folder)
+    if rank == 0:
+        old = torch.load(folder / _STATE, map_location="cpu", weights_only=True)
+        state = {"format": FORMAT, "version": VERSION, "step": old["step"], **train_state}
+        atomic_write(folder / _STATE, lambda tmp: torch.save(state, tmp))
+    barrier()
+    return folder
 
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:

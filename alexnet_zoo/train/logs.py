@@ -2,8 +2,10 @@
 as ``metrics.csv``, and TensorBoard when ``torch.utils.tensorboard`` imports.
 
 Training rows carry ``event="train"``, step, epoch, loss, lr, top1/top5 of the batch and images/s;
-evaluation rows ``event="val"`` with the validation loss, top1 and top5 (percent). On resume the
-rows beyond the checkpoint's step are dropped, so the file reads as one uninterrupted run.
+evaluation rows ``event="val"`` with the validation loss, top1 and top5 (percent); one
+``event="epoch"`` row closes each epoch with its mean training loss over every picture and the
+learning rate the schedule chose for the next step. On resume the rows beyond the checkpoint's
+step are dropped, so the file reads as one uninterrupted run.
 Training rows also carry ``skipped``: how many unreadable training pictures the run has skipped so
 far; validation rows ``unreadable``: how many of the validation set's could not be read.
 
@@ -51,7 +53,9 @@ class MetricsLog:
     """Appends rows to the run's files (rank 0 only: other ranks get a log that writes nothing)."""
 
     def __init__(self, output_dir: str | Path, *, enabled: bool = True, resume_step: int | None = None,
-                 tensorboard: bool = False) -> None:
+                 tensorboard: bool = False, redo_epoch_end: bool = False) -> None:
+        """``redo_epoch_end``: the checkpoint at ``resume_step`` was written before its epoch's
+        validation, which the resumed run does again: that epoch's val and epoch rows go too."""
         self.dir = Path(output_dir)
         self.jsonl, self.csv = self.dir / "metrics.jsonl", self.dir / "metrics.csv"
         self.enabled = enabled
@@ -60,14 +64,18 @@ class MetricsLog:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         rows = read_metrics(self.jsonl) if resume_step is not None else []
-        rows = [r for r in rows if r.get("step", 0) <= (resume_step or 0)]
+        at = resume_step or 0
+        rows = [r for r in rows if r.get("step", 0) < at or r.get("step", 0) == at
+                and not (redo_epoch_end and r.get("event") in ("val", "epoch"))]
         self._rewrite(rows)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as err:
                 raise ImportError("--tensorboard needs the tensorboard package (pip install tensorboard)") from err
-            self.writer = SummaryWriter(str(self.dir / "tensorboard"), purge_step=resume_step)
+            # events from purge_step on are hidden: the checkpoint's own step stays unless it is redone
+            purge = None if resume_step is None else resume_step + (0 if redo_epoch_end else 1)
+            self.writer = SummaryWriter(str(self.dir / "tensorboard"), purge_step=purge)
 
     def _rewrite(self, rows: list[dict[str, Any]]) -> None:
         for target, text in ((self.jsonl, "".join(json.dumps(r) + "\n" for r in rows)),
