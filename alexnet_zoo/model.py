@@ -93,7 +93,11 @@ class AlexNet(nn.Module):
     def init_weights(self) -> None:
         """The paper's initialisation (weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6,
         fc7 so ReLUs start with positive inputs, else 0), Caffe's (std 0.005 for fc6/fc7, biases
-        0.1 where the paper has 1) or torch's module defaults, as ``config.init`` says."""
+        0.1 where the paper has 1) or torch's module defaults, as ``config.init`` says. A model
+        built on the meta device (to be loaded, ``factory.create_model``) has no values to set;
+        initialising meta tensors would only import ``torch._dynamo`` (1.1 s, through torch._refs)."""
+        if self.fc7.weight.is_meta:
+            return
         scheme = self.config.init
         for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"):
             layer = getattr(self, name)

@@ -5,23 +5,27 @@ to 227; torchvision's saw the short side resized to 256, RGB, 0-1, normalised by
 cropped to 224. Using one with the other's preprocessing costs several points of accuracy, so
 weights carry their :class:`Preprocessing` and ``spec.transforms()`` returns it.
 
-torchvision is imported on first use, not with this module: any torchvision import runs its package
-``__init__``, which pulls in ``torch._dynamo`` (1.3 s), and ``import alexnet_zoo`` must stay as light
-as ``import torch`` (benchmarks/startup.py).
+The antialiased bilinear uint8 resize and the centre crop are torchvision v2's, computed here with
+the same ``F.interpolate`` call, size rule and crop anchor (equal pixel for pixel: tested against
+torchvision): any torchvision import runs its package ``__init__``, which pulls in ``torch._dynamo``
+(1.2 s), and a one-picture ``classify`` must not pay for it (benchmarks/startup.py). Other
+interpolations go through torchvision itself, imported on first use.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import platform
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
 __all__ = ["BVLC_PREPROCESSING", "DEFAULT_PREPROCESSING", "ImagePreprocess", "Preprocessing", "ResizeMode",
-           "TORCHVISION_PREPROCESSING", "square_uint8"]
+           "TORCHVISION_PREPROCESSING", "center_crop", "resize_uint8", "square_uint8"]
 
 ResizeMode = Literal["squash", "short_side"]
 
@@ -74,13 +78,55 @@ def square_uint8(image: Tensor, size: int, mode: ResizeMode, interpolation: str 
         raise ValueError(f"unknown resize mode {mode!r}; choose short_side or squash")
     if tuple(image.shape[-2:]) == (size, size):
         return image
-    TF = _functional()
-    interp = TF.InterpolationMode(interpolation)
     if mode == "squash":
-        return TF.resize(image, [size, size], interpolation=interp, antialias=True)
+        return resize_uint8(image, [size, size], interpolation)
     if min(image.shape[-2:]) != size:
-        image = TF.resize(image, [size], interpolation=interp, antialias=True)
-    return TF.center_crop(image, [size, size])
+        image = resize_uint8(image, [size], interpolation)
+    return center_crop(image, size)
+
+
+def resize_uint8(image: Tensor, size: list[int], interpolation: str = "bilinear") -> Tensor:
+    """torchvision v2's ``resize(image, size, interpolation, antialias=True)`` of a uint8 (..., C, H, W)
+    tensor: ``[h, w]``, or ``[short]`` for the short side (the long one truncated, as torchvision does)."""
+    if interpolation != "bilinear" or image.device.type != "cpu" or image.dtype != torch.uint8:
+        from torchvision.transforms.v2 import functional as TF
+
+        return TF.resize(image, size, interpolation=TF.InterpolationMode(interpolation), antialias=True)
+    shape = image.shape
+    channels, height, width = shape[-3:]
+    if len(size) == 1:
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = size[0], int(size[0] * long / short)
+        new_h, new_w = (new_long, new_short) if width <= height else (new_short, new_long)
+    else:
+        new_h, new_w = size
+    if (new_h, new_w) == (height, width):
+        return image
+    if image.numel() == 0:
+        return image.reshape(shape[:-2] + (new_h, new_w))
+    x = image.reshape(-1, channels, height, width)
+    strides = x.stride()
+    if x.is_contiguous(memory_format=torch.channels_last) and x.shape[0] == 1 and image.numel() != strides[0]:
+        # a (3, H, W) view of (H, W, 3) memory: restrided so interpolate keeps channels-last (no repack)
+        x = x.as_strided((1, channels, height, width), [image.numel(), *strides[1:]])
+    if _native_uint8_bilinear():
+        out = F.interpolate(x, size=[new_h, new_w], mode="bilinear", align_corners=False, antialias=True)
+    else:  # torch has no uint8 kernel for this CPU: torchvision computes in float and rounds
+        out = F.interpolate(x.float(), size=[new_h, new_w], mode="bilinear", align_corners=False, antialias=True)
+        out = out.round_().to(torch.uint8)
+    return out.reshape(shape[:-2] + (new_h, new_w))
+
+
+def center_crop(image: Tensor, crop: int) -> Tensor:
+    """torchvision's ``center_crop(image, [crop, crop])``: the same anchor rounding (Python's
+    ``round``, halves to even); a picture smaller than the crop goes through torchvision (it pads)."""
+    height, width = image.shape[-2:]
+    if crop > height or crop > width:
+        from torchvision.transforms.v2 import functional as TF
+
+        return TF.center_crop(image, [crop, crop])
+    top, left = int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
+    return image[..., top:top + crop, left:left + crop]
 
 
 class ImagePreprocess(nn.Module):
@@ -98,8 +144,7 @@ class ImagePreprocess(nn.Module):
         p = self.preprocessing
         x = _uint8_rgb(img)
         size = [p.resize, p.resize] if p.resize_mode == "squash" else [p.resize]
-        TF = _functional()
-        return TF.resize(x, size, interpolation=TF.InterpolationMode(p.interpolation), antialias=True)
+        return resize_uint8(x, size, p.interpolation)
 
     def square(self, img: Image.Image | Tensor, side: int | None = None) -> Tensor:
         """The uint8 (3, side, side) square every crop of the evaluation protocols is cut from
@@ -116,17 +161,15 @@ class ImagePreprocess(nn.Module):
         return (x - self.mean) / self.std
 
     def forward(self, img: Image.Image | Tensor) -> Tensor:
-        return self.normalize(_functional().center_crop(self.resized(img), [self.preprocessing.crop] * 2))
+        return self.normalize(center_crop(self.resized(img), self.preprocessing.crop))
 
     def extra_repr(self) -> str:
         return repr(self.preprocessing)
 
 
-def _functional() -> Any:
-    """torchvision's v2 functional transforms (imported on first use, see the module docstring)."""
-    from torchvision.transforms.v2 import functional
-
-    return functional
+def _native_uint8_bilinear() -> bool:
+    """Where torchvision resizes uint8 without a float round trip (its ``_do_native_uint8_resize_on_cpu``)."""
+    return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") or platform.machine() in ("aarch64", "arm64")
 
 
 def _uint8_rgb(img: Image.Image | Tensor) -> Tensor:
