@@ -322,6 +322,18 @@ def test_a_stopped_and_resumed_run_gives_the_same_losses(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_checkpoint_is_written_once_when_max_steps_meets_checkpoint_every(tmp_path, monkeypatch):
+    from alexnet_zoo.train import recipe
+
+    saved = []
+    real = recipe.save_training_checkpoint
+    monkeypatch.setattr(recipe, "save_training_checkpoint", lambda out, step, **kw: saved.append(step) or real(
+        out, step, **kw))
+    result = main(TINY + ["--epochs", "1", "--max-steps", "2", "--checkpoint-every", "2",
+                          "--output-dir", str(tmp_path / "run"), "--no-export"])
+    assert saved == [2] and result["checkpoint"].name == "step-000000002"  # not removed and written again
+
+
 def test_fp16_gradient_scaler_state_is_checkpointed_and_resumed(tmp_path):
     args = TINY + ["--epochs", "1", "--amp", "fp16", "--no-export"]  # GradScaler("cpu") here, "cuda" on a GPU
     main(args + ["--output-dir", str(tmp_path / "straight")])

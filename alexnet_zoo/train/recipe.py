@@ -844,10 +844,16 @@ def _run(args: argparse.Namespace, rank: int, world: int, local_rank: int) -> di
                 "scaler": scaler.state_dict() if scaler else None, "world_size": world,
                 "batch_size": args.batch_size, "seed": args.seed, "skipped": int(skipped.item())}
 
+    written: dict[str, Any] = {}
+
     def checkpoint(at_epoch: int, at_batch: int) -> Path:
+        if written.get("at") == (t.step, at_epoch, at_batch):  # --max-steps on a --checkpoint-every step:
+            return written["path"]  # saved already; rewriting a folder in place is not atomic
         state = train_state(at_epoch, at_batch, pending=at_batch == steps_per_epoch)
-        return save_training_checkpoint(out, t.step, model_state=_model_state(module), train_state=state, rank=rank,
+        path = save_training_checkpoint(out, t.step, model_state=_model_state(module), train_state=state, rank=rank,
                                         keep=args.keep_checkpoints, barrier=_barrier)
+        written.update(at=(t.step, at_epoch, at_batch), path=path)
+        return path
 
     progress = args.progress and rank == 0
     val_metrics: dict[str, float] | None = None
