@@ -709,3 +709,25 @@ def test_train_throughput_help_is_a_whole_sentence():
     description = " ".join(done.stdout.split("options:")[0].split("]")[-1].split())
     assert "against the plain" in description
     assert description.endswith("on the same model, batch, device and thread count.")
+
+
+def test_device_decoded_pictures_get_the_pixel_limit_too(tmp_path):
+    """``--decode device`` hands a JPEG's bytes to nvJPEG, which has no pixel limit: a few hundred
+    bytes declaring 20000x20000 must be set aside before they are sent, like on the CPU path."""
+    import io
+
+    from PIL import Image
+
+    from alexnet_zoo.train.data import ImageFiles
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = (20000).to_bytes(2, "big") * 2  # height, width
+    (tmp_path / "bomb.jpg").write_bytes(bytes(data))
+    (tmp_path / "fine.jpg").write_bytes(buffer.getvalue())
+    files = ImageFiles([(tmp_path / "bomb.jpg", 0), (tmp_path / "fine.jpg", 1)], 32, "squash", raw=True)
+    bomb, fine = files[0], files[1]
+    assert bomb.image is None and "bomb.jpg" in bomb.error and "over the limit" in bomb.error
+    assert fine.error is None and fine.image.dim() == 1 and bytes(fine.image.numpy()) == buffer.getvalue()

@@ -39,7 +39,7 @@ from torchvision.io import ImageReadMode
 from alexnet_zoo.categories import imagenet_categories
 from alexnet_zoo.datasets import find_labelled_images
 from alexnet_zoo.errors import failure_message
-from alexnet_zoo.images import read_image
+from alexnet_zoo.images import check_image_bytes, read_image, read_image_bytes
 from alexnet_zoo.transforms import ResizeMode, square_uint8
 
 __all__ = ["EpochSampler", "ImageFiles", "Picture", "PictureBatch", "ResizeMode", "ShardSampler", "SyntheticImages",
@@ -176,9 +176,10 @@ class ImageFiles(Dataset):
         name, label = self.samples[index]
         try:
             if self.raw:
-                data = Path(name).read_bytes()
+                data = read_image_bytes(name)  # within the file-size limit
+                check_image_bytes(data, name)  # nvJPEG and decode_image have no pixel limit of their own
                 if _device_decodable(data):
-                    return Picture(torch.frombuffer(bytearray(data), dtype=torch.uint8), label, name, None)
+                    return Picture(torch.frombuffer(data, dtype=torch.uint8), label, name, None)
             return Picture(square_uint8(read_image(name), self.size, self.mode, self.interpolation), label, name, None)
         except Exception as err:  # noqa: BLE001 - read_image raises UnreadableImage for bad pictures; an
             # unreadable file (permissions, a vanished mount) or a Pillow quirk must not end the run either
