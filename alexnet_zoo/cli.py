@@ -379,11 +379,13 @@ def _writes(args: argparse.Namespace) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:
-        from alexnet_zoo.train.recipe import main as train
+        from alexnet_zoo.train.recipe import main as train, parse_args
+
+        options = parse_args(argv[1:], prog="alexnet-zoo train")  # its errors name the command typed
 
         def run_training() -> int:
             try:
-                train(argv[1:])
+                train(options)
             except ImportError as err:  # --tensorboard without the tensorboard package
                 raise CommandError(str(err)) from err
             return 0

@@ -169,8 +169,8 @@ def _model_config_option(text: str) -> str:
     return text
 
 
-def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m alexnet_zoo.train", add_help=add_help,
+def get_args_parser(add_help: bool = True, prog: str = "python -m alexnet_zoo.train") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, add_help=add_help,
                                 description="Train AlexNet with the 2012 paper's recipe (defaults) or modern options.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("data")
@@ -285,10 +285,10 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser | None 
         raise ValueError(problem)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None, prog: str = "python -m alexnet_zoo.train") -> argparse.Namespace:
     """The parsed options; a value out of range or a bad combination is argparse's ``error:``
-    line (exit 2), under ``python -m alexnet_zoo.train`` and ``alexnet-zoo train`` alike."""
-    parser = get_args_parser()
+    line (exit 2), named for the command the user typed (``prog``: ``alexnet-zoo train`` too)."""
+    parser = get_args_parser(prog=prog)
     args = parser.parse_args(argv)
     problem = _combination_problem(args)
     if problem:
