@@ -28,7 +28,7 @@ __all__ = ["AlexNetConfig", "ConfigFile", "MAX_CLASSES", "MAX_CONFIG_BYTES", "OW
 
 MAX_CLASSES = 1 << 20  # ImageNet-21k has 21,841; a label or num_classes beyond this is a damaged file
 MAX_CONFIG_BYTES = 8 << 20  # save_pretrained writes ~2 KB; a long class list still fits
-CONFIG_FORMAT_VERSION = 1  # the newest config.json layout this version reads (pretrained.FORMAT_VERSION)
+CONFIG_FORMAT_VERSION = 1  # the config.json layout save_pretrained writes and the newest one read
 _MAX_DEPTH = 32  # JSON nesting; deeper would recurse in dataclasses.asdict, json.dumps, ==
 
 InitScheme = Literal["paper", "caffe", "torch"]

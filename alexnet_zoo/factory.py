@@ -3,7 +3,6 @@ base config -> the weights' config -> the caller's overrides -> build -> load (-
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 

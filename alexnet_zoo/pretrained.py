@@ -8,7 +8,6 @@ under ``cache_dir("weights")``; later loads read only safetensors, never pickle,
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import uuid
@@ -21,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from alexnet_zoo.config import AlexNetConfig, check_shapes, check_weights_fit, read_config_file
+from alexnet_zoo.config import CONFIG_FORMAT_VERSION, AlexNetConfig, check_shapes, check_weights_fit, read_config_file
 from alexnet_zoo.errors import ConversionError, InvalidReference, UnknownWeights, WeightsError
 from alexnet_zoo.model import AlexNet
 from alexnet_zoo.paths import atomic_write, cache_dir, write_json
@@ -32,7 +31,6 @@ from alexnet_zoo.weights import WeightSpec, get_weight_spec
 __all__ = ["Checkpoint", "WeightsRef", "cached_spec", "is_cached", "load_checkpoint", "resolve", "resolve_reference",
            "save_pretrained"]
 
-FORMAT_VERSION = 1
 
 _WEIGHTS_FILE, _CONFIG_FILE = "model.safetensors", "config.json"
 
@@ -56,7 +54,7 @@ def save_pretrained(model: AlexNet, directory: str | os.PathLike, *, preprocessi
     directory.mkdir(parents=True, exist_ok=True)
     arch = _arch_of(model.config)
     preprocessing = preprocessing or (spec.preprocessing if spec else None)
-    info: dict[str, Any] = {"format": "alexnet_zoo", "format_version": FORMAT_VERSION, "architecture": arch,
+    info: dict[str, Any] = {"format": "alexnet_zoo", "format_version": CONFIG_FORMAT_VERSION, "architecture": arch,
                             "config": model.config.to_dict(),
                             "preprocessing": preprocessing.to_dict() if preprocessing else None,
                             "num_classes": model.config.num_classes, **(meta or {})}

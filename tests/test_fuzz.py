@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from alexnet_zoo.categories import parse_synset_words
-from alexnet_zoo.config import MAX_CLASSES, OWT, PAPER, AlexNetConfig, check_weights_fit, read_config_file
+from alexnet_zoo.config import MAX_CLASSES, OWT, AlexNetConfig, check_weights_fit, read_config_file
 from alexnet_zoo.convert import from_caffe
 from alexnet_zoo.convert.from_caffe import convert_caffemodel
 from alexnet_zoo.datasets import from_label_file

@@ -73,6 +73,16 @@ def libraries(folder: Path, name: str = "winograd") -> list[Path]:
     return sorted(folder.glob(f"{name}-*.so"))
 
 
+def damage(path: Path, data: bytes) -> None:
+    """Put ``data`` at ``path`` as a new file: this process has the old one mapped, and rewriting a
+    mapped library in place makes the process die of SIGBUS when it next touches those pages (at
+    exit, in the OpenMP runtime's destructors), long after the test passed."""
+    spare = path.with_name(path.name + ".damaged")
+    spare.write_bytes(data)
+    spare.chmod(path.stat().st_mode & 0o777)
+    os.replace(spare, path)
+
+
 def assert_intact(path: Path) -> None:
     """The file's bytes hash to the sha256 in its name."""
     assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name.rsplit("-", 1)[1][:-3]
@@ -225,11 +235,11 @@ DAMAGE = {
 }
 
 
-@pytest.mark.parametrize("damage", DAMAGE)
-def test_damaged_kernel_is_rebuilt(fresh, damage):
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_damaged_kernel_is_rebuilt(fresh, kind):
     assert load_kernel("winograd") is not None
     (built,) = libraries(fresh.kernels)
-    built.write_bytes(DAMAGE[damage](built.read_bytes()))
+    damage(built, DAMAGE[kind](built.read_bytes()))
     load_kernel.cache_clear()
     with recorded() as record:
         assert load_kernel("winograd") is not None
@@ -243,7 +253,7 @@ def test_damaged_kernel_loads_in_a_new_process(fresh):
     """A fresh process never maps the damaged bytes (a truncated ELF can crash the loader, not raise)."""
     assert load_kernel("winograd") is not None
     (built,) = libraries(fresh.kernels)
-    built.write_bytes(built.read_bytes()[:1000])
+    damage(built, built.read_bytes()[:1000])
     child = python("from alexnet_zoo.kernels import load_kernel; assert load_kernel('winograd').wino_input_f32",
                    {"ALEXNET_ZOO_CACHE": str(fresh.cache), "TMPDIR": str(fresh.tmp)})
     out, err = child.communicate(timeout=300)
@@ -271,7 +281,7 @@ def test_damaged_kernel_whose_rebuild_fails_falls_back_to_torch(fresh, tmp_path,
     monkeypatch.setenv("CC", str(stand_in(tmp_path / "cc", fail_if=broken)))
     assert load_kernel("winograd") is not None
     (built,) = libraries(fresh.kernels)
-    built.write_bytes(b"")
+    damage(built, b"")
     broken.touch()
     load_kernel.cache_clear()
     conv = torch.nn.Conv2d(32, 48, 3, padding=1).eval()
