@@ -96,6 +96,9 @@ RULES = [
     Rule(r"python benchmarks/throughput\.py --json docs/throughput\.json", "run", "one round at batch 1",
          append="--rounds 1 --batch-sizes 1"),
     Rule(r"python benchmarks/\w+\.py.*", "parse"),
+    Rule(r"ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/\w+\.py.*", "parse",
+         "the caps apply at torch's import; the arguments are parsed here",
+         rewrite=(("ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 ", ""),)),
     Rule(r"alexnet-zoo weights publish .*", "parse", "the synopsis with its [optional] parts given",
          rewrite=(("[", ""), ("]", ""))),
     # Python snippets run as written, with local weights in place of downloads
