@@ -17,13 +17,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
+from alexnet_zoo.arguments import bounded_int, device_arg
 from alexnet_zoo.config import OWT, PAPER
 from alexnet_zoo.errors import WeightsError
 from alexnet_zoo.summary import format_table, summarize
 
-__all__ = ["bounded_int", "build_parser", "describe", "device_arg", "error_message", "main", "report_errors"]
+__all__ = ["build_parser", "describe", "error_message", "main", "report_errors"]
 
 _ARCHS = {"alexnet": PAPER, "alexnet_owt": OWT}
 
@@ -45,34 +45,6 @@ def describe(doc: str | None) -> str:
     """A docstring's first paragraph as one line, without reST quotes: the description a parser
     prints (its first *line* is often half a sentence)."""
     return " ".join((doc or "").strip().split("\n\n")[0].replace("``", "").split())
-
-
-def bounded_int(low: int, high: int | None = None) -> Callable[[str], int]:
-    """An argparse type: a whole number from ``low`` to ``high`` (inclusive; no upper bound when
-    None), refused with a message that says which numbers are accepted."""
-    expected = f"a whole number from {low} to {high}" if high is not None else f"a whole number >= {low}"
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
-        return value
-
-    parse.__name__ = "bounded_int"
-    return parse
-
-
-def device_arg(text: str) -> Any:
-    """An argparse type: a device this machine has (:func:`alexnet_zoo.devices.resolve_device`)."""
-    from alexnet_zoo.devices import resolve_device
-
-    try:
-        return resolve_device(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _crops(text: str) -> int:

@@ -12,10 +12,11 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from alexnet_zoo.arguments import bounded_int
 from alexnet_zoo.errors import InvalidReference
 from alexnet_zoo.features import FeatureExtractor, weights_label
 from alexnet_zoo.index import KINDS, IndexMismatch, SearchHit, VectorIndex, parse_size, zero_rows
@@ -104,23 +105,6 @@ def search_images(index: VectorIndex, extractor: FeatureExtractor, images: Seque
 
 
 # ---- command line ------------------------------------------------------------------------------
-
-def _int(low: int, high: int | None = None) -> Callable[[str], int]:
-    """An argparse type: a whole number in ``low..high``, else a message saying which."""
-    expected = f"a whole number from {low} to {high}" if high is not None else f"a whole number >= {low}"
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
-        return value
-
-    parse.__name__ = "whole number"
-    return parse
-
 
 def _cosine(text: str) -> float:
     """An argparse type: a near-duplicate threshold, a cosine in (0, 1] (at 0 or below nearly
@@ -273,13 +257,13 @@ def add_commands(commands: Any, archs: Sequence[str]) -> None:
                          help="storage of the vectors (default float16: half the disk, and unit vectors keep a "
                               "cosine > 0.9999 to float32's; float32 for raw vectors beyond float16's range)")
     extract.add_argument("--fp16", action="store_const", const="float16", dest="dtype", help=argparse.SUPPRESS)
-    extract.add_argument("--batch-size", type=_int(1, 65536), default=32)
-    extract.add_argument("--workers", type=_int(0, 1024), default=2)
+    extract.add_argument("--batch-size", type=bounded_int(1, 65536), default=32)
+    extract.add_argument("--workers", type=bounded_int(0, 1024), default=2)
     extract.add_argument("--loader", choices=LOADER_MODES, default="auto", help=LOADER_HELP)
     extract.add_argument("--precision", choices=PRECISIONS, default="auto",
                          help="arithmetic: auto = fp16 on CUDA, bf16 on CPUs with native bf16, else fp32; bf16 is "
                               "~1.8x fp32 on CPUs with bfloat16 units (fc7 cosine to fp32 > 0.999)")
-    extract.add_argument("--shard-size", type=_int(1), default=10_000, help="images a shard (default 10000)")
+    extract.add_argument("--shard-size", type=bounded_int(1), default=10_000, help="images a shard (default 10000)")
     extract.add_argument("--device", type=_device, default=None,
                          help="cpu, cuda, cuda:N or mps (default: a CUDA GPU, else mps, else the CPU)")
     extract.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -301,10 +285,10 @@ def add_commands(commands: Any, archs: Sequence[str]) -> None:
                             epilog="exit status 1: some queries had a zero vector (no results; listed on stderr)")
     query.add_argument("index", type=Path)
     query.add_argument("images", nargs="+")
-    query.add_argument("-k", type=_int(1), default=10, help="neighbours a query (capped at the index size)")
+    query.add_argument("-k", type=bounded_int(1), default=10, help="neighbours a query (capped at the index size)")
     query.add_argument("--json", action="store_true")
     query.add_argument("--grid", type=Path, default=None, help="draw queries and neighbours (Figure 4) to a PNG")
-    query.add_argument("--thumb", type=_int(16, 1024), default=128, help="side of each picture in the grid, in pixels")
+    query.add_argument("--thumb", type=bounded_int(16, 1024), default=128, help="side of each picture in the grid, in pixels")
     query.add_argument("--pretrained", default=None,
                        help="weights (default: those info.json names, if a spec, an hf-hub: repo or inside the "
                             "index folder; other local weights must be passed here)")
@@ -315,9 +299,9 @@ def add_commands(commands: Any, archs: Sequence[str]) -> None:
     dedupe = isub.add_parser("dedupe", help="near-duplicate pairs in an index")
     dedupe.add_argument("index", type=Path)
     dedupe.add_argument("--threshold", type=_cosine, default=0.95, help="a cosine in (0, 1] (default 0.95)")
-    dedupe.add_argument("-k", type=_int(1), default=10, help="HNSW indexes: neighbours checked per image")
+    dedupe.add_argument("-k", type=bounded_int(1), default=10, help="HNSW indexes: neighbours checked per image")
     dedupe.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     dedupe.add_argument("--json", action="store_true")
     dedupe.add_argument("--grid", type=Path, default=None, help="draw the most similar 50 pairs to a PNG")
-    dedupe.add_argument("--thumb", type=_int(16, 1024), default=128, help="side of each picture in the grid, in pixels")
+    dedupe.add_argument("--thumb", type=bounded_int(16, 1024), default=128, help="side of each picture in the grid, in pixels")
     dedupe.set_defaults(run=_dedupe)

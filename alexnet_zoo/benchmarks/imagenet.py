@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from alexnet_zoo.cli import bounded_int, describe, device_arg, report_errors
+from alexnet_zoo.arguments import bounded_int, device_arg
+from alexnet_zoo.cli import describe, report_errors
 from alexnet_zoo.devices import DEVICE_HELP
 from alexnet_zoo.evaluate import MAX_SCALE, PROTOCOLS
 from alexnet_zoo.loading import LOADER_HELP, LOADER_MODES
