@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from alexnet_zoo.errors import InvalidConfig, WeightsError
 from alexnet_zoo.lrn import LRNConvention
+from alexnet_zoo.paths import read_capped
 
 if TYPE_CHECKING:
     from alexnet_zoo.transforms import Preprocessing
@@ -299,8 +300,7 @@ def _depth(doc: Any) -> int:
 def _parse(path: Path) -> Any:
     """The JSON document at ``path``, read only up to MAX_CONFIG_BYTES."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
+        raw = read_capped(path, MAX_CONFIG_BYTES)
     except OSError as err:
         raise InvalidConfig(f"{path}: cannot read this config.json ({err.strerror or err})") from err
     if len(raw) > MAX_CONFIG_BYTES:

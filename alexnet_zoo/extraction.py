@@ -36,7 +36,7 @@ from alexnet_zoo.features import FeatureExtractor
 from alexnet_zoo.images import read_image
 from alexnet_zoo.index import MAX_DIM, read_path_list, write_path_list
 from alexnet_zoo.loading import LoaderMode, iterate_batches
-from alexnet_zoo.paths import atomic_write, write_json
+from alexnet_zoo.paths import atomic_write, read_capped, write_json
 from alexnet_zoo.precision import PRECISIONS
 from alexnet_zoo.transforms import ImagePreprocess
 
@@ -295,8 +295,7 @@ def read_manifest(folder: str | os.PathLike, name: str = MANIFEST) -> dict[str, 
         raise FileNotFoundError(f"{folder}: no {name}; expected a features folder written by `alexnet-zoo extract`"
                                 " (under torchrun, merge the ranks first)")
     try:
-        with open(path, "rb") as f:  # read(n) allocates n bytes first: ask for the file's size, not the limit
-            data = f.read(min(os.fstat(f.fileno()).st_size, MANIFEST_LIMIT) + 1)
+        data = read_capped(path, MANIFEST_LIMIT)
     except OSError as err:
         raise CorruptFeatures(f"{path}: cannot read ({err})") from err
     if len(data) > MANIFEST_LIMIT:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "cache_dir", "write_json"]
+__all__ = ["atomic_write", "cache_dir", "read_capped", "write_json"]
 
 
 def _read_umask() -> int:
@@ -48,6 +48,14 @@ def atomic_write(target: Path, write: Callable[[Path], None]) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def read_capped(path: str | os.PathLike, limit: int) -> bytes:
+    """The file's bytes, at most ``limit + 1`` of them: a caller refuses ``len(data) > limit`` as too
+    large, whatever size the file claims. OSError passes through for the caller to name.
+    ``read(n)`` allocates n bytes up front, so the file's own size is asked for, not the limit."""
+    with open(path, "rb") as f:
+        return f.read(min(os.fstat(f.fileno()).st_size, limit) + 1)
 
 
 def write_json(target: str | os.PathLike, data: Any) -> None:
