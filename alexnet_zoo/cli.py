@@ -19,13 +19,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from alexnet_zoo.arguments import bounded_int, device_arg
-from alexnet_zoo.config import OWT, PAPER
+from alexnet_zoo.config import ARCHS
 from alexnet_zoo.errors import WeightsError
 from alexnet_zoo.summary import format_table, summarize
 
 __all__ = ["build_parser", "describe", "error_message", "main", "report_errors"]
-
-_ARCHS = {"alexnet": PAPER, "alexnet_owt": OWT}
 
 EXIT_PARTIAL, EXIT_ERROR = 1, 2  # 1: finished, some input files unreadable (listed); 2: an error stopped it
 _EPILOG = ("exit status: 0 done; 1 done, but some input files were unreadable (each listed on stderr); "
@@ -124,7 +122,7 @@ def report_errors(prog: str, call: Callable[[], int], writes: Sequence[str] = ()
 
 
 def _summary(args: argparse.Namespace) -> int:
-    config = _ARCHS[args.arch].replace(num_classes=args.num_classes)
+    config = ARCHS[args.arch].replace(num_classes=args.num_classes)
     table = format_table(summarize(config, args.input))
     side = args.input or config.input_size
     print(f"{args.arch} at {side}x{side}\n{table}")
@@ -267,14 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     summary = commands.add_parser("summary", help="layer table: output shapes, parameters, multiply-adds")
-    summary.add_argument("--arch", choices=sorted(_ARCHS), default="alexnet")
+    summary.add_argument("--arch", choices=sorted(ARCHS), default="alexnet")
     summary.add_argument("--input", type=bounded_int(1), default=None,
                          help="square input side in pixels (default: the arch's own)")
     summary.add_argument("--num-classes", type=bounded_int(0), default=1000, help="classes of fc8 (0: no fc8)")
     summary.set_defaults(run=_summary)
 
     def model_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--arch", choices=sorted(_ARCHS), default="alexnet")
+        p.add_argument("--arch", choices=sorted(ARCHS), default="alexnet")
         p.add_argument("--pretrained", default="default",
                        help="weight name (see `weights list`), hf-hub:org/repo, a local folder or file, "
                             "'default' (the arch's default weights) or 'none' (random)")
@@ -290,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     wdown.set_defaults(run=_weights_download)
     wconv = wsub.add_parser("convert", help="convert an upstream .onnx / .caffemodel / .pth to our format")
     wconv.add_argument("source", type=_convert_source, help=_CONVERT_FORMS)
-    wconv.add_argument("--arch", choices=sorted(_ARCHS), required=True)
+    wconv.add_argument("--arch", choices=sorted(ARCHS), required=True)
     wconv.add_argument("--out", type=Path, required=True, help="the folder to write model.safetensors + config.json to")
     wconv.set_defaults(run=_weights_convert)
     wpub = wsub.add_parser("publish", help="upload a folder in our format to the Hub with a generated model card")
@@ -334,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from alexnet_zoo.search import add_commands  # extract, index build|query|dedupe
 
-    add_commands(commands, _ARCHS)
+    add_commands(commands)
 
     # `train` has its own parser (alexnet_zoo.train.recipe); main() forwards its arguments untouched
     commands.add_parser("train", add_help=False,

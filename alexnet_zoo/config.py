@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from alexnet_zoo.errors import InvalidConfig, WeightsError
 from alexnet_zoo.lrn import LRNConvention
 from alexnet_zoo.paths import read_capped
+from alexnet_zoo.pooling import pool_output_size
 
 if TYPE_CHECKING:
     from alexnet_zoo.transforms import Preprocessing
 
-__all__ = ["AlexNetConfig", "ConfigFile", "MAX_CLASSES", "MAX_CONFIG_BYTES", "OWT", "PAPER", "check_weights_fit",
-           "read_config_file"]
+__all__ = ["ARCHS", "AlexNetConfig", "ConfigFile", "MAX_CLASSES", "MAX_CONFIG_BYTES", "OWT", "PAPER", "POOLED_CONVS",
+           "arch_of", "check_weights_fit", "feature_sizes", "read_config_file"]
 
 MAX_CLASSES = 1 << 20  # ImageNet-21k has 21,841; a label or num_classes beyond this is a damaged file
 MAX_CONFIG_BYTES = 8 << 20  # save_pretrained writes ~2 KB; a long class list still fits
@@ -106,11 +107,11 @@ class AlexNetConfig:
             raise
         except ValueError as err:  # __post_init__: groups that do not divide the channels
             raise InvalidConfig(f"{where}: {prefix}groups: {err}") from err
-        sizes = _feature_sizes(config, _MAX_MIN_INPUT)
+        sizes = feature_sizes(config, _MAX_MIN_INPUT)
         if sizes["pool5"] < 1:
             raise InvalidConfig(f"{where}: {prefix}kernels, {prefix}paddings and {prefix}conv1_stride must leave "
                                 f"a pool5 map for some input up to {_MAX_MIN_INPUT} px, got {sizes}")
-        if _feature_sizes(config, config.input_size)["pool5"] < 1:
+        if feature_sizes(config, config.input_size)["pool5"] < 1:
             raise InvalidConfig(f"{where}: {prefix}input_size must be large enough to reach pool5 with these "
                                 f"layers, got {config.input_size}")
         return config
@@ -134,6 +135,43 @@ class AlexNetConfig:
 PAPER = AlexNetConfig()
 OWT = AlexNetConfig(widths=(64, 192, 384, 256, 256), groups=(1, 1, 1, 1, 1), paddings=(2, 2, 1, 1, 1),
                     pool_ceil=False, lrn=False, dropout_placement="before_fc", init="torch", input_size=224)
+
+# The one architecture table: builder name -> base config. Every --arch choice, config.json's
+# "architecture" and each per-arch default derive from it.
+ARCHS: dict[str, AlexNetConfig] = {"alexnet": PAPER, "alexnet_owt": OWT}
+# the fields that make a layout one architecture; the others (LRN constants, dropout, init,
+# classes) are settings of it
+_STRUCTURAL = ("widths", "groups", "kernels", "paddings", "conv1_stride", "lrn")
+
+
+def arch_of(config: AlexNetConfig) -> str | None:
+    """The architecture whose layout ``config`` has (structural fields only), or None for a
+    custom variant, which no builder makes."""
+    for arch, base in ARCHS.items():
+        if all(getattr(config, f) == getattr(base, f) for f in _STRUCTURAL):
+            return arch
+    return None
+
+
+# ---- geometry ------------------------------------------------------------------------------------
+
+POOLED_CONVS = (1, 2, 5)  # max pooling follows these convs
+
+
+def feature_sizes(config: AlexNetConfig, size: int) -> dict[str, int]:
+    """Spatial side of each conv output and pool (before pool5's adaptation to 6x6) for a square
+    input of side ``size``; 0 where the input is too small to get that far. Here, beside the
+    config, because validating a config.json needs it and the model is built from a config."""
+    sizes: dict[str, int] = {}
+    n = size
+    for i in range(5):
+        stride = config.conv1_stride if i == 0 else 1
+        n = max(0, (n + 2 * config.paddings[i] - config.kernels[i]) // stride + 1) if n else 0
+        sizes[f"conv{i + 1}"] = n
+        if i + 1 in POOLED_CONVS:
+            n = pool_output_size(n, config.pool_ceil)
+            sizes[f"pool{i + 1}"] = n
+    return sizes
 
 
 # ---- config.json: read as untrusted input --------------------------------------------------------
@@ -239,12 +277,6 @@ def _checked_fields(cls: type, data: Any, rules: Mapping[str, _Rule], where: str
         raise InvalidConfig(f"{where}: unknown {cls.__name__} field(s) {', '.join(_show(prefix + str(k)) for k in unknown)}"
                             f"; expected some of {', '.join(names)}")
     return {k: _checked_value(hints[k], v, rules[k], prefix + k, where) for k, v in data.items()}
-
-
-def _feature_sizes(config: AlexNetConfig, size: int) -> dict[str, int]:
-    from alexnet_zoo.model import feature_sizes  # the model owns the geometry; it imports this module
-
-    return feature_sizes(config, size)
 
 
 def _checked_preprocessing(data: Any, where: str) -> Preprocessing:

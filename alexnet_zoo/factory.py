@@ -8,13 +8,11 @@ from typing import Any
 
 import torch
 
-from alexnet_zoo.config import OWT, PAPER, read_config_file
+from alexnet_zoo.config import ARCHS, read_config_file
 from alexnet_zoo.model import AlexNet
 from alexnet_zoo.transforms import DEFAULT_PREPROCESSING
 
 __all__ = ["alexnet", "alexnet_owt", "create_model", "model_for_weights"]
-
-BASE_CONFIGS = {"alexnet": PAPER, "alexnet_owt": OWT}
 
 Pretrained = bool | str | os.PathLike | None
 
@@ -24,10 +22,10 @@ def create_model(arch: str, *, pretrained: Pretrained = False, num_classes: int 
     """Build ``arch`` ("alexnet" or "alexnet_owt"). With weights, their config applies first and
     ``config`` overrides it; a ``num_classes`` other than the weights' keeps every layer but fc8,
     which is freshly initialised (fine-tuning), instead of failing."""
-    if arch not in BASE_CONFIGS:
-        raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(BASE_CONFIGS)}")
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHS)}")
     if pretrained is False or pretrained is None:
-        model = AlexNet(BASE_CONFIGS[arch].replace(num_classes=1000 if num_classes is None else num_classes, **config))
+        model = AlexNet(ARCHS[arch].replace(num_classes=1000 if num_classes is None else num_classes, **config))
         model.preprocessing = DEFAULT_PREPROCESSING[arch]
         return model
     from alexnet_zoo.pretrained import resolve  # the weights machinery loads only when weights are asked for
@@ -35,7 +33,7 @@ def create_model(arch: str, *, pretrained: Pretrained = False, num_classes: int 
     checkpoint = resolve(pretrained, arch)
     if checkpoint.arch and checkpoint.arch != arch:
         raise ValueError(f"{pretrained}: holds {checkpoint.arch} weights; build it with {checkpoint.arch}(...)")
-    base = checkpoint.config if checkpoint.arch else BASE_CONFIGS[arch]
+    base = checkpoint.config if checkpoint.arch else ARCHS[arch]
     stored_classes = checkpoint.state_dict["fc8.weight"].shape[0] if "fc8.weight" in checkpoint.state_dict else 0
     with torch.device("meta"):  # no random initialisation to overwrite: 0.5 s of a one-picture classify
         model = AlexNet(base.replace(num_classes=stored_classes, **config))
@@ -59,10 +57,10 @@ def model_for_weights(pretrained: Pretrained, *, arch: str = "alexnet") -> AlexN
     anything else is ``create_model(arch, pretrained=...)``."""
     if isinstance(pretrained, str):
         pretrained = {"none": False, "default": True}.get(pretrained, pretrained)
-    if isinstance(pretrained, str) and pretrained in BASE_CONFIGS:  # an arch name: its default weights
+    if isinstance(pretrained, str) and pretrained in ARCHS:  # an arch name: its default weights
         arch, pretrained = pretrained, True
     if isinstance(pretrained, (str, os.PathLike)) and os.path.isfile(os.path.join(pretrained, "config.json")):
-        arch = read_config_file(os.path.join(pretrained, "config.json"), architectures=BASE_CONFIGS).arch
+        arch = read_config_file(os.path.join(pretrained, "config.json"), architectures=ARCHS).arch
     if isinstance(pretrained, str) and not os.path.exists(pretrained) and not pretrained.startswith("hf-hub:"):
         from alexnet_zoo.weights import get_weight_spec
 

@@ -15,14 +15,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alexnet_zoo import onednn, winograd
-from alexnet_zoo.config import PAPER, AlexNetConfig
-from alexnet_zoo.pooling import max_pool, pool_output_size
+from alexnet_zoo.config import PAPER, POOLED_CONVS, AlexNetConfig, feature_sizes
+from alexnet_zoo.pooling import max_pool
 
 __all__ = ["AlexNet", "DenseAlexNet", "LAYERS", "TORCHVISION_KEYS", "feature_sizes", "load_torchvision_state_dict",
            "remap_torchvision_state_dict"]
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8")
-_POOLED = (1, 2, 5)  # max pooling follows these convs
 _NORMED = (1, 2)  # LRN follows these (when the config has LRN)
 # Fast-path batches run conv1..pool5 this many images at a time: conv1's output for 8 images
 # (9 MB) stays in L3 for the LRN/pool pass and under glibc's mmap threshold, so it is neither
@@ -34,23 +33,6 @@ _FEATURE_CHUNK = 8
 TORCHVISION_KEYS = {"features.0": "conv1", "features.3": "conv2", "features.6": "conv3",
                      "features.8": "conv4", "features.10": "conv5", "classifier.1": "fc6",
                      "classifier.4": "fc7", "classifier.6": "fc8"}
-
-
-# ---- geometry ------------------------------------------------------------------------------------
-
-def feature_sizes(config: AlexNetConfig, size: int) -> dict[str, int]:
-    """Spatial side of each conv output and pool (before pool5's adaptation to 6x6) for a square
-    input of side ``size``; 0 where the input is too small to get that far."""
-    sizes: dict[str, int] = {}
-    n = size
-    for i in range(5):
-        stride = config.conv1_stride if i == 0 else 1
-        n = max(0, (n + 2 * config.paddings[i] - config.kernels[i]) // stride + 1) if n else 0
-        sizes[f"conv{i + 1}"] = n
-        if i + 1 in _POOLED:
-            n = pool_output_size(n, config.pool_ceil)
-            sizes[f"pool{i + 1}"] = n
-    return sizes
 
 
 def _min_input_size(config: AlexNetConfig) -> int:
@@ -200,7 +182,7 @@ class AlexNet(nn.Module):
             x = keep(f"conv{i}", _conv(getattr(self, f"conv{i}"), x, relu=False))
             if LAYERS.index(f"conv{i}") == last:
                 return out
-            if i in _POOLED:
+            if i in POOLED_CONVS:
                 x = max_pool(x, self.config.pool_ceil, self._lrn_args() if i in _NORMED else None)
         x = self._to_6x6(x)
         out.update({"pool5": x} if "pool5" in wanted else {})

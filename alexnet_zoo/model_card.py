@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from alexnet_zoo.config import ARCHS
 from alexnet_zoo.transforms import DEFAULT_PREPROCESSING, Preprocessing
 from alexnet_zoo.weights import PAPER_CITATION, WeightSpec
 
@@ -82,13 +83,11 @@ def folder_model_card(info: Mapping[str, Any], repo_id: str | None = None, *, nu
     ``save_pretrained`` writes it). Metrics, licence, description and citation come from its
     ``metrics``, ``license``, ``description`` and ``citation`` entries (or its ``weights`` entry);
     what it does not record, the card says is not recorded."""
-    from alexnet_zoo.factory import BASE_CONFIGS
-
     arch = info["architecture"]
     weights = info.get("weights") or {}
     config = dict(info.get("config") or {})
     num_classes = config.get("num_classes", info.get("num_classes", 1000))
-    base = BASE_CONFIGS[arch].to_dict()
+    base = ARCHS[arch].to_dict()
     overrides = ", ".join(f"{k}={v!r}" for k, v in config.items()
                           if k in base and base[k] != v and k not in ("extra", "num_classes"))
     overrides = overrides or "(the architecture's defaults)"

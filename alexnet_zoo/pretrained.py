@@ -20,11 +20,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from alexnet_zoo.config import CONFIG_FORMAT_VERSION, AlexNetConfig, check_shapes, check_weights_fit, read_config_file
+from alexnet_zoo.config import (ARCHS, CONFIG_FORMAT_VERSION, AlexNetConfig, check_shapes, check_weights_fit,
+                                 read_config_file)
 from alexnet_zoo.errors import ConversionError, InvalidReference, UnknownWeights, WeightsError
 from alexnet_zoo.model import AlexNet
 from alexnet_zoo.paths import atomic_write, cache_dir, write_json
-from alexnet_zoo.factory import BASE_CONFIGS
 from alexnet_zoo.transforms import Preprocessing
 from alexnet_zoo.weights import WeightSpec, get_weight_spec
 
@@ -79,7 +79,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise FileNotFoundError(f"{path}: expected a folder with {_WEIGHTS_FILE} + {_CONFIG_FILE}, or a "
                                 f".safetensors file")
     config_path = folder / _CONFIG_FILE
-    found = read_config_file(config_path, architectures=BASE_CONFIGS) if config_path.is_file() else None
+    found = read_config_file(config_path, architectures=ARCHS) if config_path.is_file() else None
     if found is not None:  # from the header alone: nothing the config claims is allocated before it fits
         check_weights_fit(weights, found.config, found.arch)
     try:
@@ -255,7 +255,7 @@ def _from_upstream(path: Path, arch: str, config: dict[str, Any] | None = None) 
     if converted.arch != arch:
         raise ConversionError(f"{path}: holds {converted.arch} weights, not {arch}")
     merged = {**converted.config, **(config or {})}
-    return Checkpoint(arch, BASE_CONFIGS[arch].replace(**merged), converted.state_dict, None,
+    return Checkpoint(arch, ARCHS[arch].replace(**merged), converted.state_dict, None,
                       {"converted_from": str(path), "source": converted.source})
 
 
@@ -285,7 +285,7 @@ def _model(checkpoint: Checkpoint) -> AlexNet:
 
 def _arch_of(config: AlexNetConfig) -> str:
     structural = ("widths", "groups", "kernels", "paddings", "conv1_stride", "lrn")
-    for arch, base in BASE_CONFIGS.items():
+    for arch, base in ARCHS.items():
         if all(getattr(config, f) == getattr(base, f) for f in structural):
             return arch
     raise ValueError("this model's layout is neither alexnet nor alexnet_owt; it cannot be saved by name")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from alexnet_zoo.arguments import bounded_int
+from alexnet_zoo.config import ARCHS
 from alexnet_zoo.errors import InvalidReference
 from alexnet_zoo.features import FeatureExtractor, weights_label
 from alexnet_zoo.index import KINDS, IndexMismatch, SearchHit, VectorIndex, parse_size, zero_rows
@@ -242,12 +243,12 @@ _SOURCE_HELP = ("a folder (recursive), a glob pattern, or a list file: .txt with
                 "newlines) or .jsonl with one JSON string a line; relative paths are from the list's folder")
 
 
-def add_commands(commands: Any, archs: Sequence[str]) -> None:
+def add_commands(commands: Any) -> None:
     """Register ``extract`` and ``index build|query|dedupe`` on the CLI's subparsers."""
     extract = commands.add_parser("extract", help="features of a folder / list / glob of images, as resumable shards")
     extract.add_argument("source", help=_SOURCE_HELP)
     extract.add_argument("--out", type=Path, required=True)
-    extract.add_argument("--arch", choices=sorted(archs), default="alexnet")
+    extract.add_argument("--arch", choices=sorted(ARCHS), default="alexnet")
     extract.add_argument("--pretrained", default="default", help="weight name, local folder / file, 'default' or "
                                                                  "'none' (random; such an index cannot be queried)")
     extract.add_argument("--layer", default="fc7")

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 import alexnet_zoo.factory as factory
 import alexnet_zoo.pretrained as pretrained
 from alexnet_zoo import alexnet, save_pretrained
-from alexnet_zoo.config import (_CONFIG_RULES, _PREPROCESSING_RULES, MAX_CONFIG_BYTES, OWT, PAPER, AlexNetConfig,
+from alexnet_zoo.config import (_CONFIG_RULES, _PREPROCESSING_RULES, ARCHS, MAX_CONFIG_BYTES, OWT, PAPER, AlexNetConfig,
                                 read_config_file)
 from alexnet_zoo.errors import InvalidConfig, WeightsError
-from alexnet_zoo.factory import BASE_CONFIGS, model_for_weights
+from alexnet_zoo.factory import model_for_weights
 from alexnet_zoo.model import AlexNet
 from alexnet_zoo.pretrained import Checkpoint, load_checkpoint
 from alexnet_zoo.transforms import BVLC_PREPROCESSING, Preprocessing
@@ -215,7 +215,7 @@ def test_every_field_has_a_rule():
 
 
 def test_saved_configs_read_back_exactly(folder):
-    found = read_config_file(folder / "config.json", architectures=BASE_CONFIGS)
+    found = read_config_file(folder / "config.json", architectures=ARCHS)
     assert found.arch == "alexnet" and found.config == AlexNetConfig.from_dict(SMALL)
     assert found.preprocessing == BVLC_PREPROCESSING
     for config in (PAPER, OWT):

@@ -21,12 +21,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from alexnet_zoo.categories import parse_synset_words
-from alexnet_zoo.config import MAX_CLASSES, OWT, AlexNetConfig, check_weights_fit, read_config_file
+from alexnet_zoo.config import ARCHS, MAX_CLASSES, OWT, AlexNetConfig, check_weights_fit, read_config_file
 from alexnet_zoo.convert import from_caffe
 from alexnet_zoo.convert.from_caffe import convert_caffemodel
 from alexnet_zoo.datasets import from_label_file
 from alexnet_zoo.errors import ConversionError, InvalidConfig, LabelFileError, WeightsError
-from alexnet_zoo.factory import BASE_CONFIGS
 from alexnet_zoo.model import AlexNet
 from alexnet_zoo.transforms import BVLC_PREPROCESSING, TORCHVISION_PREPROCESSING
 
@@ -219,9 +218,9 @@ _EDGES = st.sampled_from([0, -1, 1, 2, 3, 5, 64, 65, 1 << 16, 1 << 20, 2**63, Tr
 def config_documents(draw) -> dict:
     """save_pretrained's config.json, then edited: fields replaced by edge values or arbitrary
     JSON, removed, or added."""
-    arch = draw(st.sampled_from(sorted(BASE_CONFIGS)))
+    arch = draw(st.sampled_from(sorted(ARCHS)))
     doc = {"format": "alexnet_zoo", "format_version": 1, "architecture": arch,
-           "config": BASE_CONFIGS[arch].to_dict(), "num_classes": 1000,
+           "config": ARCHS[arch].to_dict(), "num_classes": 1000,
            "preprocessing": draw(st.sampled_from([BVLC_PREPROCESSING, TORCHVISION_PREPROCESSING])).to_dict()}
     for _ in range(draw(st.integers(0, 4))):
         section = draw(st.sampled_from([doc, doc.get("config"), doc.get("preprocessing")]))
@@ -239,7 +238,7 @@ def config_documents(draw) -> dict:
 def _check_config(path: Path):
     """read_config_file: InvalidConfig, or a config every part of the library can use as is."""
     try:
-        found = read_config_file(path, architectures=BASE_CONFIGS)
+        found = read_config_file(path, architectures=ARCHS)
     except InvalidConfig as err:
         assert str(err).startswith(f"{path}: ")
         return None

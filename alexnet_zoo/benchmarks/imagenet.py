@@ -22,6 +22,7 @@ from typing import Any
 
 from alexnet_zoo.arguments import bounded_int, device_arg
 from alexnet_zoo.cli import describe, report_errors
+from alexnet_zoo.config import ARCHS
 from alexnet_zoo.devices import DEVICE_HELP
 from alexnet_zoo.evaluate import MAX_SCALE, PROTOCOLS
 from alexnet_zoo.loading import LOADER_HELP, LOADER_MODES
@@ -43,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--pretrained", default="default",
                         help="weight name, hf-hub:org/repo, local folder or file; 'default' (the arch's default "
                              "weights) or 'none' (random, for timing)")
-    parser.add_argument("--arch", choices=("alexnet", "alexnet_owt"), default="alexnet",
+    parser.add_argument("--arch", choices=sorted(ARCHS), default="alexnet",
                         help="architecture when --pretrained does not imply one")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="center",
                         help="center: one centre crop; ten: corners + centre and mirrors, softmax averaged (the "

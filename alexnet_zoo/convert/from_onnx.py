@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from alexnet_zoo.config import OWT, PAPER, AlexNetConfig
+from alexnet_zoo.config import ARCHS, AlexNetConfig
 from alexnet_zoo.convert import Converted
 from alexnet_zoo.errors import ConversionError
 from alexnet_zoo.model import TORCHVISION_KEYS, AlexNet
@@ -40,7 +40,6 @@ from alexnet_zoo.model import TORCHVISION_KEYS, AlexNet
 __all__ = ["convert_onnx"]
 
 _LEARNED = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
-_ARCHS = {"alexnet": PAPER, "alexnet_owt": OWT}
 
 # Initializer names, explicitly, per parameter of ours. BVLC: Caffe2's names, ONNX adds "_0".
 _BVLC_NAMES = {f"{layer}.{leaf}": (f"{layer}_{short}_0", f"{layer}_{short}")
@@ -336,7 +335,7 @@ def _tensor(name: str, key: str, transposed: bool, constants: dict[str, Any],
 
 def _state_dict(matched: dict[str, _Step], arch: str, constants: dict[str, Any], path: Path) -> dict[str, Tensor]:
     with torch.device("meta"):
-        expected = AlexNet(_ARCHS[arch]).state_dict()
+        expected = AlexNet(ARCHS[arch]).state_dict()
     out: dict[str, Tensor] = {}
     for layer in _LEARNED:
         step = matched[layer]
@@ -363,10 +362,10 @@ def convert_onnx(path: str | PathLike, arch: str | None = None) -> Converted:
     graph = model.graph
     constants = _constants(graph)
     arch = arch or _detect_arch(constants)
-    if arch not in _ARCHS:
-        raise ConversionError(f"{path}: unknown architecture {arch!r}; expected one of {sorted(_ARCHS)}")
+    if arch not in ARCHS:
+        raise ConversionError(f"{path}: unknown architecture {arch!r}; expected one of {sorted(ARCHS)}")
     matched = _match(_chain(graph, constants, path), arch, path)
-    config = _ARCHS[arch]
+    config = ARCHS[arch]
     for i in range(5):
         _check_conv(matched[f"conv{i + 1}"], i, config, path)
     for name in ("pool1", "pool2", "pool5"):

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from alexnet_zoo.config import ARCHS
 from alexnet_zoo.evaluate import predict
 from alexnet_zoo.factory import create_model
 from alexnet_zoo.paths import write_json
@@ -193,7 +194,7 @@ def get_args_parser(add_help: bool = True, prog: str = "python -m alexnet_zoo.tr
     g.add_argument("--decode", choices=("cpu", "device"), default="cpu",
                    help="decode JPEGs in the workers (cpu) or on the training device (nvJPEG on CUDA)")
     g = p.add_argument_group("model")
-    g.add_argument("--arch", choices=("alexnet", "alexnet_owt"), default="alexnet")
+    g.add_argument("--arch", choices=sorted(ARCHS), default="alexnet")
     g.add_argument("--init", choices=("paper", "caffe", "torch"), default="paper")
     g.add_argument("--dropout", type=FRACTION, default=0.5, help="probability, in [0, 1]")
     g.add_argument("--num-classes", type=POSITIVE_INT, default=None,
