@@ -25,7 +25,8 @@ def create_model(arch: str, *, pretrained: Pretrained = False, num_classes: int 
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHS)}")
     if pretrained is False or pretrained is None:
-        model = AlexNet(ARCHS[arch].replace(num_classes=1000 if num_classes is None else num_classes, **config))
+        model = AlexNet(ARCHS[arch].replace(num_classes=1000 if num_classes is None else num_classes, **config),
+                        arch=arch)
         model.preprocessing = DEFAULT_PREPROCESSING[arch]
         return model
     from alexnet_zoo.pretrained import resolve  # the weights machinery loads only when weights are asked for
@@ -36,7 +37,7 @@ def create_model(arch: str, *, pretrained: Pretrained = False, num_classes: int 
     base = checkpoint.config if checkpoint.arch else ARCHS[arch]
     stored_classes = checkpoint.state_dict["fc8.weight"].shape[0] if "fc8.weight" in checkpoint.state_dict else 0
     with torch.device("meta"):  # no random initialisation to overwrite: 0.5 s of a one-picture classify
-        model = AlexNet(base.replace(num_classes=stored_classes, **config))
+        model = AlexNet(base.replace(num_classes=stored_classes, **config), arch=arch)
     model.load_state_dict(_float32(checkpoint.state_dict), assign=True)
     if num_classes is not None and num_classes != stored_classes:
         model.reset_classifier(num_classes)

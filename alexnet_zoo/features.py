@@ -44,15 +44,6 @@ def weights_label(model: AlexNet) -> str:
                                                                                         else "local"))
 
 
-def _arch(model: AlexNet) -> str:
-    from alexnet_zoo.pretrained import _arch_of
-
-    try:
-        return _arch_of(model.config)
-    except ValueError:
-        return "custom"
-
-
 class FeatureExtractor:
     """``model`` -> vectors of ``layer`` (fc7 by default) for paths, PIL images or tensors.
 
@@ -84,7 +75,9 @@ class FeatureExtractor:
         self.model = model.eval().to(self.device)
         self.layer, self.normalize, self.dtype, self.batch_size = layer, normalize, dtype, batch_size
         self.pool = pool if layer in _CONV else None
-        self.preprocessing = model.preprocessing or DEFAULT_PREPROCESSING[_arch(model)]
+        if model.preprocessing is None and model.arch is None:
+            raise ValueError("a custom AlexNet variant has no default preprocessing: set model.preprocessing")
+        self.preprocessing = model.preprocessing or DEFAULT_PREPROCESSING[model.arch]
         self.preprocess = ImagePreprocess(self.preprocessing)
         self.weights = weights or weights_label(model)
         self.weights_spec = weights_spec
@@ -100,7 +93,7 @@ class FeatureExtractor:
 
     def info(self) -> dict[str, Any]:
         """What an index needs to know to accept or refuse these vectors."""
-        return {"model": _arch(self.model), "weights": self.weights, "weights_spec": self.weights_spec,
+        return {"model": self.model.arch or "custom", "weights": self.weights, "weights_spec": self.weights_spec,
                 "layer": self.layer, "pool": self.pool,
                 "normalized": self.normalize, "dtype": self.dtype, "precision": self.precision, "dim": self.dim,
                 "preprocessing": self.preprocessing.to_dict()}

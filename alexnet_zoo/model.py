@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alexnet_zoo import onednn, winograd
-from alexnet_zoo.config import PAPER, POOLED_CONVS, AlexNetConfig, feature_sizes
+from alexnet_zoo.config import ARCHS, PAPER, POOLED_CONVS, AlexNetConfig, arch_of, feature_sizes
 from alexnet_zoo.pooling import max_pool
 
 __all__ = ["AlexNet", "DenseAlexNet", "LAYERS", "TORCHVISION_KEYS", "feature_sizes", "load_torchvision_state_dict",
@@ -49,11 +49,17 @@ def _conv(conv: nn.Conv2d, x: Tensor, relu: bool) -> Tensor:
 
 
 class AlexNet(nn.Module):
-    """The 2012 network (or any :class:`AlexNetConfig` variant) with timm's model API."""
+    """The 2012 network (or any :class:`AlexNetConfig` variant) with timm's model API.
 
-    def __init__(self, config: AlexNetConfig = PAPER) -> None:
+    ``arch``: the builder name the model is saved and described under (``create_model`` passes
+    its own); by default the architecture whose layout ``config`` has, None for a custom variant."""
+
+    def __init__(self, config: AlexNetConfig = PAPER, *, arch: str | None = None) -> None:
         super().__init__()
+        if arch is not None and arch not in ARCHS:
+            raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHS)}")
         self.config = config
+        self._arch = arch if arch is not None else arch_of(config)
         chans = (config.in_chans, *config.widths)
         for i in range(5):
             conv = nn.Conv2d(chans[i], chans[i + 1], config.kernels[i], padding=config.paddings[i],
@@ -67,6 +73,11 @@ class AlexNet(nn.Module):
         self.preprocessing = None  # set by the builders: how pictures must be prepared for these weights
         self.pretrained_cfg: dict = {}  # provenance of loaded weights
         self.init_weights()
+
+    @property
+    def arch(self) -> str | None:
+        """The architecture's name ("alexnet", "alexnet_owt"), or None for a custom variant."""
+        return self._arch
 
     # -- construction
     def _classifier(self, num_classes: int) -> nn.Module:

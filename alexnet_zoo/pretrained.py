@@ -49,10 +49,13 @@ class Checkpoint:
 def save_pretrained(model: AlexNet, directory: str | os.PathLike, *, preprocessing: Preprocessing | None = None,
                     spec: WeightSpec | None = None, meta: dict[str, Any] | None = None) -> Path:
     """Write ``model`` as ``directory/model.safetensors`` + ``config.json``, each atomically, so
-    ``alexnet(pretrained=directory)`` rebuilds it exactly."""
+    ``alexnet(pretrained=directory)`` rebuilds it exactly. A model with no architecture name (a
+    custom variant, ``model.arch`` None) is refused before anything is written."""
+    arch = model.arch
+    if arch is None:
+        raise ValueError("this model's layout is neither alexnet nor alexnet_owt; it cannot be saved by name")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    arch = _arch_of(model.config)
     preprocessing = preprocessing or (spec.preprocessing if spec else None)
     info: dict[str, Any] = {"format": "alexnet_zoo", "format_version": CONFIG_FORMAT_VERSION, "architecture": arch,
                             "config": model.config.to_dict(),
@@ -278,14 +281,7 @@ def _model(checkpoint: Checkpoint) -> AlexNet:
     check_shapes(checkpoint.config.parameter_shapes(),  # before the model is built: its size is the config's
                  {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in checkpoint.state_dict.items()},
                  f"{checkpoint.meta.get('converted_from', 'the converted weights')} does not fit its config")
-    model = AlexNet(checkpoint.config)
+    model = AlexNet(checkpoint.config, arch=checkpoint.arch)
     model.load_state_dict(checkpoint.state_dict)
     return model
 
-
-def _arch_of(config: AlexNetConfig) -> str:
-    structural = ("widths", "groups", "kernels", "paddings", "conv1_stride", "lrn")
-    for arch, base in ARCHS.items():
-        if all(getattr(config, f) == getattr(base, f) for f in structural):
-            return arch
-    raise ValueError("this model's layout is neither alexnet nor alexnet_owt; it cannot be saved by name")

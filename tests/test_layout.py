@@ -1,11 +1,19 @@
-"""The package's layout: one architecture table that every option derives from."""
+"""The package's layout: one architecture table that every option derives from, carried by the
+model; imports that point one way."""
 
 from __future__ import annotations
 
 import argparse
+import ast
 from collections.abc import Iterator
+from pathlib import Path
 
-from alexnet_zoo.config import ARCHS
+import pytest
+
+import alexnet_zoo
+from alexnet_zoo import AlexNet, alexnet, alexnet_owt, save_pretrained
+from alexnet_zoo.config import ARCHS, OWT, PAPER
+from alexnet_zoo.factory import model_for_weights
 from alexnet_zoo.transforms import DEFAULT_PREPROCESSING
 
 
@@ -32,3 +40,109 @@ def test_the_arch_table_is_defined_once():
             "train", "benchmarks.imagenet"} <= where
     assert {w: list(a.choices) for w, a in options} == {w: sorted(ARCHS) for w, _ in options}
     assert set(DEFAULT_PREPROCESSING) == set(ARCHS)
+
+
+# ---- the model carries its architecture's name ----------------------------------------------------
+
+_CUSTOM = PAPER.replace(widths=(48, 128, 192, 192, 128), hidden=64, num_classes=10)  # no builder makes it
+
+
+def test_the_model_carries_its_arch(tmp_path):
+    assert alexnet(num_classes=10).arch == "alexnet"
+    assert alexnet_owt(num_classes=10).arch == "alexnet_owt"
+    assert AlexNet(OWT.replace(num_classes=10, dropout=0.1)).arch == "alexnet_owt"  # settings are no new layout
+    assert AlexNet(_CUSTOM).arch is None
+    model = alexnet_owt(num_classes=10)
+    with pytest.raises(AttributeError):
+        model.arch = "alexnet"  # type: ignore[misc]
+    save_pretrained(model, tmp_path / "owt")
+    assert alexnet_owt(pretrained=tmp_path / "owt").arch == "alexnet_owt"
+    assert model_for_weights(str(tmp_path / "owt")).arch == "alexnet_owt"  # the folder's arch, not the default
+
+
+def test_a_nameless_variant_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match="cannot be saved by name"):
+        save_pretrained(AlexNet(_CUSTOM), tmp_path / "custom")
+    assert not (tmp_path / "custom").exists()
+
+
+# ---- imports point one way ------------------------------------------------------------------------
+
+PACKAGE = Path(alexnet_zoo.__file__).parent
+CORE = ("config", "model", "factory", "pretrained", "features", "transforms")
+
+
+def _modules() -> dict[str, Path]:
+    """Every module of the package, by dotted name."""
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = ("alexnet_zoo", *path.relative_to(PACKAGE).with_suffix("").parts)
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def _imports(modules: dict[str, Path]) -> tuple[dict[str, set[str]], list[tuple[str, str, str]]]:
+    """module -> the package modules it imports (at module level, in functions, under
+    TYPE_CHECKING alike), and each (importer, module, name) import of a private name."""
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    private = []
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                graph[name] |= {a.name for a in node.names if a.name in modules}
+            elif isinstance(node, ast.ImportFrom):
+                base = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else []
+                target = ".".join([*base, *([node.module] if node.module else [])])
+                for alias in node.names:
+                    if f"{target}.{alias.name}" in modules:  # a submodule
+                        graph[name].add(f"{target}.{alias.name}")
+                    elif target in modules:
+                        graph[name].add(target)
+                        if alias.name.startswith("_") and not alias.name.startswith("__"):
+                            private.append((name, target, alias.name))
+    return graph, private
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[set[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[set[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while not component or w != v:
+                w = stack.pop()
+                component.add(w)
+            if len(component) > 1:
+                found.append(component)
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_walk_sees_lazy_imports():
+    graph, _ = _imports(_modules())
+    assert "alexnet_zoo.pretrained" in graph["alexnet_zoo.factory"]  # inside create_model only
+    assert "alexnet_zoo.convert" in graph["alexnet_zoo.pretrained"]  # inside _from_upstream only
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [{"a", "b", "c"}]
+
+
+def test_the_core_modules_import_one_way_and_nothing_private():
+    graph, private = _imports(_modules())
+    core = {f"alexnet_zoo.{name}" for name in CORE}
+    assert [c for c in _cycles(graph) if c & core] == []
+    assert [p for p in private if p[0] in core or p[1] in core] == []
