@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from alexnet_zoo.config import ARCHS, read_config_file
+from alexnet_zoo.config import ARCHS
 from alexnet_zoo.model import AlexNet
 from alexnet_zoo.transforms import DEFAULT_PREPROCESSING
 
@@ -22,6 +22,14 @@ def create_model(arch: str, *, pretrained: Pretrained = False, num_classes: int 
     """Build ``arch`` ("alexnet" or "alexnet_owt"). With weights, their config applies first and
     ``config`` overrides it; a ``num_classes`` other than the weights' keeps every layer but fc8,
     which is freshly initialised (fine-tuning), instead of failing."""
+    return _build(arch, pretrained, num_classes, config, any_arch=False)
+
+
+def _build(arch: str, pretrained: Pretrained, num_classes: int | None, config: dict[str, Any], *,
+           any_arch: bool) -> AlexNet:
+    """The one path from ``pretrained=`` to a model. ``any_arch``: a weight name or a folder in our
+    format builds the arch its checkpoint holds instead of ``arch`` (an hf-hub repo, a file or a
+    :class:`~alexnet_zoo.pretrained.WeightsRef` must hold ``arch``)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHS)}")
     if pretrained is False or pretrained is None:
@@ -31,9 +39,11 @@ def create_model(arch: str, *, pretrained: Pretrained = False, num_classes: int 
         return model
     from alexnet_zoo.pretrained import resolve  # the weights machinery loads only when weights are asked for
 
-    checkpoint = resolve(pretrained, arch)
+    checkpoint = resolve(pretrained, arch, any_arch=any_arch)
     if checkpoint.arch and checkpoint.arch != arch:
-        raise ValueError(f"{pretrained}: holds {checkpoint.arch} weights; build it with {checkpoint.arch}(...)")
+        if not (any_arch and _names_its_arch(pretrained)):
+            raise ValueError(f"{pretrained}: holds {checkpoint.arch} weights; build it with {checkpoint.arch}(...)")
+        arch = checkpoint.arch
     base = checkpoint.config if checkpoint.arch else ARCHS[arch]
     stored_classes = checkpoint.state_dict["fc8.weight"].shape[0] if "fc8.weight" in checkpoint.state_dict else 0
     with torch.device("meta"):  # no random initialisation to overwrite: 0.5 s of a one-picture classify
@@ -44,6 +54,12 @@ def create_model(arch: str, *, pretrained: Pretrained = False, num_classes: int 
     model.pretrained_cfg = checkpoint.meta  # provenance, as timm keeps it
     model.preprocessing = checkpoint.preprocessing or DEFAULT_PREPROCESSING[arch]
     return model
+
+
+def _names_its_arch(pretrained: Pretrained) -> bool:
+    """A weight name or a folder: what a command line names says which arch it is."""
+    return (isinstance(pretrained, (str, os.PathLike)) and not os.fspath(pretrained).startswith("hf-hub:")
+            and not os.path.isfile(pretrained))
 
 
 def _float32(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -60,16 +76,7 @@ def model_for_weights(pretrained: Pretrained, *, arch: str = "alexnet") -> AlexN
         pretrained = {"none": False, "default": True}.get(pretrained, pretrained)
     if isinstance(pretrained, str) and pretrained in ARCHS:  # an arch name: its default weights
         arch, pretrained = pretrained, True
-    if isinstance(pretrained, (str, os.PathLike)) and os.path.isfile(os.path.join(pretrained, "config.json")):
-        arch = read_config_file(os.path.join(pretrained, "config.json"), architectures=ARCHS).arch
-    if isinstance(pretrained, str) and not os.path.exists(pretrained) and not pretrained.startswith("hf-hub:"):
-        from alexnet_zoo.weights import get_weight_spec
-
-        try:
-            arch = get_weight_spec(pretrained).arch  # a full weight name implies its arch
-        except KeyError:
-            pass  # a bare tag or an unknown name: create_model says what is wrong
-    return create_model(arch, pretrained=pretrained)
+    return _build(arch, pretrained, None, {}, any_arch=True)
 
 
 def alexnet(*, pretrained: Pretrained = False, num_classes: int | None = None, **config: Any) -> AlexNet:

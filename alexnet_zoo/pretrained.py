@@ -94,11 +94,13 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     return Checkpoint(found.arch, found.config, state_dict, found.preprocessing, found.info)
 
 
-def resolve(pretrained: bool | str | os.PathLike | WeightsRef, arch: str) -> Checkpoint:
+def resolve(pretrained: bool | str | os.PathLike | WeightsRef, arch: str, *, any_arch: bool = False) -> Checkpoint:
     """Turn any ``pretrained=`` value into a checkpoint: True (the arch's default weights), a tag
     or ``arch.tag`` name, ``hf-hub:org/repo[@revision]``, a local folder / file (ours, or an
     upstream .onnx / .caffemodel / .pth converted on the fly), or a :class:`WeightsRef` from
-    :func:`resolve_reference` (loaded as exactly what it names, nothing else)."""
+    :func:`resolve_reference` (loaded as exactly what it names, nothing else). ``arch`` picks
+    among same-named tags and converts upstream files; a weight name of another arch is an error
+    unless ``any_arch`` (the checkpoint's ``arch`` then says which it is)."""
     if isinstance(pretrained, WeightsRef):
         return _load_reference(pretrained, arch)
     if pretrained is True:
@@ -116,7 +118,7 @@ def resolve(pretrained: bool | str | os.PathLike | WeightsRef, arch: str) -> Che
         except UnknownWeights as err:
             raise UnknownWeights(f"pretrained={pretrained!r}: not a weight name, an hf-hub: repo or an existing "
                                  f"path; {err}") from None
-        if spec.arch != arch:
+        if spec.arch != arch and not any_arch:
             raise ValueError(f"{spec.name} are weights for {spec.arch}, not {arch}")
         return cached_spec(spec)
     raise ValueError(f"pretrained={pretrained!r}: expected True/False, a weight name, 'hf-hub:org/repo' or a path")

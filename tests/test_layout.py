@@ -66,6 +66,15 @@ def test_a_nameless_variant_is_refused_before_anything_is_written(tmp_path):
     assert not (tmp_path / "custom").exists()
 
 
+def test_model_for_weights_follows_a_folder_but_not_a_file(tmp_path):
+    """The CLI's resolver is create_model's: a folder names its arch, a file must hold ``arch``."""
+    save_pretrained(alexnet_owt(num_classes=10), tmp_path / "owt")
+    assert model_for_weights(str(tmp_path / "owt"), arch="alexnet").fc8.out_features == 10
+    with pytest.raises(ValueError, match="holds alexnet_owt weights; build it with alexnet_owt"):
+        model_for_weights(str(tmp_path / "owt" / "model.safetensors"), arch="alexnet")
+    assert model_for_weights("none", arch="alexnet_owt").pretrained_cfg == {}
+
+
 # ---- imports point one way ------------------------------------------------------------------------
 
 PACKAGE = Path(alexnet_zoo.__file__).parent
