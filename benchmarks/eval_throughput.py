@@ -27,6 +27,7 @@ from pathlib import Path
 
 from alexnet_zoo import alexnet, alexnet_owt
 from alexnet_zoo.benchmarks.imagenet import environment
+from alexnet_zoo.config import ARCHS
 from alexnet_zoo.datasets import find_labelled_images
 from alexnet_zoo.evaluate import PROTOCOLS, dataset_for, evaluate, model_throughput
 from alexnet_zoo.paths import write_json
@@ -37,7 +38,7 @@ SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imag
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--data", type=Path, default=SAMPLES)
-    parser.add_argument("--arch", choices=("alexnet", "alexnet_owt"), default="alexnet")
+    parser.add_argument("--arch", choices=sorted(ARCHS), default="alexnet")
     parser.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS))
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
