@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from alexnet_zoo.errors import InvalidConfig, WeightsError
-from alexnet_zoo.lrn import LRNConvention
+from alexnet_zoo.geometry import LRNConvention, pool_output_size
 from alexnet_zoo.paths import read_capped
-from alexnet_zoo.pooling import pool_output_size
 
 if TYPE_CHECKING:
     from alexnet_zoo.transforms import Preprocessing
@@ -156,6 +155,7 @@ def arch_of(config: AlexNetConfig) -> str | None:
 # ---- geometry ------------------------------------------------------------------------------------
 
 POOLED_CONVS = (1, 2, 5)  # max pooling follows these convs
+
 
 
 def feature_sizes(config: AlexNetConfig, size: int) -> dict[str, int]:

@@ -16,19 +16,17 @@ else (CUDA, autograd, tracing, ``torch.compile``) a short differentiable torch e
 from __future__ import annotations
 
 import ctypes
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from alexnet_zoo.geometry import LRNConvention
 from alexnet_zoo.kernels import load_kernel, native_enabled
 
-__all__ = ["LRNConvention", "LocalResponseNorm", "local_response_norm"]
+__all__ = ["KERNEL_SUFFIX", "LocalResponseNorm", "local_response_norm", "native_applies"]
 
-LRNConvention = Literal["paper", "caffe"]
-
-_KERNEL_SUFFIX = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: "f16"}
+KERNEL_SUFFIX = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: "f16"}
 _NCHW_TILE = 256  # TILE in kernels/lrn.c
 
 
@@ -48,7 +46,7 @@ def local_response_norm(x: Tensor, size: int = 5, alpha: float = 1e-4, beta: flo
     if convention not in ("paper", "caffe"):
         raise ValueError(f"LRN convention must be 'paper' or 'caffe', got {convention!r}")
     scaled_alpha = alpha / size if convention == "caffe" else alpha
-    if _native_applies(x):
+    if native_applies(x):
         return _lrn_native(x, size, scaled_alpha, beta, k, relu, inplace)
     return _lrn_torch(x, size, scaled_alpha, beta, k, relu)
 
@@ -88,8 +86,10 @@ def _memory_format(x: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def _native_applies(x: Tensor) -> bool:
-    if x.device.type != "cpu" or x.dtype not in _KERNEL_SUFFIX or x.numel() == 0:
+def native_applies(x: Tensor) -> bool:
+    """True when the fused C kernel may run on ``x``: CPU inference (no autograd, tracing or compiling),
+    a supported dtype, a contiguous or channels-last layout, and the kernel built."""
+    if x.device.type != "cpu" or x.dtype not in KERNEL_SUFFIX or x.numel() == 0:
         return False
     if x.requires_grad and torch.is_grad_enabled():
         return False  # autograd needs the torch expression
@@ -104,10 +104,10 @@ def _lrn_native(x: Tensor, size: int, alpha: float, beta: float, k: float, relu:
                 inplace: bool) -> Tensor:
     lib = load_kernel("lrn")
     n, c, h, w = x.shape
-    channels_last = not x.is_contiguous()  # _native_applies guaranteed one of the two layouts
+    channels_last = not x.is_contiguous()  # native_applies guaranteed one of the two layouts
     layout = torch.channels_last if channels_last else torch.contiguous_format
     y = x if inplace else torch.empty_like(x, memory_format=layout)  # lrn.c reads a unit before writing it
-    suffix = _KERNEL_SUFFIX[x.dtype]
+    suffix = KERNEL_SUFFIX[x.dtype]
     scalars = (ctypes.c_int64(size), ctypes.c_float(alpha), ctypes.c_float(beta), ctypes.c_float(k),
                ctypes.c_int(int(relu)))
     if channels_last:

@@ -15,27 +15,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from alexnet_zoo.kernels import load_kernel
-from alexnet_zoo.lrn import LRNConvention, _KERNEL_SUFFIX, _native_applies, local_response_norm
+from alexnet_zoo.geometry import LRNConvention, pool_output_size
+from alexnet_zoo.lrn import KERNEL_SUFFIX, local_response_norm, native_applies
 
-__all__ = ["max_pool", "pool_output_size"]
-
-
-def pool_output_size(n: int, ceil: bool) -> int:
-    """Output length of a 3-wide, stride-2 pool over ``n`` (Caffe's ceil rounding or torch's
-    floor); 0 when n < 3."""
-    if n < 3:
-        return 0
-    if not ceil:
-        return (n - 3) // 2 + 1
-    out = -(-(n - 3) // 2) + 1
-    return out - 1 if (out - 1) * 2 >= n else out  # the last window must start inside the input
+__all__ = ["max_pool"]
 
 
 def max_pool(x: Tensor, ceil_mode: bool, lrn: tuple[int, float, float, float, LRNConvention] | None = None,
              *, relu: bool = False) -> Tensor:
     """``max_pool2d(LRN(ReLU(x)), 3, 2)``, where ``lrn`` = (size, alpha, beta, k, convention) or
     None for no LRN, and ``relu`` adds the ReLU."""
-    if _native_applies(x) and x.is_contiguous(memory_format=torch.channels_last) and min(x.shape[-2:]) >= 3:
+    if native_applies(x) and x.is_contiguous(memory_format=torch.channels_last) and min(x.shape[-2:]) >= 3:
         return _native(x, ceil_mode, lrn, relu)
     if relu:
         x = F.relu(x)
@@ -51,7 +41,7 @@ def _native(x: Tensor, ceil_mode: bool, lrn: tuple | None, relu: bool) -> Tensor
     size, alpha, beta, k, convention = lrn if lrn is not None else (0, 0.0, 1.0, 1.0, "paper")
     if convention == "caffe":
         alpha = alpha / size
-    fn = getattr(load_kernel("lrn"), f"lrn_pool_nhwc_{_KERNEL_SUFFIX[x.dtype]}")
+    fn = getattr(load_kernel("lrn"), f"lrn_pool_nhwc_{KERNEL_SUFFIX[x.dtype]}")
     i64 = ctypes.c_int64
     status = fn(ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(y.data_ptr()), i64(n), i64(h), i64(w), i64(c),
                 i64(oh), i64(ow), i64(size), ctypes.c_float(alpha), ctypes.c_float(beta), ctypes.c_float(k),

@@ -78,7 +78,7 @@ def test_model_for_weights_follows_a_folder_but_not_a_file(tmp_path):
 # ---- imports point one way ------------------------------------------------------------------------
 
 PACKAGE = Path(alexnet_zoo.__file__).parent
-CORE = ("config", "model", "factory", "pretrained", "features", "transforms")
+CORE = ("config", "model", "factory", "pretrained", "features", "transforms", "lrn", "pooling", "geometry")
 
 
 def _modules() -> dict[str, Path]:
