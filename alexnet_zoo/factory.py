@@ -4,12 +4,13 @@ base config -> the weights' config -> the caller's overrides -> build -> load (-
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 
 from alexnet_zoo.config import ARCHS
-from alexnet_zoo.model import AlexNet
+from alexnet_zoo.model import AlexNet, AlexNetFeatures, PretrainedCfg
 from alexnet_zoo.transforms import DEFAULT_PREPROCESSING
 
 __all__ = ["alexnet", "alexnet_owt", "create_model", "model_for_weights"]
@@ -18,11 +19,19 @@ Pretrained = bool | str | os.PathLike | None
 
 
 def create_model(arch: str, *, pretrained: Pretrained = False, num_classes: int | None = None,
-                 **config: Any) -> AlexNet:
+                 features_only: bool = False, out_indices: int | Iterable[int] | None = None,
+                 **config: Any) -> AlexNet | AlexNetFeatures:
     """Build ``arch`` ("alexnet" or "alexnet_owt"). With weights, their config applies first and
     ``config`` overrides it; a ``num_classes`` other than the weights' keeps every layer but fc8,
-    which is freshly initialised (fine-tuning), instead of failing."""
-    return _build(arch, pretrained, num_classes, config, any_arch=False)
+    which is freshly initialised (fine-tuning), instead of failing. ``features_only=True`` gives
+    timm's feature-map model (:class:`~alexnet_zoo.model.AlexNetFeatures`): ``out_indices`` into
+    ``model.feature_info`` (conv1..conv5, fc6, fc7; default the five convs)."""
+    if out_indices is not None and not features_only:
+        raise ValueError("out_indices applies with features_only=True")
+    model = _build(arch, pretrained, num_classes, config, any_arch=False)
+    if not features_only:
+        return model
+    return AlexNetFeatures(model, (0, 1, 2, 3, 4) if out_indices is None else out_indices)
 
 
 def _build(arch: str, pretrained: Pretrained, num_classes: int | None, config: dict[str, Any], *,
@@ -51,8 +60,10 @@ def _build(arch: str, pretrained: Pretrained, num_classes: int | None, config: d
     model.load_state_dict(_float32(checkpoint.state_dict), assign=True)
     if num_classes is not None and num_classes != stored_classes:
         model.reset_classifier(num_classes)
-    model.pretrained_cfg = checkpoint.meta  # provenance, as timm keeps it
     model.preprocessing = checkpoint.preprocessing or DEFAULT_PREPROCESSING[arch]
+    # what the weights are and where they came from, as timm keeps it (the mapping: checkpoint.meta)
+    model.pretrained_cfg = PretrainedCfg.describe(arch, base, model.preprocessing, checkpoint.meta,
+                                                  num_classes=stored_classes)
     return model
 
 
@@ -79,16 +90,19 @@ def model_for_weights(pretrained: Pretrained, *, arch: str = "alexnet") -> AlexN
     return _build(arch, pretrained, None, {}, any_arch=True)
 
 
-def alexnet(*, pretrained: Pretrained = False, num_classes: int | None = None, **config: Any) -> AlexNet:
+def alexnet(*, pretrained: Pretrained = False, num_classes: int | None = None,
+            **config: Any) -> AlexNet | AlexNetFeatures:
     """The paper's AlexNet: two towers (groups=2 on conv2/4/5), LRN after conv1/conv2, 227 input.
 
     ``pretrained``: True (BVLC's weights), a tag (``"bvlc_in1k"``), ``"hf-hub:org/repo"``, or a
     local folder / file. ``config`` overrides any :class:`AlexNetConfig` field, e.g.
-    ``lrn_convention="caffe", lrn_k=1``."""
+    ``lrn_convention="caffe", lrn_k=1``; ``features_only=True`` (and ``out_indices``) as in
+    :func:`create_model`."""
     return create_model("alexnet", pretrained=pretrained, num_classes=num_classes, **config)
 
 
-def alexnet_owt(*, pretrained: Pretrained = False, num_classes: int | None = None, **config: Any) -> AlexNet:
+def alexnet_owt(*, pretrained: Pretrained = False, num_classes: int | None = None,
+                **config: Any) -> AlexNet | AlexNetFeatures:
     """torchvision's one-tower layout (64/192/384/256/256, no LRN, no groups), same API;
     ``pretrained=True`` gives torchvision's weights."""
     return create_model("alexnet_owt", pretrained=pretrained, num_classes=num_classes, **config)

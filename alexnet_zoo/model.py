@@ -8,7 +8,9 @@ paper and map one-to-one onto BVLC, ONNX and Caffe2 weight files. The two GPUs o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +20,8 @@ from alexnet_zoo import onednn, winograd
 from alexnet_zoo.config import ARCHS, PAPER, POOLED_CONVS, AlexNetConfig, arch_of, feature_sizes
 from alexnet_zoo.pooling import max_pool
 
-__all__ = ["AlexNet", "DenseAlexNet", "LAYERS", "TORCHVISION_KEYS", "feature_sizes", "load_torchvision_state_dict",
-           "remap_torchvision_state_dict"]
+__all__ = ["AlexNet", "AlexNetFeatures", "DenseAlexNet", "FeatureInfo", "LAYERS", "PretrainedCfg", "TORCHVISION_KEYS",
+           "feature_sizes", "load_torchvision_state_dict", "remap_torchvision_state_dict"]
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8")
 _NORMED = (1, 2)  # LRN follows these (when the config has LRN)
@@ -37,6 +39,112 @@ TORCHVISION_KEYS = {"features.0": "conv1", "features.3": "conv2", "features.6": 
 
 def _min_input_size(config: AlexNetConfig) -> int:
     return next(s for s in range(1, 1024) if feature_sizes(config, s)["pool5"] >= 1)
+
+
+# ---- timm's descriptions: pretrained_cfg, feature_info ------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class PretrainedCfg(Mapping):
+    """timm's ``pretrained_cfg``, typed: the weights' architecture and name, classes and input
+    (``mean``/``std`` on timm's 0..1 pixel scale, in ``channel_order``: BVLC's are BGR), and their
+    provenance. As a mapping it is the ``config.json`` document the weights were loaded with,
+    ``meta`` (empty for random weights), so ``cfg.get("weights")`` / ``cfg["classes"]`` read it."""
+
+    architecture: str | None = None
+    tag: str | None = None  # the weights' tag ("bvlc_in1k" of "alexnet.bvlc_in1k"), None when unnamed
+    num_classes: int = 1000
+    input_size: tuple[int, int, int] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    crop_pct: float | None = None
+    crop_mode: str | None = None  # timm's "center" (short side, then crop) or "squash"
+    interpolation: str | None = None
+    channel_order: str | None = None
+    first_conv: str = "conv1"
+    classifier: str = "fc8"
+    weights: dict[str, Any] | None = None  # the spec the weights were published under
+    converted_from: str | None = None
+    source: str | None = None
+    license: str | None = None
+    citation: str | None = None
+    classes: list[str] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("input_size", "mean", "std"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    @classmethod
+    def describe(cls, arch: str | None, config: AlexNetConfig, preprocessing: Any = None,
+                 meta: Mapping[str, Any] | None = None, num_classes: int | None = None) -> PretrainedCfg:
+        """The cfg of weights in ``config``'s layout, fed as ``preprocessing`` says, recorded as ``meta``."""
+        meta = dict(meta or {})
+        weights = meta.get("weights") if isinstance(meta.get("weights"), dict) else None
+        name = str(weights.get("name") or "") if weights else ""
+        out: dict[str, Any] = {"architecture": meta.get("architecture", arch),
+                               "tag": name.partition(".")[2] or None if name else None,
+                               "num_classes": config.num_classes if num_classes is None else num_classes,
+                               "weights": weights, "meta": meta,
+                               **{k: meta.get(k) for k in ("converted_from", "source", "license", "citation",
+                                                           "classes")}}
+        if preprocessing is not None:
+            p = preprocessing
+            out.update(input_size=(config.in_chans, p.crop, p.crop), crop_pct=p.crop / p.resize,
+                       crop_mode="squash" if p.resize_mode == "squash" else "center",
+                       interpolation=p.interpolation, channel_order=p.channel_order,
+                       mean=tuple(m / p.scale for m in p.mean), std=tuple(s / p.scale for s in p.std))
+        return cls(**out)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready (tuples as lists); ``PretrainedCfg.from_dict`` rebuilds it."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PretrainedCfg:
+        return cls(**data)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PretrainedCfg):
+            return self.to_dict() == other.to_dict()
+        return Mapping.__eq__(self, other)
+
+    __hash__ = None  # type: ignore[assignment]  # holds dicts
+
+    # the mapping: the recorded config.json document
+    def __getitem__(self, key: str) -> Any:
+        return self.meta[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.meta)
+
+    def __len__(self) -> int:
+        return len(self.meta)
+
+
+class FeatureInfo(list):
+    """timm's ``feature_info`` of a features-only model: the chosen layers' dicts, with timm's helpers."""
+
+    def channels(self) -> list[int]:
+        return [d["num_chs"] for d in self]
+
+    def reduction(self) -> list[int]:
+        return [d["reduction"] for d in self]
+
+    def module_name(self) -> list[str]:
+        return [d["module"] for d in self]
+
+
+def _feature_info(config: AlexNetConfig) -> list[dict[str, Any]]:
+    """conv1..conv5 (after ReLU, before their pool, as ``extract`` gives them) and fc6/fc7: channels
+    and the input's stride at each, read off ``feature_sizes`` at a large input; fc6/fc7 slide with
+    pool5's stride (their dense form, :class:`DenseAlexNet`)."""
+    side = 4096
+    sizes = feature_sizes(config, side)
+    info = [{"num_chs": config.widths[i], "reduction": round(side / sizes[f"conv{i + 1}"]), "module": f"conv{i + 1}"}
+            for i in range(5)]
+    return info + [{"num_chs": config.hidden, "reduction": round(side / sizes["pool5"]), "module": name}
+                   for name in ("fc6", "fc7")]
 
 
 # ---- the network ---------------------------------------------------------------------------------
@@ -71,13 +179,45 @@ class AlexNet(nn.Module):
         self.num_features = config.hidden
         self.min_input_size = _min_input_size(config)
         self.preprocessing = None  # set by the builders: how pictures must be prepared for these weights
-        self.pretrained_cfg: dict = {}  # provenance of loaded weights
+        self._pretrained_cfg: PretrainedCfg | None = None  # set by the builders
         self.init_weights()
 
     @property
     def arch(self) -> str | None:
         """The architecture's name ("alexnet", "alexnet_owt"), or None for a custom variant."""
         return self._arch
+
+    # -- timm's descriptions
+    @property
+    def pretrained_cfg(self) -> PretrainedCfg:
+        """The weights' :class:`PretrainedCfg` (the builders set it; a model built directly
+        describes its config and ``preprocessing``). A mapping assigned here is taken as the
+        recorded ``config.json`` document."""
+        if self._pretrained_cfg is None:
+            return PretrainedCfg.describe(self.arch, self.config, self.preprocessing)
+        return self._pretrained_cfg
+
+    @pretrained_cfg.setter
+    def pretrained_cfg(self, cfg: PretrainedCfg | Mapping[str, Any]) -> None:
+        if not isinstance(cfg, PretrainedCfg):
+            cfg = PretrainedCfg.describe(self.arch, self.config, self.preprocessing, cfg)
+        self._pretrained_cfg = cfg
+
+    default_cfg = pretrained_cfg  # timm keeps both names
+
+    @property
+    def num_classes(self) -> int:
+        """fc8's outputs; 0 when the classifier is removed (``reset_classifier(0)``)."""
+        return self.fc8.out_features if isinstance(self.fc8, nn.Linear) else 0
+
+    def get_classifier(self) -> nn.Module:
+        """fc8 (an ``nn.Identity`` when removed), as timm returns it."""
+        return self.fc8
+
+    @property
+    def feature_info(self) -> list[dict[str, Any]]:
+        """timm's list of ``{"num_chs", "reduction", "module"}`` for conv1..conv5, fc6, fc7."""
+        return _feature_info(self.config)
 
     # -- construction
     def _classifier(self, num_classes: int) -> nn.Module:
@@ -241,6 +381,33 @@ class DenseAlexNet(nn.Module):
         x = F.relu(F.conv2d(x, fc6, net.fc6.bias), inplace=True)
         x = F.relu(F.conv2d(x, net.fc7.weight[:, :, None, None], net.fc7.bias), inplace=True)
         return F.conv2d(x, net.fc8.weight[:, :, None, None], net.fc8.bias)
+
+
+class AlexNetFeatures(nn.Module):
+    """timm's ``features_only`` model (its FeatureListNet): ``forward`` returns the list of the
+    chosen layers' activations, from :meth:`AlexNet.extract` on the wrapped model (shared, not
+    copied). ``out_indices`` index ``model.feature_info`` (negative from the end); an int n
+    takes the last n."""
+
+    def __init__(self, model: AlexNet, out_indices: int | Iterable[int] = (0, 1, 2, 3, 4)) -> None:
+        super().__init__()
+        info = model.feature_info
+        n = len(info)
+        if isinstance(out_indices, int):
+            out_indices = range(n - out_indices, n) if 0 < out_indices <= n else [n]
+        wanted = list(out_indices)
+        bad = [i for i in wanted if not -n <= i < n]
+        if bad or not wanted:
+            raise ValueError(f"out_indices {bad or '(none)'} outside the {n} features "
+                             f"({', '.join(d['module'] for d in info)})")
+        self.out_indices = tuple(sorted({i % n for i in wanted}))
+        self.feature_info = FeatureInfo(info[i] for i in self.out_indices)
+        self.model = model
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        names = self.feature_info.module_name()
+        out = self.model.extract(x, names)
+        return [out[name] for name in names]
 
 
 # ---- foreign checkpoints -------------------------------------------------------------------------
