@@ -31,6 +31,7 @@ class CpuCapabilities:
     """The CPU facts the fast paths ask for; ``native_bf16`` is the one that matters most."""
 
     machine: str  # platform.machine(): x86_64, aarch64, arm64, ...
+    model: str  # the CPU's model name ("" where the OS does not say)
     isa: str  # the vector ISA ATen dispatches to: AVX512, AVX2, SVE256, DEFAULT, ...
     avx2: bool
     avx512: bool
@@ -59,7 +60,7 @@ def cpu_capabilities() -> CpuCapabilities:
     """This process's CPU capabilities (read once: the environment caps are read at torch's import)."""
     machine = platform.machine().lower()
     isa = torch.backends.cpu.get_cpu_capability()
-    flags = _cpu_flags()
+    model, flags = _cpuinfo()
     x86 = machine in ("x86_64", "amd64", "i686", "i386")
     arm = machine in ("aarch64", "arm64") or machine.startswith("armv8")
     isa_avx512 = isa.upper().startswith("AVX512")
@@ -73,7 +74,7 @@ def cpu_capabilities() -> CpuCapabilities:
     arm_bf16 = arm and ("bf16" in flags or _apple_feature("hw.optional.arm.FEAT_BF16"))
     onednn_bf16 = _onednn_bf16()
     native = onednn_bf16 and (avx512_bf16 or amx or avx_ne_convert or arm_bf16)
-    return CpuCapabilities(machine, isa, avx2, avx512, avx512_bf16, amx, avx_ne_convert, neon, sve, arm_bf16,
+    return CpuCapabilities(machine, model, isa, avx2, avx512, avx512_bf16, amx, avx_ne_convert, neon, sve, arm_bf16,
                            onednn_bf16, native)
 
 
@@ -91,16 +92,20 @@ def warn_emulated_bf16() -> None:
                   f"CPU: {caps.summary()}", RuntimeWarning, stacklevel=3)
 
 
-def _cpu_flags() -> frozenset[str]:
-    """The kernel's CPU flags (x86 'flags', ARM 'Features'); empty where /proc is absent."""
+def _cpuinfo() -> tuple[str, frozenset[str]]:
+    """The CPU's model name and the kernel's CPU flags (x86 'flags', ARM 'Features') from
+    ``/proc/cpuinfo``; empty where /proc is absent."""
     try:
         text = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
-        return frozenset()
+        return "", frozenset()
+    model, flags = "", frozenset()
     for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return frozenset(line.partition(":")[2].split())
-    return frozenset()
+        if not model and line.startswith("model name"):
+            model = line.partition(":")[2].strip()
+        elif not flags and line.startswith(("flags", "Features")):
+            flags = frozenset(line.partition(":")[2].split())
+    return model, flags
 
 
 def _torch_probe(name: str) -> bool:

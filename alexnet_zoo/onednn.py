@@ -4,9 +4,10 @@ Eager ``F.conv2d`` re-lays out each convolution's weights on every call and runs
 pass; ``F.linear`` goes through a GEMM that is about 1.6x slower than oneDNN's for fc6 at batch 32.
 These are the same kernels ``torch.compile`` picks on the CPU (``torch.ops.mkldnn``), used without
 its half-minute compile. bf16 takes this path only where oneDNN can build bf16 primitives on this
-CPU (``capabilities.py``): on AVX2 it refuses them, and torch's generic kernels compute instead. Packed weights are cached on the layer (``packing.py``) and rebuilt
-whenever the parameter is replaced or changed in place. Anything else (CUDA, autograd, tracing,
-fp16) uses the plain torch operations.
+CPU (``capabilities.py``): on AVX2 it refuses them, and torch's generic kernels compute instead.
+Packed weights are cached on the layer (``packing.py``) and rebuilt whenever the parameter is
+replaced or changed in place. Anything else (CUDA, autograd, tracing, fp16) uses the plain torch
+operations.
 """
 
 from __future__ import annotations

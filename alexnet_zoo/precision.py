@@ -55,12 +55,7 @@ def fastest_cpu_precision() -> str:
 
 def _machine_key() -> str:
     caps = cpu_capabilities()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        model = ""
-    text = f"{model}|{caps.summary()}|torch {torch.__version__}|threads {torch.get_num_threads()}"
+    text = f"{caps.model}|{caps.summary()}|torch {torch.__version__}|threads {torch.get_num_threads()}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
