@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
-from alexnet_zoo.config import ARCHS
-from alexnet_zoo.model import AlexNet, AlexNetFeatures, PretrainedCfg
-from alexnet_zoo.transforms import DEFAULT_PREPROCESSING
+from alexnet_zoo.models.config import ARCHS
+from alexnet_zoo.models.alexnet import AlexNet, AlexNetFeatures, PretrainedCfg
+from alexnet_zoo.data.transforms import DEFAULT_PREPROCESSING
 
 __all__ = ["alexnet", "alexnet_owt", "create_model", "model_for_weights"]
 
@@ -24,7 +24,7 @@ def create_model(arch: str, *, pretrained: Pretrained = False, num_classes: int 
     """Build ``arch`` ("alexnet" or "alexnet_owt"). With weights, their config applies first and
     ``config`` overrides it; a ``num_classes`` other than the weights' keeps every layer but fc8,
     which is freshly initialised (fine-tuning), instead of failing. ``features_only=True`` gives
-    timm's feature-map model (:class:`~alexnet_zoo.model.AlexNetFeatures`): ``out_indices`` into
+    timm's feature-map model (:class:`~alexnet_zoo.models.alexnet.AlexNetFeatures`): ``out_indices`` into
     ``model.feature_info`` (conv1..conv5, fc6, fc7; default the five convs)."""
     if out_indices is not None and not features_only:
         raise ValueError("out_indices applies with features_only=True")
@@ -38,7 +38,7 @@ def _build(arch: str, pretrained: Pretrained, num_classes: int | None, config: d
            any_arch: bool) -> AlexNet:
     """The one path from ``pretrained=`` to a model. ``any_arch``: a weight name or a folder in our
     format builds the arch its checkpoint holds instead of ``arch`` (an hf-hub repo, a file or a
-    :class:`~alexnet_zoo.pretrained.WeightsRef` must hold ``arch``)."""
+    :class:`~alexnet_zoo.weights.store.WeightsRef` must hold ``arch``)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHS)}")
     if pretrained is False or pretrained is None:
@@ -46,7 +46,7 @@ def _build(arch: str, pretrained: Pretrained, num_classes: int | None, config: d
                         arch=arch)
         model.preprocessing = DEFAULT_PREPROCESSING[arch]
         return model
-    from alexnet_zoo.pretrained import resolve  # the weights machinery loads only when weights are asked for
+    from alexnet_zoo.weights.store import resolve  # the weights machinery loads only when weights are asked for
 
     checkpoint = resolve(pretrained, arch, any_arch=any_arch)
     if checkpoint.arch and checkpoint.arch != arch:

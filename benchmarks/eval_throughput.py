@@ -1,11 +1,11 @@
 """Evaluation throughput: the whole pipeline on real JPEGs against the model-only ceiling.
 
-For each protocol, two measurements of the same per-batch code (``alexnet_zoo.evaluate``):
+For each protocol, two measurements of the same per-batch code (``alexnet_zoo.eval.evaluate``):
 
 * ``model only``  - ``model_throughput``: random uint8 256x256 images already in memory, through the
                     protocol's crops, normalisation, forward pass, softmax averaging and ranking;
 * ``pipeline``    - ``evaluate`` on the JPEGs of ``--data`` (read, decoded, resized), start-up
-                    included, once per loader of ``alexnet_zoo.loading``: ``processes`` (DataLoader
+                    included, once per loader of ``alexnet_zoo.data.batching``: ``processes`` (DataLoader
                     workers decoding while the model computes) and ``threads`` (a thread pool
                     decoding each batch between forward passes).
 
@@ -27,9 +27,9 @@ from pathlib import Path
 
 from alexnet_zoo import alexnet, alexnet_owt
 from alexnet_zoo.benchmarks.imagenet import environment
-from alexnet_zoo.config import ARCHS
-from alexnet_zoo.datasets import find_labelled_images
-from alexnet_zoo.evaluate import PROTOCOLS, dataset_for, evaluate, model_throughput
+from alexnet_zoo.models.config import ARCHS
+from alexnet_zoo.data.datasets import find_labelled_images
+from alexnet_zoo.eval.evaluate import PROTOCOLS, dataset_for, evaluate, model_throughput
 from alexnet_zoo.paths import write_json
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet_samples"
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--worker-niceness", type=int, default=10)
     parser.add_argument("--loaders", nargs="+", choices=("processes", "threads"), default=["processes", "threads"],
-                        help="pipelines to time against the model alone (alexnet_zoo.loading)")
+                        help="pipelines to time against the model alone (alexnet_zoo.data.batching)")
     parser.add_argument("--repeat", type=int, default=1, help="passes over the image list per pipeline run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")

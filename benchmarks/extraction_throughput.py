@@ -4,9 +4,9 @@ Both contenders turn the same list of JPEGs into fc7 vectors (the 4096-d penulti
 the same weights, batch size and number of DataLoader workers, and time everything a user waits for:
 starting the workers, reading, decoding, resizing, the forward passes and (ours) writing the shards.
 
-* ``ours fp32`` / ``ours bf16`` - ``alexnet_zoo.extraction.extract_to_shards`` with a
+* ``ours fp32`` / ``ours bf16`` - ``alexnet_zoo.retrieval.extraction.extract_to_shards`` with a
                       ``FeatureExtractor(model, "fc7", precision=...)`` of ``alexnet_owt`` (torchvision's
-                      layout; ``--arch alexnet``: the paper's), default loader (``alexnet_zoo.loading``);
+                      layout; ``--arch alexnet``: the paper's), default loader (``alexnet_zoo.data.batching``);
 * ``straightforward`` - what one writes from the torchvision docs: ``torchvision.models.alexnet(weights=None)
                       .eval()``, a Dataset doing ``PIL.Image.open(path).convert("RGB")`` + ``Resize(256)``,
                       ``CenterCrop(224)``, ``ToTensor()``, ``Normalize`` per image, a DataLoader, and
@@ -38,9 +38,9 @@ from torchvision import transforms as T
 
 from alexnet_zoo import alexnet, alexnet_owt
 from alexnet_zoo.benchmarks.imagenet import environment
-from alexnet_zoo.extraction import extract_to_shards, list_images, read_features
-from alexnet_zoo.features import FeatureExtractor
-from alexnet_zoo.model import remap_torchvision_state_dict
+from alexnet_zoo.retrieval.extraction import extract_to_shards, list_images, read_features
+from alexnet_zoo.retrieval.features import FeatureExtractor
+from alexnet_zoo.weights.convert.from_torchvision import remap_torchvision_state_dict
 from alexnet_zoo.paths import write_json
 
 __all__ = ["main", "ours", "straightforward"]

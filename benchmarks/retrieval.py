@@ -29,7 +29,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from alexnet_zoo.index import VectorIndex, exact_knn, recall_at
+from alexnet_zoo.retrieval.index import VectorIndex, exact_knn, recall_at
 from alexnet_zoo.paths import write_json
 
 __all__ = ["main", "mixture"]

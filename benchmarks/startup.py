@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
         commands = {
             "import torch": [sys.executable, "-c", "import torch"],
             "import alexnet_zoo": [sys.executable, "-c", "import alexnet_zoo"],
-            "classify": [sys.executable, "-m", "alexnet_zoo.cli", "classify", str(PICTURE), "--pretrained", str(weights)],
+            "classify": [sys.executable, "-m", "alexnet_zoo.cli.main", "classify", str(PICTURE), "--pretrained", str(weights)],
         }
         timed(commands["classify"], env)  # builds the native kernels into the fresh cache: not start-up
         rounds: dict[str, list[float]] = {name: [] for name in commands}

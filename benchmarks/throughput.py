@@ -34,7 +34,7 @@ import torchvision
 from torch import nn
 
 from alexnet_zoo import alexnet
-from alexnet_zoo.capabilities import cpu_capabilities
+from alexnet_zoo.ops.capabilities import cpu_capabilities
 from alexnet_zoo.paths import write_json
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet_samples"

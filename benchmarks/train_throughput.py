@@ -99,14 +99,14 @@ def measure(calls: dict[str, Callable[[], None]], rounds: int, device: torch.dev
 
 def loader_rate(folder: Path, limit: int, size: int = 256, rounds: int = 3) -> dict[str, float]:
     """Pictures per second one worker process (one thread) turns into the stored uint8 square:
-    the recipe's worker (``alexnet_zoo.images.read_image``: libjpeg-turbo through torchvision, then
+    the recipe's worker (``alexnet_zoo.data.images.read_image``: libjpeg-turbo through torchvision, then
     resize), Pillow's decoder with the same resize, and the recipe's worker on the same pictures packed to 256x256 JPEGs."""
     import tempfile
 
     from torchvision.transforms.v2 import functional as TF
 
-    from alexnet_zoo.images import load_image
-    from alexnet_zoo.transforms import square_uint8
+    from alexnet_zoo.data.images import load_image
+    from alexnet_zoo.data.transforms import square_uint8
     from alexnet_zoo.train.pack import pack_folder
 
     threads = torch.get_num_threads()

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from alexnet_zoo import alexnet, save_pretrained
-from alexnet_zoo.capabilities import cpu_capabilities
-from alexnet_zoo.precision import resolve_precision
+from alexnet_zoo.ops.capabilities import cpu_capabilities
+from alexnet_zoo.eval.precision import resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 X86 = cpu_capabilities().machine in ("x86_64", "amd64")
@@ -43,7 +43,7 @@ def test_capabilities_are_consistent_here():
 def test_auto_on_the_cpu_is_measured_once_and_kept(tmp_path, monkeypatch):
     """Flags cannot say whether bf16 is faster (1.8x on a Zen 4, 0.53x on an AMX-less Xeon, with the
     same AVX512-BF16): ``auto`` times the network once per machine and keeps the answer on disk."""
-    from alexnet_zoo import precision
+    from alexnet_zoo.eval import precision
 
     monkeypatch.setenv("ALEXNET_ZOO_CACHE", str(tmp_path))
     monkeypatch.setattr(precision, "cpu_capabilities", lambda: dataclasses.replace(cpu_capabilities(), native_bf16=True))
@@ -74,9 +74,9 @@ def test_auto_on_the_cpu_is_measured_once_and_kept(tmp_path, monkeypatch):
 def test_avx2_caps_give_the_decisions_of_an_avx2_cpu():
     out = _run("""
         import json
-        from alexnet_zoo.capabilities import cpu_capabilities
+        from alexnet_zoo.ops.capabilities import cpu_capabilities
         import torch
-        from alexnet_zoo.precision import resolve_precision
+        from alexnet_zoo.eval.precision import resolve_precision
         print(json.dumps({**cpu_capabilities().as_dict(), "auto": resolve_precision("auto", torch.device("cpu"))}))
     """, **AVX2_CAPS)
     assert out["isa"] == "AVX2" and not out["avx512"] and not out["avx512_bf16"] and not out["amx"]
@@ -91,7 +91,7 @@ def test_bf16_on_an_avx2_cpu_is_correct_and_warns_once(native):
         import json, warnings
         import torch, torch.nn.functional as F
         from alexnet_zoo import alexnet
-        from alexnet_zoo.features import FeatureExtractor
+        from alexnet_zoo.retrieval.features import FeatureExtractor
         model = alexnet().eval()
         x = torch.randn(2, 3, 227, 227) * 50
         with warnings.catch_warnings(record=True) as caught:
@@ -141,7 +141,7 @@ def test_resize_and_crop_equal_torchvision_pixel_for_pixel(layout):
     classify never imports torchvision); the pixels must stay torchvision's."""
     from torchvision.transforms.v2 import functional as TF
 
-    from alexnet_zoo.transforms import center_crop, resize_uint8
+    from alexnet_zoo.data.transforms import center_crop, resize_uint8
 
     g = torch.Generator().manual_seed(0)
     for h, w in [(375, 500), (500, 375), (256, 256), (57, 1003), (2, 3), (255, 257), (1632, 2400)]:
@@ -163,7 +163,7 @@ def test_one_picture_classify_never_imports_torchvision(tmp_path):
     save_pretrained(alexnet(num_classes=3), tmp_path / "w")
     out = _run(f"""
         import json, sys
-        from alexnet_zoo.cli import main
+        from alexnet_zoo.cli.main import main
         code = main(["classify", {str(ROOT / 'examples' / 'chelsea.png')!r}, "--pretrained", {str(tmp_path / 'w')!r}, "--top", "3"])
         print(json.dumps({{"code": code, "loaded": sorted(m for m in ("torchvision", "torch._dynamo") if m in sys.modules)}}))
     """)

@@ -1,9 +1,9 @@
 import pytest
 
-from alexnet_zoo.cli import main
-from alexnet_zoo.config import OWT, PAPER
-from alexnet_zoo.model import AlexNet
-from alexnet_zoo.summary import summarize
+from alexnet_zoo.cli.main import main
+from alexnet_zoo.models.config import OWT, PAPER
+from alexnet_zoo.models.alexnet import AlexNet
+from alexnet_zoo.models.summary import summarize
 
 
 def test_summary_table_totals(capsys):

@@ -14,10 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-import alexnet_zoo.cli as cli
+import alexnet_zoo.cli.main as cli
 from alexnet_zoo import alexnet, save_pretrained
-from alexnet_zoo.categories import imagenet_categories
-from alexnet_zoo.cli import main
+from alexnet_zoo.data.categories import imagenet_categories
+from alexnet_zoo.cli.main import main
 from alexnet_zoo.devices import resolve_device
 
 ROOT = Path(__file__).parents[1]
@@ -45,13 +45,13 @@ def one_error_line(err: str, prog: str) -> str:
 
 
 def subprocess_cli(*args: str, limit_file_bytes: int | None = None) -> subprocess.CompletedProcess:
-    """``python -m alexnet_zoo.cli ARGS`` in a fresh interpreter; ``limit_file_bytes`` caps the size of
+    """``python -m alexnet_zoo.cli.main ARGS`` in a fresh interpreter; ``limit_file_bytes`` caps the size of
     any file it writes (RLIMIT_FSIZE), so a write fails as on a full disk."""
     prelude = ""
     if limit_file_bytes is not None:
         prelude = (f"import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
                    f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit_file_bytes}, {limit_file_bytes})); ")
-    code = f"{prelude}import sys; from alexnet_zoo.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = f"{prelude}import sys; from alexnet_zoo.cli.main import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT,
                           timeout=600)
 
@@ -213,7 +213,7 @@ def test_mps_is_accepted_wherever_cuda_is(monkeypatch, capsys):
 
 
 def test_library_evaluate_checks_its_device(tmp_path, monkeypatch):
-    from alexnet_zoo.evaluate import dataset_for, evaluate
+    from alexnet_zoo.eval.evaluate import dataset_for, evaluate
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     model = alexnet(num_classes=4, hidden=64)
@@ -288,7 +288,7 @@ def test_every_subcommand_help_is_a_full_description(capsys):
     assert "nothing more;" not in run(["--help"], capsys)[1]
 
 
-ENTRY_POINTS = [[sys.executable, "-m", "alexnet_zoo.cli"], [sys.executable, "-m", "alexnet_zoo.cli", "train"],
+ENTRY_POINTS = [[sys.executable, "-m", "alexnet_zoo.cli.main"], [sys.executable, "-m", "alexnet_zoo.cli.main", "train"],
                 [sys.executable, "-m", "alexnet_zoo.benchmarks.imagenet"], [sys.executable, "-m", "alexnet_zoo.train"],
                 *([sys.executable, str(p.relative_to(ROOT))] for p in sorted((ROOT / "benchmarks").glob("*.py")))]
 

@@ -103,7 +103,7 @@ RULES = [
          rewrite=(("[", ""), ("]", ""))),
     # Python snippets run as written, with local weights in place of downloads
     Rule(r"python:\nfrom alexnet_zoo import alexnet\nmodel = alexnet\(\)\.eval\(\)", "run"),
-    Rule(r"python:\nfrom alexnet_zoo import alexnet, alexnet_owt\nfrom alexnet_zoo\.images import load_image", "run",
+    Rule(r"python:\nfrom alexnet_zoo import alexnet, alexnet_owt, load_image\n", "run",
          "local weights for the downloads", rewrite=(('alexnet(pretrained=True)', 'alexnet(pretrained="my-weights")'),
                                                      ('alexnet_owt(pretrained=True)', 'alexnet_owt(pretrained="owt-weights")'))),
     Rule(r"python:\nimport torch\nfrom alexnet_zoo import alexnet\n\nmodel = alexnet\(\)\.eval\(\)\ndense", "run"),
@@ -203,7 +203,7 @@ def _rewrite(command: str, pairs: tuple[tuple[str, str], ...]) -> str:
 def _entry(tokens: list[str]) -> tuple[str, str, list[str]]:
     """(kind, target, args) of a command: the console script, ``python -m``, a script, torchrun."""
     if tokens[0] == "alexnet-zoo":
-        return "cli", "alexnet_zoo.cli", tokens[1:]
+        return "cli", "alexnet_zoo.cli.main", tokens[1:]
     if tokens[0] == "torchrun":
         at = tokens.index("-m")
         return "module", tokens[at + 1], tokens[at + 2:]
@@ -236,7 +236,7 @@ def test_documented_arguments_parse(where, command, tmp_path, monkeypatch, capsy
     with pytest.raises(_Parsed):
         try:
             if kind == "cli":
-                from alexnet_zoo.cli import main
+                from alexnet_zoo.cli.main import main
 
                 main(args)
             elif kind == "module":
@@ -306,7 +306,7 @@ def test_documented_commands_run(tmp_path):
     if shutil.which("alexnet-zoo", path=env["PATH"]) is None:  # not installed: the module stands in
         shim = tmp_path / "bin" / "alexnet-zoo"
         shim.parent.mkdir()
-        shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m alexnet_zoo.cli "$@"\n')
+        shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m alexnet_zoo.cli.main "$@"\n')
         shim.chmod(0o755)
         env["PATH"] = f"{shim.parent}{os.pathsep}{env['PATH']}"
     for where, command in RUN:

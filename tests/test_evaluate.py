@@ -16,15 +16,15 @@ from torchvision.transforms.v2 import functional as TF
 
 from alexnet_zoo import alexnet, alexnet_owt, save_pretrained
 from alexnet_zoo.benchmarks.imagenet import main as imagenet_main
-from alexnet_zoo.categories import imagenet_categories
-from alexnet_zoo.classify import classify_files
-from alexnet_zoo.cli import main as cli_main
-from alexnet_zoo.datasets import ImageDataset, collate, find_labelled_images, from_label_file
-from alexnet_zoo.loading import iterate_batches, loader_mode
-from alexnet_zoo.evaluate import (Accuracy, average_softmax, center_crop, dataset_for, dense_probs, evaluate,
+from alexnet_zoo.data.categories import imagenet_categories
+from alexnet_zoo.eval.classify import classify_files
+from alexnet_zoo.cli.main import main as cli_main
+from alexnet_zoo.data.datasets import ImageDataset, collate, find_labelled_images, from_label_file
+from alexnet_zoo.data.batching import iterate_batches, loader_mode
+from alexnet_zoo.eval.evaluate import (Accuracy, average_softmax, center_crop, dataset_for, dense_probs, evaluate,
                                   model_throughput, predict, rank, score_maps, ten_crops)
-from alexnet_zoo.images import load_image
-from alexnet_zoo.transforms import BVLC_PREPROCESSING, TORCHVISION_PREPROCESSING, ImagePreprocess, Preprocessing
+from alexnet_zoo.data.images import load_image
+from alexnet_zoo.data.transforms import BVLC_PREPROCESSING, TORCHVISION_PREPROCESSING, ImagePreprocess, Preprocessing
 
 TRUNCATED = Path(__file__).parent / "data" / "images" / "truncated_jpeg.jpg"
 WNIDS = [c.wnid for c in imagenet_categories()]
@@ -408,7 +408,7 @@ def test_cli_evaluate_is_the_recipe_with_the_same_options(tmp_path, capsys):
     """`alexnet-zoo evaluate` and `python -m alexnet_zoo.benchmarks.imagenet`: one parser
     definition, one evaluator, the same report."""
     from alexnet_zoo.benchmarks.imagenet import build_parser
-    from alexnet_zoo.cli import build_parser as cli_parser
+    from alexnet_zoo.cli.main import build_parser as cli_parser
 
     def options(parser) -> dict:
         return {a.dest: (a.option_strings, a.default, a.choices, a.nargs) for a in parser._actions if a.dest != "help"}

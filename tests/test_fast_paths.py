@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alexnet_zoo import onednn, winograd
-from alexnet_zoo.kernels import load_kernel
+from alexnet_zoo.ops import onednn, winograd
+from alexnet_zoo.ops.kernels import load_kernel
 
 
 @pytest.mark.parametrize("size", [(13, 13), (12, 10), (7, 9)])

@@ -16,9 +16,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from alexnet_zoo import alexnet
-from alexnet_zoo.extraction import ExtractionMismatch, extract_to_shards, list_images, read_features
-from alexnet_zoo.features import FeatureExtractor
-from alexnet_zoo.precision import resolve_precision
+from alexnet_zoo.retrieval.extraction import ExtractionMismatch, extract_to_shards, list_images, read_features
+from alexnet_zoo.retrieval.features import FeatureExtractor
+from alexnet_zoo.eval.precision import resolve_precision
 
 DATA = Path(__file__).parent / "data" / "retrieval"
 REAL = sorted(DATA.glob("*.png")) + sorted(DATA.glob("*.jpg"))
@@ -79,7 +79,7 @@ def test_layers_shapes_normalisation_and_dtypes(model):
     assert half.dtype == np.float16 and abs(np.linalg.norm(half.astype(np.float32)) - 1) > 1e-3
     # paths, PIL images, uint8 tensors and a preprocessed batch give the same vectors
     from torchvision.transforms.v2.functional import pil_to_tensor
-    from alexnet_zoo.images import load_image
+    from alexnet_zoo.data.images import load_image
     t = pil_to_tensor(load_image(REAL[1]))
     np.testing.assert_allclose(fc7([REAL[1]]), fc7(t), atol=1e-5)
     np.testing.assert_allclose(fc7([REAL[1]]), fc7(fc7.prepare(t)[None]), atol=1e-5)
@@ -140,8 +140,8 @@ def test_extraction_resumes_to_the_same_shards(model, tmp_path):
 _RANK_SCRIPT = """
 import sys, torch
 torch.distributed.init_process_group("gloo")
-from alexnet_zoo.extraction import extract_to_shards
-from alexnet_zoo.features import FeatureExtractor
+from alexnet_zoo.retrieval.extraction import extract_to_shards
+from alexnet_zoo.retrieval.features import FeatureExtractor
 from alexnet_zoo.factory import create_model
 model = create_model("alexnet", pretrained=sys.argv[1])
 extract_to_shards(FeatureExtractor(model, "conv5", device="cpu", batch_size=2), sys.argv[2], sys.argv[3],
@@ -151,7 +151,7 @@ torch.distributed.destroy_process_group()
 
 
 def test_two_torchrun_ranks_equal_one_process(model, tmp_path):
-    from alexnet_zoo.pretrained import save_pretrained
+    from alexnet_zoo.weights.store import save_pretrained
 
     weights = save_pretrained(model, tmp_path / "weights")
     generated(tmp_path / "imgs", n=5)
@@ -183,7 +183,7 @@ def _picture(path: Path, shade: int) -> None:
 def test_file_names_with_any_line_terminator_round_trip_to_the_index(model, tmp_path):
     """Names holding each line terminator, and one whose bytes are not UTF-8: extraction, the
     shards, the index and the index's path list give back exactly the names listed."""
-    from alexnet_zoo.index import VectorIndex
+    from alexnet_zoo.retrieval.index import VectorIndex
 
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -261,8 +261,8 @@ def test_extraction_numbers_are_checked_before_any_shard(model, tmp_path, kwargs
 
 
 def test_a_missing_gpu_is_one_clear_error(model, tmp_path, capsys):
-    from alexnet_zoo.cli import main
-    from alexnet_zoo.search import index_device
+    from alexnet_zoo.cli.main import main
+    from alexnet_zoo.retrieval.search import index_device
 
     assert index_device("mps") == index_device("cpu") == "cpu" and index_device("cuda:1") == "auto"
     if not torch.cuda.is_available():
@@ -279,10 +279,10 @@ def test_a_missing_gpu_is_one_clear_error(model, tmp_path, capsys):
 def test_local_weights_are_recorded_as_loaded_not_as_the_spec_they_claim(tmp_path):
     """A local folder whose config.json names a spec: the features say the folder (a query loads
     those bytes), and keep the claim as information."""
-    from alexnet_zoo.cli import main
-    from alexnet_zoo.pretrained import save_pretrained
-    from alexnet_zoo.search import weights_claim, weights_reference
-    from alexnet_zoo.weights import get_weight_spec
+    from alexnet_zoo.cli.main import main
+    from alexnet_zoo.weights.store import save_pretrained
+    from alexnet_zoo.retrieval.search import weights_claim, weights_reference
+    from alexnet_zoo.weights.specs import get_weight_spec
 
     torch.manual_seed(0)
     spec = get_weight_spec("alexnet.bvlc_in1k")
@@ -298,9 +298,9 @@ def test_local_weights_are_recorded_as_loaded_not_as_the_spec_they_claim(tmp_pat
 
 
 def test_float16_storage_is_the_default_and_keeps_the_vectors(model, tmp_path, capsys):
-    from alexnet_zoo.cli import main
-    from alexnet_zoo.index import VectorIndex
-    from alexnet_zoo.pretrained import save_pretrained
+    from alexnet_zoo.cli.main import main
+    from alexnet_zoo.retrieval.index import VectorIndex
+    from alexnet_zoo.weights.store import save_pretrained
 
     weights = save_pretrained(model, tmp_path / "w")
     images = REAL + generated(tmp_path / "g", n=4)
@@ -363,7 +363,7 @@ def test_manifest_fields_are_validated(model, tmp_path, change, message):
 
 
 def test_shard_files_are_checked_before_they_are_loaded(model, tmp_path):
-    from alexnet_zoo.extraction import CorruptFeatures
+    from alexnet_zoo.retrieval.extraction import CorruptFeatures
 
     folder = _features_folder(model, tmp_path)
     npy = folder / "shard-00000.npy"

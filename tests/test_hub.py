@@ -1,4 +1,4 @@
-"""End-to-end tests of alexnet_zoo.hub with the real huggingface_hub client against tests/hub_server.py."""
+"""End-to-end tests of alexnet_zoo.weights.download with the real huggingface_hub client against tests/hub_server.py."""
 
 import hashlib
 import multiprocessing
@@ -12,9 +12,9 @@ import pytest
 from huggingface_hub import try_to_load_from_cache
 from hub_server import ConnectionAttempts, Fault, closed_port
 
-from alexnet_zoo import hub
+from alexnet_zoo.weights import download as hub
 from alexnet_zoo.errors import ChecksumMismatch, DownloadFailed, InvalidReference, NotCached, Unreachable
-from alexnet_zoo.hub import FileSource, fetch, fetch_repo_files, parse_hub_ref, sha256_file
+from alexnet_zoo.weights.download import FileSource, fetch, fetch_repo_files, parse_hub_ref, sha256_file
 
 REPO, FILE = "alexnet-zoo/alexnet", "alexnet.safetensors"
 

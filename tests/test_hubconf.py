@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from alexnet_zoo import alexnet, save_pretrained
-from alexnet_zoo.config import OWT, PAPER
+from alexnet_zoo.models.config import OWT, PAPER
 
 REPO = Path(__file__).parents[1]
 

@@ -17,10 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from alexnet_zoo import images
+from alexnet_zoo.data import images
 from alexnet_zoo.errors import UnreadableImage
-from alexnet_zoo.images import check_image_bytes, load_image, read_image
-from alexnet_zoo.transforms import BVLC_PREPROCESSING, TORCHVISION_PREPROCESSING
+from alexnet_zoo.data.images import check_image_bytes, load_image, read_image
+from alexnet_zoo.data.transforms import BVLC_PREPROCESSING, TORCHVISION_PREPROCESSING
 
 IMAGES = Path(__file__).parent / "data" / "images"
 EXAMPLE = Path(__file__).parents[1] / "examples" / "chelsea.png"
@@ -51,7 +51,7 @@ def test_palette_alpha_and_gif_become_rgb(name):
 def test_transparent_pixels_are_white():
     src = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
     src.putpixel((0, 0), (0, 0, 255, 255))
-    from alexnet_zoo.images import to_rgb
+    from alexnet_zoo.data.images import to_rgb
 
     out = np.asarray(to_rgb(src))
     assert tuple(out[1, 1]) == (255, 255, 255) and tuple(out[0, 0]) == (0, 0, 255)
@@ -283,7 +283,7 @@ HOSTILE = {
 
 _CHILD = r"""
 import json, resource, sys
-from alexnet_zoo.images import load_image, read_image
+from alexnet_zoo.data.images import load_image, read_image
 status = open("/proc/self/status").read()
 address_space = int(status.split("VmSize:")[1].split()[0]) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (address_space + (1 << 30), resource.RLIM_INFINITY))

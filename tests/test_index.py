@@ -17,12 +17,12 @@ import torch
 from PIL import Image
 from test_features import REAL, generated, variants
 
-import alexnet_zoo.index as index_module
+import alexnet_zoo.retrieval.index as index_module
 from alexnet_zoo import alexnet
-from alexnet_zoo.cli import main
-from alexnet_zoo.extraction import read_manifest
-from alexnet_zoo.features import FeatureExtractor
-from alexnet_zoo.index import (
+from alexnet_zoo.cli.main import main
+from alexnet_zoo.retrieval.extraction import read_manifest
+from alexnet_zoo.retrieval.features import FeatureExtractor
+from alexnet_zoo.retrieval.index import (
     GPU_MAX_K,
     CorruptIndex,
     IndexMismatch,
@@ -49,8 +49,8 @@ def mixture(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
 
 
 def test_index_module_does_not_import_torch():
-    tree = ast.parse(Path("alexnet_zoo/index.py").read_text() if Path("alexnet_zoo/index.py").exists()
-                     else (Path(__file__).parent.parent / "alexnet_zoo/index.py").read_text())
+    tree = ast.parse(Path("alexnet_zoo/retrieval/index.py").read_text() if Path("alexnet_zoo/retrieval/index.py").exists()
+                     else (Path(__file__).parent.parent / "alexnet_zoo/retrieval/index.py").read_text())
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not any(name and name.split(".")[0] in ("torch", "alexnet_zoo") for name in names)
@@ -221,7 +221,7 @@ def test_duplicates_and_typed_errors(tmp_path):
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    from alexnet_zoo.pretrained import save_pretrained
+    from alexnet_zoo.weights.store import save_pretrained
 
     torch.manual_seed(0)
     return save_pretrained(alexnet(), tmp_path_factory.mktemp("w") / "random-seed0")
@@ -285,7 +285,7 @@ def test_cli_extract_build_query_dedupe(weights, tmp_path, capsys):
     assert (tmp_path / "dups.png").is_file()
     # a query with other weights is refused
     other = tmp_path / "other"
-    from alexnet_zoo.pretrained import save_pretrained
+    from alexnet_zoo.weights.store import save_pretrained
     save_pretrained(alexnet(), other)
     assert main(["index", "query", str(tmp_path / "ix"), str(query), "--pretrained", str(other)]) == 2
     assert "weights" in capsys.readouterr().err
@@ -609,8 +609,8 @@ def test_info_json_fields_are_validated(tmp_path, changes, message):
 
 def test_info_json_weights_are_not_followed_outside_the_index_folder(tmp_path, weights):
     from alexnet_zoo.errors import InvalidReference
-    from alexnet_zoo.pretrained import save_pretrained
-    from alexnet_zoo.search import trusted_weights
+    from alexnet_zoo.weights.store import save_pretrained
+    from alexnet_zoo.retrieval.search import trusted_weights
 
     folder = tmp_path / "ix"
     folder.mkdir()

@@ -1,4 +1,4 @@
-"""The native kernels' build and cache (alexnet_zoo/kernels): unusable or hostile cache folders, damaged
+"""The native kernels' build and cache (alexnet_zoo/ops/kernels): unusable or hostile cache folders, damaged
 libraries, compilers that refuse flags, concurrent builders and capped ISAs. Real compiles with the
 system cc, real files; a stand-in compiler (a shell script on $CC) refuses chosen flags."""
 
@@ -21,8 +21,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from alexnet_zoo import alexnet, capabilities, kernels, winograd
-from alexnet_zoo.kernels import load_kernel
+from alexnet_zoo import alexnet
+from alexnet_zoo.ops import capabilities, kernels, winograd
+from alexnet_zoo.ops.kernels import load_kernel
 
 REAL_CC = shutil.which("cc")
 UID = os.geteuid()
@@ -254,7 +255,7 @@ def test_damaged_kernel_loads_in_a_new_process(fresh):
     assert load_kernel("winograd") is not None
     (built,) = libraries(fresh.kernels)
     damage(built, built.read_bytes()[:1000])
-    child = python("from alexnet_zoo.kernels import load_kernel; assert load_kernel('winograd').wino_input_f32",
+    child = python("from alexnet_zoo.ops.kernels import load_kernel; assert load_kernel('winograd').wino_input_f32",
                    {"ALEXNET_ZOO_CACHE": str(fresh.cache), "TMPDIR": str(fresh.tmp)})
     out, err = child.communicate(timeout=300)
     assert child.returncode == 0, err
@@ -431,7 +432,7 @@ def test_concurrent_builders_never_expose_a_half_written_library(fresh, tmp_path
     """))
     script.chmod(0o755)
     env = {"ALEXNET_ZOO_CACHE": str(fresh.cache), "TMPDIR": str(fresh.tmp), "CC": str(script)}
-    code = "from alexnet_zoo.kernels import load_kernel; assert load_kernel('winograd').wino_input_f32"
+    code = "from alexnet_zoo.ops.kernels import load_kernel; assert load_kernel('winograd').wino_input_f32"
     children = [python(code, env) for _ in range(2)]
     for child in children:
         _, err = child.communicate(timeout=300)
@@ -454,8 +455,8 @@ def test_capped_isa_builds_what_an_avx2_machine_runs(fresh, tmp_path):
     cc = stand_in(tmp_path / "cc")
     env = {"ALEXNET_ZOO_CACHE": str(fresh.cache), "TMPDIR": str(fresh.tmp), "CC": str(cc),
            "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
-    code = ("from alexnet_zoo.capabilities import cpu_capabilities\n"
-            "from alexnet_zoo.kernels import load_kernel\n"
+    code = ("from alexnet_zoo.ops.capabilities import cpu_capabilities\n"
+            "from alexnet_zoo.ops.kernels import load_kernel\n"
             "assert load_kernel('winograd').wino_input_f32\nprint(cpu_capabilities().isa)")
     child = python(code, env)
     out, err = child.communicate(timeout=300)

@@ -12,9 +12,9 @@ import pytest
 
 import alexnet_zoo
 from alexnet_zoo import AlexNet, alexnet, alexnet_owt, save_pretrained
-from alexnet_zoo.config import ARCHS, OWT, PAPER
+from alexnet_zoo.models.config import ARCHS, OWT, PAPER
 from alexnet_zoo.factory import model_for_weights
-from alexnet_zoo.transforms import DEFAULT_PREPROCESSING
+from alexnet_zoo.data.transforms import DEFAULT_PREPROCESSING
 
 
 def _arch_options(parser: argparse.ArgumentParser, where: str) -> Iterator[tuple[str, argparse.Action]]:
@@ -29,7 +29,7 @@ def _arch_options(parser: argparse.ArgumentParser, where: str) -> Iterator[tuple
 
 def test_the_arch_table_is_defined_once():
     from alexnet_zoo.benchmarks.imagenet import build_parser as imagenet_parser
-    from alexnet_zoo.cli import build_parser
+    from alexnet_zoo.cli.main import build_parser
     from alexnet_zoo.train.recipe import get_args_parser
 
     options = [*_arch_options(build_parser(), "alexnet-zoo"), *_arch_options(get_args_parser(), "train"),
@@ -145,8 +145,8 @@ def _cycles(graph: dict[str, set[str]]) -> list[set[str]]:
 
 def test_the_walk_sees_lazy_imports():
     graph, _ = _imports(_modules())
-    assert "alexnet_zoo.pretrained" in graph["alexnet_zoo.factory"]  # inside create_model only
-    assert "alexnet_zoo.convert" in graph["alexnet_zoo.pretrained"]  # inside _from_upstream only
+    assert "alexnet_zoo.weights.store" in graph["alexnet_zoo.factory"]  # inside create_model only
+    assert "alexnet_zoo.weights.convert" in graph["alexnet_zoo.weights.store"]  # inside _from_upstream only
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [{"a", "b", "c"}]
 
 

@@ -98,8 +98,8 @@ def test_module_and_errors():
 @pytest.mark.parametrize("ceil_mode", [True, False])
 @pytest.mark.parametrize("with_lrn", [True, False])
 def test_fused_lrn_max_pool_equals_composition(path, dtype, ceil_mode, with_lrn):
-    from alexnet_zoo.geometry import pool_output_size
-    from alexnet_zoo.pooling import max_pool
+    from alexnet_zoo.ops.geometry import pool_output_size
+    from alexnet_zoo.ops.pooling import max_pool
 
     x = (torch.randn(3, 40, 14, 13) * 200).to(dtype).contiguous(memory_format=torch.channels_last)
     lrn = (5, 1e-4, 0.75, 2.0, "paper") if with_lrn else None

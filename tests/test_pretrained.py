@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 from alexnet_zoo import alexnet, alexnet_owt, get_weight_spec, list_pretrained, save_pretrained
-from alexnet_zoo import weights as weights_module
+from alexnet_zoo.weights import specs as weights_module
 from alexnet_zoo.errors import InvalidReference, UnknownWeights, WeightsError
-from alexnet_zoo.model_card import model_card
-from alexnet_zoo.pretrained import WeightsRef, resolve_reference
-from alexnet_zoo.transforms import BVLC_PREPROCESSING
+from alexnet_zoo.weights.cards import model_card
+from alexnet_zoo.weights.store import WeightsRef, resolve_reference
+from alexnet_zoo.data.transforms import BVLC_PREPROCESSING
 
 WEIGHTS_DIR = Path(__file__).parents[1] / "weights"
 
@@ -86,7 +86,7 @@ def test_specs_are_complete_and_consistent():
 def test_committed_model_cards_are_current(name):
     card = WEIGHTS_DIR / name / "README.md"
     assert card.read_text() == model_card(get_weight_spec(name)), \
-        f"regenerate with: python -m alexnet_zoo.model_card {name} > {card}"
+        f"regenerate with: python -m alexnet_zoo.weights.cards {name} > {card}"
 
 
 @pytest.mark.parametrize("name,arch,expected", [
@@ -116,7 +116,7 @@ def test_unknown_and_ambiguous_names_list_what_is_known(monkeypatch):
 
 
 def test_model_card_command_takes_every_name():
-    run = [sys.executable, "-m", "alexnet_zoo.model_card"]
+    run = [sys.executable, "-m", "alexnet_zoo.weights.cards"]
     out = subprocess.run([*run, "bvlc_in1k"], capture_output=True, text=True, check=True).stdout
     assert out == model_card(get_weight_spec("alexnet.bvlc_in1k"))
     bad = subprocess.run([*run, "bvlc"], capture_output=True, text=True)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from alexnet_zoo import AlexNet, AlexNetFeatures, PretrainedCfg, alexnet, alexnet_owt, create_model, save_pretrained
-from alexnet_zoo.config import feature_sizes
+from alexnet_zoo.models.config import feature_sizes
 
 
 @pytest.fixture(scope="module")

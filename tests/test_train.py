@@ -1,7 +1,7 @@
 """The training recipe on the CPU: augmentation statistics, schedules, the paper's update rule,
 the two-tower split, runs on synthetic and real pictures, an exact resume (fp16's scaler too),
 torchrun (gloo) against one process with the whole batch, unreadable pictures skipped and listed,
-ten-crop validation against alexnet_zoo.evaluate, and TensorBoard's event files."""
+ten-crop validation against alexnet_zoo.eval.evaluate, and TensorBoard's event files."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from alexnet_zoo.train.pack import pack_folder
 from alexnet_zoo.train.recipe import Trainer, train_step
 from alexnet_zoo.train.schedule import LRSchedule
 from alexnet_zoo.train.towers import TwoTowerAlexNet
-from alexnet_zoo.transforms import BVLC_PREPROCESSING
+from alexnet_zoo.data.transforms import BVLC_PREPROCESSING
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = Path(__file__).parent / "data" / "images"
@@ -265,7 +265,7 @@ def test_a_few_steps_on_synthetic_pictures_write_everything(tmp_path):
     with torch.no_grad():
         assert torch.allclose(model(x), reference(x))
     assert model.preprocessing.crop == 67 and model.preprocessing.resize_mode == "short_side"
-    from alexnet_zoo.publish import folder_card  # what `alexnet-zoo weights publish` writes from it
+    from alexnet_zoo.weights.publish import folder_card  # what `alexnet-zoo weights publish` writes from it
 
     card = folder_card(out / "final", "someone/alexnet-trained")
     assert "centre crop 67" in card and "Trained from scratch with alexnet_zoo.train" in card
@@ -378,7 +378,7 @@ def test_modern_options_and_towers_run_on_cpu(tmp_path):
 
 
 def test_command_lines(tmp_path):
-    from alexnet_zoo.cli import main as cli
+    from alexnet_zoo.cli.main import main as cli
 
     assert cli(["train", *TINY, "--synthetic", "8", "--epochs", "1", "--output-dir", str(tmp_path / "cli"),
                 "--no-export"]) == 0
@@ -476,8 +476,8 @@ def test_torchrun_with_unreadable_pictures_matches_one_process(tmp_path):
 def test_ten_crop_validation_is_alexnet_zoo_evaluates(tmp_path):
     import dataclasses
 
-    from alexnet_zoo.evaluate import dataset_for
-    from alexnet_zoo.evaluate import evaluate as library_evaluate
+    from alexnet_zoo.eval.evaluate import dataset_for
+    from alexnet_zoo.eval.evaluate import evaluate as library_evaluate
     from alexnet_zoo.train.data import ImageFiles, ShardSampler, make_loader
     from alexnet_zoo.train.recipe import evaluate
 
@@ -521,7 +521,7 @@ def test_tensorboard_logs_the_loss_and_fails_early_without_the_package(tmp_path,
     with pytest.raises(ImportError, match="pip install tensorboard"):
         main(["--data", str(tmp_path / "nowhere"), "--tensorboard", "--output-dir", str(tmp_path / "none")])
     assert not (tmp_path / "none").exists()
-    from alexnet_zoo.cli import main as cli
+    from alexnet_zoo.cli.main import main as cli
 
     assert cli(["train", *TINY, "--tensorboard", "--output-dir", str(tmp_path / "none")]) == 2
 
@@ -534,7 +534,7 @@ def _real_args(root: Path, *extra: str) -> list[str]:
 
 
 def test_a_failed_validation_loses_no_epoch_and_the_run_resumes_from_it(tmp_path, monkeypatch, capsys):
-    from alexnet_zoo.cli import main as cli
+    from alexnet_zoo.cli.main import main as cli
     from alexnet_zoo.train import recipe
 
     root = _picture_folder(tmp_path / "data")  # 7 training pictures: 3 steps an epoch; 2 validation pictures
@@ -621,7 +621,7 @@ def test_a_resumed_epoch_feeds_the_whole_epochs_loss_to_the_plateau_schedule(tmp
     (["--towers", "cpu"], "argument --towers: expected two devices"),
 ])
 def test_numeric_options_are_checked_by_the_parser(option, message, tmp_path, capsys):
-    from alexnet_zoo.cli import main as cli
+    from alexnet_zoo.cli.main import main as cli
 
     with pytest.raises(SystemExit) as exit_:
         cli(["train", "--synthetic", "8", *option, "--output-dir", str(tmp_path / "run")])
@@ -650,7 +650,7 @@ def test_options_at_their_bounds_are_accepted_and_a_namespace_is_checked_too(tmp
 
 
 def test_a_device_this_machine_lacks_is_named_with_what_it_has(tmp_path, capsys, monkeypatch):
-    from alexnet_zoo.cli import main as cli
+    from alexnet_zoo.cli.main import main as cli
     from alexnet_zoo.train import recipe
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without a GPU

@@ -14,11 +14,11 @@ from hub_server import ConnectionAttempts, Fault, closed_port
 from test_convert import bvlc_graph, rel_err, run_ort, weights  # noqa: F401 - the module-scoped fixture
 
 from alexnet_zoo import alexnet, save_pretrained
-from alexnet_zoo import convert as convert_module
-from alexnet_zoo import weights as weights_module
-from alexnet_zoo.cli import main
+from alexnet_zoo.weights import convert as convert_module
+from alexnet_zoo.weights import specs as weights_module
+from alexnet_zoo.cli.main import main
 from alexnet_zoo.errors import ChecksumMismatch, InvalidReference, NotCached
-from alexnet_zoo.hub import FileSource
+from alexnet_zoo.weights.download import FileSource
 
 REPO, FILE = "onnxmodelzoo/legacy_models", "validated/vision/classification/alexnet/model/bvlcalexnet-8.onnx"
 pytest.importorskip("onnx")
@@ -99,8 +99,8 @@ def _load_in_child(sha256: str, size: int, queue) -> None:
     import dataclasses
 
     from alexnet_zoo import alexnet
-    from alexnet_zoo import weights as w
-    from alexnet_zoo.hub import FileSource
+    from alexnet_zoo.weights import specs as w
+    from alexnet_zoo.weights.download import FileSource
 
     src = FileSource(REPO, FILE, "main", sha256, size)
     w._SPECS = tuple(dataclasses.replace(s, sources=(src,)) if s.name == "alexnet.bvlc_in1k" else s for s in w._SPECS)
@@ -221,9 +221,9 @@ def _download_with_small_file_limit(sha256: str, size: int, limit: int, queue) -
     import signal
     from contextlib import redirect_stderr
 
-    from alexnet_zoo import weights as w
-    from alexnet_zoo.cli import main
-    from alexnet_zoo.hub import FileSource
+    from alexnet_zoo.weights import specs as w
+    from alexnet_zoo.cli.main import main
+    from alexnet_zoo.weights.download import FileSource
 
     src = FileSource(REPO, FILE, "main", sha256, size)
     w._SPECS = tuple(dataclasses.replace(s, sources=(src,)) if s.name == "alexnet.bvlc_in1k" else s for s in w._SPECS)
@@ -239,7 +239,7 @@ def test_a_full_disk_while_the_converted_cache_is_written_is_a_clear_error(hub_s
     data = bvlc[1]
     hub_server.add_file(REPO, FILE, data)
     use_sources(monkeypatch, source(data))
-    from alexnet_zoo.hub import fetch
+    from alexnet_zoo.weights.download import fetch
 
     fetch(weights_module.get_weight_spec("alexnet.bvlc_in1k").sources)  # the upstream file is in; conversion is next
     ctx = multiprocessing.get_context("spawn")

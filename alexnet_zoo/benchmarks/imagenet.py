@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from alexnet_zoo.arguments import bounded_int, device_arg
-from alexnet_zoo.cli import describe, report_errors
-from alexnet_zoo.config import ARCHS
+from alexnet_zoo.cli.options import bounded_int, device_arg
+from alexnet_zoo.cli.main import describe, report_errors
+from alexnet_zoo.models.config import ARCHS
 from alexnet_zoo.devices import DEVICE_HELP
-from alexnet_zoo.evaluate import MAX_SCALE, PROTOCOLS
-from alexnet_zoo.loading import LOADER_HELP, LOADER_MODES
-from alexnet_zoo.precision import PRECISIONS
+from alexnet_zoo.eval.evaluate import MAX_SCALE, PROTOCOLS
+from alexnet_zoo.data.batching import LOADER_HELP, LOADER_MODES
+from alexnet_zoo.eval.precision import PRECISIONS
 
 __all__ = ["add_arguments", "build_parser", "environment", "main", "run"]
 
@@ -114,9 +114,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """:func:`main` on parsed arguments (``alexnet-zoo evaluate`` calls this)."""
-    from alexnet_zoo.datasets import find_labelled_images
+    from alexnet_zoo.data.datasets import find_labelled_images
     from alexnet_zoo.devices import resolve_device
-    from alexnet_zoo.evaluate import dataset_for, evaluate, onto_model_classes
+    from alexnet_zoo.eval.evaluate import dataset_for, evaluate, onto_model_classes
     from alexnet_zoo.factory import model_for_weights
     from alexnet_zoo.paths import write_json
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from alexnet_zoo.transforms import Preprocessing
+from alexnet_zoo.data.transforms import Preprocessing
 
 __all__ = ["IMAGENET_EIGVAL", "IMAGENET_EIGVEC", "PAPER_PREPROCESSING", "BatchAugment", "lighting_offsets",
            "step_generator"]

@@ -1,7 +1,7 @@
 """Datasets, samplers and loaders for training: what the workers do and what they leave to the GPU.
 
-Workers decode a picture (upright, RGB: ``alexnet_zoo.images.read_image``), resize it to the
-stored square (``alexnet_zoo.transforms.square_uint8``: the paper's short side 256 then the central
+Workers decode a picture (upright, RGB: ``alexnet_zoo.data.images.read_image``), resize it to the
+stored square (``alexnet_zoo.data.transforms.square_uint8``: the paper's short side 256 then the central
 256x256, or BVLC's squash) and hand over uint8. Cropping, flipping, mean subtraction and colour
 shifts happen on the batch (``augment.py``). With ``decode="device"`` the workers only read the file's bytes and
 the JPEGs are decoded on the GPU in one batched nvJPEG call (``torchvision.io.decode_jpeg``).
@@ -36,18 +36,18 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.io import ImageReadMode
 
-from alexnet_zoo.categories import imagenet_categories
-from alexnet_zoo.datasets import find_labelled_images
+from alexnet_zoo.data.categories import imagenet_categories
+from alexnet_zoo.data.datasets import find_labelled_images
 from alexnet_zoo.errors import failure_message
-from alexnet_zoo.images import check_image_bytes, read_image, read_image_bytes
-from alexnet_zoo.transforms import ResizeMode, square_uint8
+from alexnet_zoo.data.images import check_image_bytes, read_image, read_image_bytes
+from alexnet_zoo.data.transforms import ResizeMode, square_uint8
 
 __all__ = ["EpochSampler", "ImageFiles", "Picture", "PictureBatch", "ResizeMode", "ShardSampler", "SyntheticImages",
            "collate_pictures", "decode_batch", "folder_samples", "make_loader", "split_synthetic", "steps_per_epoch"]
 
 _WNID = re.compile(r"n\d{8}")
 WORKER_START = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-PICTURE_SUFFIXES = frozenset(IMG_EXTENSIONS) | {".gif", ".jfif"}  # all alexnet_zoo.images reads
+PICTURE_SUFFIXES = frozenset(IMG_EXTENSIONS) | {".gif", ".jfif"}  # all alexnet_zoo.data.images reads
 
 
 # ---- datasets ------------------------------------------------------------------------------------
@@ -85,7 +85,7 @@ def folder_samples(root: str | Path, class_to_idx: dict[str, int] | None = None
                    ) -> tuple[list[tuple[Path, int]], list[str]]:
     """(path, label) pairs and class names of a folder: class subfolders (``ImageFolder``: labels
     by sorted folder name, or by ``class_to_idx``, the training set's, for a validation set), or
-    any flat layout the evaluator reads (``alexnet_zoo.datasets.find_labelled_images``: Caffe's
+    any flat layout the evaluator reads (``alexnet_zoo.data.datasets.find_labelled_images``: Caffe's
     val.txt, a CSV, WNID-prefixed names). Flat layouts carry ImageNet class indices; when the
     training classes are a subset of ImageNet's WNIDs, they are mapped onto it by WNID."""
     root = Path(root)

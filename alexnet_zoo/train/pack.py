@@ -24,10 +24,10 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from alexnet_zoo.datasets import LABEL_FILES
-from alexnet_zoo.images import read_image
+from alexnet_zoo.data.datasets import LABEL_FILES
+from alexnet_zoo.data.images import read_image
 from alexnet_zoo.train.data import PICTURE_SUFFIXES, WORKER_START
-from alexnet_zoo.transforms import ResizeMode, square_uint8
+from alexnet_zoo.data.transforms import ResizeMode, square_uint8
 
 __all__ = ["main", "pack_folder"]
 

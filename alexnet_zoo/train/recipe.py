@@ -33,11 +33,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from alexnet_zoo.config import ARCHS
-from alexnet_zoo.evaluate import predict
+from alexnet_zoo.models.config import ARCHS
+from alexnet_zoo.eval.evaluate import predict
 from alexnet_zoo.factory import create_model
 from alexnet_zoo.paths import write_json
-from alexnet_zoo.pretrained import save_pretrained
+from alexnet_zoo.weights.store import save_pretrained
 from alexnet_zoo.train.augment import PAPER_PREPROCESSING, BatchAugment, step_generator
 from alexnet_zoo.train.checkpoint import (find_checkpoint, list_checkpoints, load_training_checkpoint, restore_rng,
                                           save_training_checkpoint, update_training_state)
@@ -48,7 +48,7 @@ from alexnet_zoo.train.optim import build_optimizer
 from alexnet_zoo.train.plot import plot_metrics
 from alexnet_zoo.train.schedule import LRSchedule
 from alexnet_zoo.train.towers import TwoTowerAlexNet
-from alexnet_zoo.transforms import BVLC_PREPROCESSING, TORCHVISION_PREPROCESSING, ImagePreprocess
+from alexnet_zoo.data.transforms import BVLC_PREPROCESSING, TORCHVISION_PREPROCESSING, ImagePreprocess
 
 __all__ = ["RECIPE_SOURCES", "Bounded", "Trainer", "available_devices", "check_args", "check_device", "evaluate",
            "get_args_parser", "load_data", "main", "parse_args", "train_one_epoch", "train_step"]
@@ -249,7 +249,7 @@ def get_args_parser(add_help: bool = True, prog: str = "python -m alexnet_zoo.tr
     g.add_argument("--eval-every", type=POSITIVE_INT, default=1, help="epochs between validations")
     g.add_argument("--val-protocol", choices=("center", "ten"), default="center",
                    help="validate on the centre crop (fast), or on the paper's ten crops with averaged softmax "
-                        "(alexnet_zoo.evaluate's code; 10x the compute)")
+                        "(alexnet_zoo.eval.evaluate's code; 10x the compute)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     g.add_argument("--tensorboard", action="store_true", help="also log to OUTPUT_DIR/tensorboard")
     g.add_argument("--no-export", dest="export", action="store_false",
@@ -507,7 +507,7 @@ def evaluate(model: nn.Module, loader: DataLoader, augment: BatchAugment, device
     top-5 accuracy (percent) of the readable pictures, and how many could not be read.
 
     ``protocol`` ``center``: the centre crop (``augment``'s evaluation input); ``ten``: the
-    paper's test, alexnet_zoo.evaluate's own code (:func:`alexnet_zoo.evaluate.predict`: ten
+    paper's test, alexnet_zoo.eval.evaluate's own code (:func:`alexnet_zoo.eval.evaluate.predict`: ten
     crops, softmax averaged), the loss then being that of the averaged probabilities."""
     if protocol not in ("center", "ten"):
         raise ValueError(f"unknown validation protocol {protocol!r}; choose center or ten")
@@ -643,7 +643,7 @@ def _device(name: str, local_rank: int, world: int = 1) -> torch.device:
 
 def _amp_dtype(name: str, devices: Sequence[torch.device]) -> torch.dtype | None:
     """--amp's dtype, refused up front where autocast would fail on these devices (bf16 on a GPU
-    without it); bf16 on a CPU without native bf16 runs on generic kernels (alexnet_zoo.onednn)."""
+    without it); bf16 on a CPU without native bf16 runs on generic kernels (alexnet_zoo.ops.onednn)."""
     dtype = AMP_DTYPES[name]
     for device in devices:
         if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():

@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from alexnet_zoo.config import AlexNetConfig
-from alexnet_zoo.lrn import local_response_norm
-from alexnet_zoo.model import AlexNet
-from alexnet_zoo.pooling import max_pool
+from alexnet_zoo.models.config import AlexNetConfig
+from alexnet_zoo.ops.lrn import local_response_norm
+from alexnet_zoo.models.alexnet import AlexNet
+from alexnet_zoo.ops.pooling import max_pool
 
 __all__ = ["TwoTowerAlexNet"]
 

@@ -1,0 +1,308 @@
+"""Search by picture: the thin layer between an index folder (numpy / FAISS only) and the model.
+
+It rebuilds the extractor an index was made with (model, weights, layer, pooling), extracts the
+query images and searches by vector; it also holds the ``extract`` and ``index`` commands of the
+command line, so ``cli.py`` only registers them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from alexnet_zoo.cli.options import bounded_int
+from alexnet_zoo.models.config import ARCHS
+from alexnet_zoo.errors import InvalidReference
+from alexnet_zoo.retrieval.features import FeatureExtractor, weights_label
+from alexnet_zoo.retrieval.index import KINDS, IndexMismatch, SearchHit, VectorIndex, parse_size, zero_rows
+from alexnet_zoo.data.batching import LOADER_HELP, LOADER_MODES
+from alexnet_zoo.eval.precision import PRECISIONS
+
+__all__ = ["add_commands", "extractor_for", "index_device", "search_images", "trusted_weights", "weights_reference"]
+
+
+def weights_reference(pretrained: str, model: Any) -> str:
+    """What to record as the weights: what was actually loaded. "random" for none; the absolute
+    path of a local folder or file (whatever spec its config.json claims: a query must load these
+    bytes, not download the spec's); an ``hf-hub:`` reference as given; else the spec name the
+    loader resolved ("default", a tag or an arch name)."""
+    if pretrained == "none":
+        return "random"
+    if pretrained.startswith("hf-hub:"):
+        return pretrained
+    if os.path.exists(pretrained):  # resolve() reads an existing path first, so this is what loaded
+        return os.path.abspath(pretrained)
+    label = weights_label(model)
+    return label if label not in ("random", "local") else pretrained
+
+
+def weights_claim(pretrained: str, model: Any) -> str | None:
+    """The spec a local folder's or hub repo's config.json names, when that is not what
+    :func:`weights_reference` records (information for people; never loaded from)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    name = (cfg.get("weights") or {}).get("name") if isinstance(cfg.get("weights"), dict) else None
+    return str(name) if name and str(name) != weights_reference(pretrained, model) else None
+
+
+def trusted_weights(ref: Any, folder: str | os.PathLike | None) -> str:
+    """The weights an index's info.json names, checked as untrusted input (anyone may have made
+    the folder): a registered spec name or an ``hf-hub:`` reference, or local weights inside the
+    index folder itself (a relative path is taken from it). Anything else is refused with the
+    ``--pretrained`` to pass by a user who trusts it."""
+    from alexnet_zoo.weights.store import resolve_reference
+
+    where = f"{Path(folder) / 'info.json'}" if folder is not None else "the index's info.json"
+    if ref is None or ref == "random":
+        raise IndexMismatch("the index was built from randomly initialised weights, which cannot be rebuilt; "
+                            "extract with --pretrained NAME|PATH (e.g. a folder saved with save_pretrained)")
+    try:
+        return str(resolve_reference(ref, trusted=False))
+    except InvalidReference as err:
+        if not isinstance(ref, str) or folder is None or not ref or "\0" in ref:
+            raise InvalidReference(f"{where}: {err}") from None
+        refused = err
+    inside = os.path.realpath(folder)
+    real = os.path.realpath(os.path.join(inside, ref))  # an absolute ref stays itself
+    if os.path.commonpath([inside, real]) != inside:
+        raise InvalidReference(f"{where}: weights {ref!r} are a local path outside the index folder; an index folder "
+                               "is untrusted input, so its info.json may only name a weight spec, an hf-hub: repo or "
+                               f"weights inside the folder. If you trust it, pass --pretrained {ref}") from None
+    try:
+        return str(resolve_reference(real, allow_local=True))
+    except InvalidReference:
+        raise InvalidReference(f"{where}: {refused}") from None
+
+
+def extractor_for(info: dict[str, Any], *, pretrained: str | None = None, device: str | None = None,
+                  batch_size: int = 32, folder: str | os.PathLike | None = None) -> FeatureExtractor:
+    """The extractor whose vectors match ``info`` (an index's or a features manifest's). The
+    weights are ``pretrained`` when the caller names them, else the ones ``info`` names, checked
+    by :func:`trusted_weights` (``folder``: where ``info`` came from)."""
+    from alexnet_zoo.factory import model_for_weights
+
+    ref = pretrained if pretrained is not None else trusted_weights(info.get("weights"), folder)
+    model = model_for_weights(ref, arch=info.get("model", "alexnet"))
+    extractor = FeatureExtractor(model, info["layer"], pool=info.get("pool"), normalize=info.get("normalized", True),
+                                 dtype=info.get("dtype", "float32"), device=device, batch_size=batch_size,
+                                 weights=weights_reference(ref, model), precision=info.get("precision", "auto"))
+    checked = ("model", "weights", "layer", "dim") if pretrained is not None else ("model", "layer", "dim")
+    for key in checked:
+        if key in info and extractor.info()[key] != info[key]:
+            raise IndexMismatch(f"query features have {key}={extractor.info()[key]!r}, the index {key}={info[key]!r}")
+    return extractor
+
+
+def search_images(index: VectorIndex, extractor: FeatureExtractor, images: Sequence[Any], k: int = 10
+                  ) -> list[list[SearchHit]]:
+    """The k nearest indexed images of each query image (path, PIL image or tensor); a query whose
+    vector is zero raises :class:`alexnet_zoo.retrieval.index.ZeroQuery` (its hits would be arbitrary)."""
+    return index.search(extractor(list(images)), k)
+
+
+# ---- command line ------------------------------------------------------------------------------
+
+def _cosine(text: str) -> float:
+    """An argparse type: a near-duplicate threshold, a cosine in (0, 1] (at 0 or below nearly
+    every pair of a collection qualifies)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a cosine in (0, 1], e.g. 0.95, got {text!r}")
+    return value
+
+
+def _memory(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _device(text: str) -> str:
+    """An argparse type: a device this machine has, checked by the one check every command uses
+    (:func:`alexnet_zoo.devices.resolve_device`), before any model or file is touched."""
+    from alexnet_zoo.devices import resolve_device
+
+    try:
+        return str(resolve_device(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _show(text: str) -> str:
+    from alexnet_zoo.retrieval.extraction import printable
+
+    return printable(str(text))
+
+
+def _init_distributed() -> None:
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("gloo")
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from alexnet_zoo.retrieval.extraction import extract_to_shards
+    from alexnet_zoo.factory import model_for_weights
+
+    _init_distributed()
+    model = model_for_weights(args.pretrained, arch=args.arch)
+    extractor = FeatureExtractor(model, args.layer, pool=None if args.pool == "none" else args.pool,
+                                 normalize=not args.no_normalize, dtype=args.dtype, device=args.device,
+                                 batch_size=args.batch_size, precision=args.precision,
+                                 weights=weights_reference(args.pretrained, model),
+                                 weights_spec=weights_claim(args.pretrained, model))
+    manifest = extract_to_shards(extractor, args.source, args.out, shard_size=args.shard_size, workers=args.workers,
+                                 loader=args.loader, progress=not args.quiet)
+    print(f"{_show(args.source)} -> {_show(args.out)}: {manifest['count']} vectors of {manifest['dim']} ({args.layer}, "
+          f"{args.dtype}), {len(manifest['shards'])} shards, {len(manifest['failures'])} unreadable")
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    from alexnet_zoo.retrieval.extraction import read_features
+
+    vectors, paths, manifest = read_features(args.features)
+    index = VectorIndex.build(vectors, paths, kind=args.kind, metric=args.metric, memory=args.memory, meta=manifest,
+                              device=args.device)
+    index.save(args.out)
+    info = index.info
+    print(f"{_show(args.features)} -> {_show(args.out)}: {info['factory']} over {info['count']} vectors, "
+          f"1-recall@10 {info['recall_at_10']:.3f}, {info['bytes_per_vector']} bytes/vector")
+    return 0
+
+
+def index_device(torch_device: str | None) -> str:
+    """The index's device for a model's --device: cpu and mps keep the index on the CPU (faiss has
+    no MPS form); cuda[:N] and none given let the index choose (the GPU where faiss sees one: a
+    faiss-cpu build beside a CUDA torch still answers, on the CPU)."""
+    if torch_device is None:
+        return "auto"
+    return "cpu" if str(torch_device).lower().startswith(("cpu", "mps")) else "auto"
+
+
+def _query(args: argparse.Namespace) -> int:
+    index = VectorIndex.load(args.index, device=index_device(args.device))
+    extractor = extractor_for(index.info, pretrained=args.pretrained, device=args.device, folder=args.index)
+    vectors = extractor(list(args.images))
+    zero = set(zero_rows(vectors).tolist()) if index.info["metric"] == "cosine" else set()
+    live = [i for i in range(len(args.images)) if i not in zero]
+    found = iter(index.search(vectors[live], args.k) if live else [])
+    results = [[] if i in zero else next(found) for i in range(len(args.images))]
+    reason = "zero vector: this layer's activations are all zero for the picture, so no neighbour is nearer than another"
+    if args.json:
+        print(json.dumps([{"query": str(q), "results": [{"path": h.path, "id": h.id, "score": h.score} for h in hits]}
+                          | ({"error": reason} if i in zero else {})
+                          for i, (q, hits) in enumerate(zip(args.images, results))], indent=2))
+    else:
+        for i, (q, hits) in enumerate(zip(args.images, results)):
+            print(_show(q))
+            if i in zero:
+                print(f"  no results: {reason}")
+            for h in hits:
+                print(f"  {h.score:8.4f}  {h.id:>8}  {_show(h.path)}")
+    if args.grid and live:
+        from alexnet_zoo.retrieval.grids import draw_grid
+
+        draw_grid([[(args.images[i], "query")] + [(h.path, f"{h.score:.4f}") for h in results[i]] for i in live],
+                  args.grid, size=args.thumb)
+    for i in sorted(zero):
+        print(f"alexnet-zoo index query: {_show(args.images[i])}: {reason}", file=sys.stderr)
+    return 1 if zero else 0
+
+
+def _dedupe(args: argparse.Namespace) -> int:
+    index = VectorIndex.load(args.index, device=args.device)
+    pairs = index.duplicates(args.threshold, args.k)
+    if args.json:
+        print(json.dumps([{"a": index.paths[i], "b": index.paths[j], "ids": [i, j], "score": s} for i, j, s in pairs],
+                         indent=2))
+    else:
+        for i, j, s in pairs:
+            print(f"{s:.4f}  {_show(index.paths[i])}  {_show(index.paths[j])}")
+        print(f"{len(pairs)} pairs at cosine >= {args.threshold}")
+    if args.grid and pairs:
+        from alexnet_zoo.retrieval.grids import draw_grid
+
+        draw_grid([[(index.paths[i], f"{i}"), (index.paths[j], f"{s:.4f}")] for i, j, s in pairs[:50]], args.grid,
+                  size=args.thumb)
+    return 0
+
+
+_SOURCE_HELP = ("a folder (recursive), a glob pattern, or a list file: .txt with one path a line (split on "
+                "newlines only; NUL-separated when it holds a NUL, as `find -print0` writes, for names with "
+                "newlines) or .jsonl with one JSON string a line; relative paths are from the list's folder")
+
+
+def add_commands(commands: Any) -> None:
+    """Register ``extract`` and ``index build|query|dedupe`` on the CLI's subparsers."""
+    extract = commands.add_parser("extract", help="features of a folder / list / glob of images, as resumable shards")
+    extract.add_argument("source", help=_SOURCE_HELP)
+    extract.add_argument("--out", type=Path, required=True)
+    extract.add_argument("--arch", choices=sorted(ARCHS), default="alexnet")
+    extract.add_argument("--pretrained", default="default", help="weight name, local folder / file, 'default' or "
+                                                                 "'none' (random; such an index cannot be queried)")
+    extract.add_argument("--layer", default="fc7")
+    extract.add_argument("--pool", choices=("avg", "max", "none"), default="avg", help="conv layers: over space")
+    extract.add_argument("--no-normalize", action="store_true", help="keep raw vectors (default: unit length)")
+    extract.add_argument("--dtype", choices=("float16", "float32"), default="float16",
+                         help="storage of the vectors (default float16: half the disk, and unit vectors keep a "
+                              "cosine > 0.9999 to float32's; float32 for raw vectors beyond float16's range)")
+    extract.add_argument("--fp16", action="store_const", const="float16", dest="dtype", help=argparse.SUPPRESS)
+    extract.add_argument("--batch-size", type=bounded_int(1, 65536), default=32)
+    extract.add_argument("--workers", type=bounded_int(0, 1024), default=2)
+    extract.add_argument("--loader", choices=LOADER_MODES, default="auto", help=LOADER_HELP)
+    extract.add_argument("--precision", choices=PRECISIONS, default="auto",
+                         help="arithmetic: auto = fp16 on CUDA, bf16 on CPUs with native bf16, else fp32; bf16 is "
+                              "~1.8x fp32 on CPUs with bfloat16 units (fc7 cosine to fp32 > 0.999)")
+    extract.add_argument("--shard-size", type=bounded_int(1), default=10_000, help="images a shard (default 10000)")
+    extract.add_argument("--device", type=_device, default=None,
+                         help="cpu, cuda, cuda:N or mps (default: a CUDA GPU, else mps, else the CPU)")
+    extract.add_argument("--quiet", action="store_true", help="no progress bar")
+    extract.set_defaults(run=_extract)
+
+    index = commands.add_parser("index", help="build, query and dedupe a FAISS index of extracted features")
+    isub = index.add_subparsers(dest="index_command", required=True)
+    build = isub.add_parser("build", help="index a features folder")
+    build.add_argument("features", type=Path)
+    build.add_argument("--out", type=Path, required=True)
+    build.add_argument("--kind", choices=("auto", *KINDS), default="auto",
+                       help="auto: exact up to 50,000 vectors; ivfpq needs at least 256")
+    build.add_argument("--metric", choices=("cosine", "l2"), default="cosine", help="l2: the paper's distance")
+    build.add_argument("--memory", type=_memory, default="4GB", help="memory budget for the index, e.g. 4GB")
+    build.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                       help="auto: train and fill exact / IVF indexes on a GPU when faiss-gpu sees one")
+    build.set_defaults(run=_build)
+    query = isub.add_parser("query", help="nearest indexed images of query images",
+                            epilog="exit status 1: some queries had a zero vector (no results; listed on stderr)")
+    query.add_argument("index", type=Path)
+    query.add_argument("images", nargs="+")
+    query.add_argument("-k", type=bounded_int(1), default=10, help="neighbours a query (capped at the index size)")
+    query.add_argument("--json", action="store_true")
+    query.add_argument("--grid", type=Path, default=None, help="draw queries and neighbours (Figure 4) to a PNG")
+    query.add_argument("--thumb", type=bounded_int(16, 1024), default=128, help="side of each picture in the grid, in pixels")
+    query.add_argument("--pretrained", default=None,
+                       help="weights (default: those info.json names, if a spec, an hf-hub: repo or inside the "
+                            "index folder; other local weights must be passed here)")
+    query.add_argument("--device", type=_device, default=None,
+                       help="cpu, cuda, cuda:N or mps for the model; the index uses a GPU where faiss sees one "
+                            "(default: the best device here)")
+    query.set_defaults(run=_query)
+    dedupe = isub.add_parser("dedupe", help="near-duplicate pairs in an index")
+    dedupe.add_argument("index", type=Path)
+    dedupe.add_argument("--threshold", type=_cosine, default=0.95, help="a cosine in (0, 1] (default 0.95)")
+    dedupe.add_argument("-k", type=bounded_int(1), default=10, help="HNSW indexes: neighbours checked per image")
+    dedupe.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    dedupe.add_argument("--json", action="store_true")
+    dedupe.add_argument("--grid", type=Path, default=None, help="draw the most similar 50 pairs to a PNG")
+    dedupe.add_argument("--thumb", type=bounded_int(16, 1024), default=128, help="side of each picture in the grid, in pixels")
+    dedupe.set_defaults(run=_dedupe)
