@@ -1,16 +1,28 @@
-"""The typed errors alexnet_zoo raises about weights and inputs, so callers can catch one family.
+"""The typed errors alexnet_zoo raises about weights, inputs, features and indexes: one family under
+:class:`AlexNetZooError`, so a caller (the command line among them) catches them all with one name.
 
-Every message names the thing at fault (repo and file, path, layer) and what was expected.
+Every message names the thing at fault (repo and file, path, layer) and what was expected. Errors that
+are also about a bad value derive from ``ValueError`` too, as callers of earlier versions caught them.
+Torch-free on purpose: the retrieval index imports it.
 """
 
 from __future__ import annotations
 
-__all__ = ["ChecksumMismatch", "ConversionError", "DownloadFailed", "InvalidConfig", "InvalidReference",
-           "LabelFileError", "NotCached", "Unreachable", "UnknownWeights", "UnreadableImage", "WeightsError",
-           "failure_message"]
+from collections.abc import Sequence
+
+__all__ = ["AlexNetZooError", "ChecksumMismatch", "ConversionError", "CorruptFeatures", "CorruptIndex",
+           "DownloadFailed", "ExtractionMismatch", "IndexMismatch", "InvalidConfig", "InvalidReference",
+           "InvalidVectors", "LabelFileError", "NotCached", "RetrievalError", "Unreachable", "UnknownWeights",
+           "UnreadableImage", "WeightsError", "ZeroQuery", "failure_message"]
 
 
-class WeightsError(Exception):
+class AlexNetZooError(Exception):
+    """Base of every error alexnet_zoo raises about what it was given (weights, files, settings)."""
+
+
+# ---- weights ---------------------------------------------------------------------------------------
+
+class WeightsError(AlexNetZooError):
     """Something about pretrained weights went wrong."""
 
 
@@ -54,14 +66,54 @@ class InvalidConfig(WeightsError, ValueError):
     accepts (wrong type, out of range, unknown); the message names the file and the field."""
 
 
-class LabelFileError(ValueError):
+# ---- inputs ----------------------------------------------------------------------------------------
+
+class LabelFileError(AlexNetZooError, ValueError):
     """A label file (Caffe ``val.txt``, CSV, synset list) is not what its format says; the message
     names the file, the line and what was expected."""
 
 
-class UnreadableImage(ValueError):
+class UnreadableImage(AlexNetZooError, ValueError):
     """An image file could not be decoded (missing, truncated, not an image)."""
 
+
+
+# ---- features and indexes --------------------------------------------------------------------------
+
+class RetrievalError(AlexNetZooError, ValueError):
+    """Something about extracted features or a vector index is not what was expected."""
+
+
+class InvalidVectors(RetrievalError):
+    """Vectors with NaN / inf, the wrong shape, or a count that does not match the paths."""
+
+
+class ZeroQuery(InvalidVectors):
+    """Cosine queries that are zero vectors: they have no direction, so every indexed vector is
+    equally (un)similar and any ranking would be arbitrary. ``rows`` lists them."""
+
+    def __init__(self, message: str, rows: Sequence[int]) -> None:
+        super().__init__(message)
+        self.rows = list(rows)
+
+
+class IndexMismatch(RetrievalError):
+    """The index folder holds vectors of another model, weights, layer or dimension than asked."""
+
+
+class CorruptIndex(RetrievalError):
+    """An index folder whose files are missing, unreadable or disagree with each other."""
+
+
+class ExtractionMismatch(RetrievalError):
+    """A features folder holds a job with other settings or inputs than the one asked for."""
+
+
+class CorruptFeatures(ExtractionMismatch):
+    """A features folder whose manifest or shard files are damaged, foreign or disagree."""
+
+
+# ---- reporting -------------------------------------------------------------------------------------
 
 def failure_message(path: str, err: BaseException) -> str:
     """What a batch job lists for a file it skipped: the error, naming the file (the messages of

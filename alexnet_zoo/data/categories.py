@@ -9,7 +9,7 @@ from importlib import resources
 
 from alexnet_zoo.errors import LabelFileError
 
-__all__ = ["Category", "imagenet_categories", "parse_synset_words"]
+__all__ = ["Category", "MAX_CLASSES", "WNID", "imagenet_categories", "parse_synset_words"]
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,8 @@ class Category:
     synonyms: tuple[str, ...]
 
 
-_WNID = re.compile(r"n[0-9]{8}")
+MAX_CLASSES = 1 << 20  # ImageNet-21k has 21,841; a label or num_classes beyond this is a damaged file
+WNID = re.compile(r"n[0-9]{8}")  # a WordNet id; ASCII digits (\d also matches other scripts' digits)
 
 
 @functools.cache
@@ -45,7 +46,7 @@ def parse_synset_words(text: str, source: str = "synset list") -> tuple[Category
             continue
         wnid, _, words = line.strip().partition(" ")
         synonyms = tuple(w.strip() for w in words.split(","))
-        if not _WNID.fullmatch(wnid) or not synonyms[0]:
+        if not WNID.fullmatch(wnid) or not synonyms[0]:
             shown = repr(line) if len(line) <= 80 else f"{line[:77]!r}..."
             raise LabelFileError(f"{source}:{lineno}: expected 'n######## name[, synonym...]', got {shown}")
         if wnid in seen:

@@ -28,19 +28,16 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from alexnet_zoo.data.categories import imagenet_categories
-from alexnet_zoo.models.config import MAX_CLASSES
+from alexnet_zoo.data.categories import MAX_CLASSES, WNID, imagenet_categories
 from alexnet_zoo.errors import LabelFileError, failure_message
-from alexnet_zoo.data.images import read_image
+from alexnet_zoo.data.images import IMAGE_SUFFIXES, read_image
 from alexnet_zoo.data.transforms import ImagePreprocess, Preprocessing
 
-__all__ = ["Batch", "IMAGE_SUFFIXES", "ImageDataset", "Item", "LabelledImages", "collate", "find_labelled_images",
+__all__ = ["Batch", "ImageDataset", "Item", "LabelledImages", "collate", "find_labelled_images",
            "from_label_file", "from_wnid_folders", "from_wnid_prefixes"]
 
-IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 LABEL_FILES = ("val.txt", "labels.txt", "labels.csv", "val.csv")  # looked for in the data folder
-_WNID = re.compile(r"n[0-9]{8}")  # ASCII digits: \d also matches other scripts' digits
-_WNID_PREFIX = re.compile(r"(n[0-9]{8})_")
+_WNID_PREFIX = re.compile(f"({WNID.pattern})_")
 _CLASS_INDEX = re.compile(r"[0-9]{1,7}")  # below 10**7 > MAX_CLASSES: int() of it is cheap and never fails
 _CAFFE_LINE = re.compile(r".*\S\s+[0-9]{1,7}", re.DOTALL)
 
@@ -77,7 +74,7 @@ def find_labelled_images(root: str | os.PathLike, labels: str | os.PathLike | No
         raise FileNotFoundError(f"{root}: no such folder (expected a folder of ImageNet images)")
     if labels is not None:
         return from_label_file(root, labels)
-    if any(_WNID.fullmatch(d.name) for d in root.iterdir() if d.is_dir()):
+    if any(WNID.fullmatch(d.name) for d in root.iterdir() if d.is_dir()):
         return from_wnid_folders(root)
     for name in LABEL_FILES:
         if (root / name).is_file():
@@ -96,7 +93,7 @@ def from_wnid_folders(root: str | os.PathLike) -> LabelledImages:
     root = Path(root)
     index = _wnid_index()
     samples = []
-    for folder in sorted(d for d in root.iterdir() if d.is_dir() and _WNID.fullmatch(d.name)):
+    for folder in sorted(d for d in root.iterdir() if d.is_dir() and WNID.fullmatch(d.name)):
         if folder.name not in index:
             raise ValueError(f"{folder}: {folder.name} is not one of the 1,000 ILSVRC-2012 WNIDs")
         label = index[folder.name]

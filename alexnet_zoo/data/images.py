@@ -36,10 +36,14 @@ from torch import Tensor
 
 from alexnet_zoo.errors import UnreadableImage
 
-__all__ = ["DEFAULT_MAX_FILE_BYTES", "DEFAULT_MAX_PIXELS", "MAX_FILE_BYTES_ENV", "MAX_PIXELS_ENV",
+__all__ = ["DEFAULT_MAX_FILE_BYTES", "DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "MAX_FILE_BYTES_ENV", "MAX_PIXELS_ENV",
            "check_image_bytes", "check_pixels", "decode_image_bytes", "load_image", "max_file_bytes",
            "max_pixels", "pil_to_uint8", "read_image", "read_image_bytes", "to_rgb"]
 
+# The file suffixes every folder walk takes for pictures (evaluation, extraction, training, packing):
+# the formats read_image decodes (Pillow's JPEG/JFIF/MPO, PNG, BMP, GIF, WebP, TIFF, PNM).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".mpo", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
+                            ".ppm", ".pgm"})
 _BACKGROUND = (255, 255, 255)  # transparent pixels are shown on white, as image viewers do
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's default MAX_IMAGE_PIXELS: about 0.25 GB of 8-bit RGB

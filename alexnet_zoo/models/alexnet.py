@@ -20,7 +20,7 @@ from alexnet_zoo.ops import onednn, winograd
 from alexnet_zoo.models.config import ARCHS, PAPER, POOLED_CONVS, AlexNetConfig, arch_of, feature_sizes
 from alexnet_zoo.ops.pooling import max_pool
 
-__all__ = ["AlexNet", "AlexNetFeatures", "DenseAlexNet", "FeatureInfo", "LAYERS", "PretrainedCfg", "feature_sizes"]
+__all__ = ["AlexNet", "AlexNetFeatures", "DenseAlexNet", "FeatureInfo", "LAYERS", "PretrainedCfg", "feature_sizes", "to_6x6"]
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8")
 _NORMED = (1, 2)  # LRN follows these (when the config has LRN)
@@ -142,6 +142,11 @@ def _feature_info(config: AlexNetConfig) -> list[dict[str, Any]]:
 
 
 # ---- the network ---------------------------------------------------------------------------------
+
+def to_6x6(x: Tensor) -> Tensor:
+    """pool5 as fc6 reads it: torchvision's adaptive pooling, an identity at 224/227, an average elsewhere."""
+    return x if x.shape[-2:] == (6, 6) else F.adaptive_avg_pool2d(x, 6)
+
 
 def _conv(conv: nn.Conv2d, x: Tensor, relu: bool) -> Tensor:
     """The fastest exact way to run ``conv`` (+ ReLU) on this input: Winograd, oneDNN or plain."""
@@ -268,11 +273,6 @@ class AlexNet(nn.Module):
         x = _conv(self.conv4, x, relu=True)
         return max_pool(_conv(self.conv5, x, relu=True), ceil)
 
-    @staticmethod
-    def _to_6x6(x: Tensor) -> Tensor:
-        """torchvision's adaptive pooling: an identity at 224/227, an average elsewhere."""
-        return x if x.shape[-2:] == (6, 6) else F.adaptive_avg_pool2d(x, 6)
-
     def _pool5(self, x: Tensor) -> Tensor:
         """pool5 at the input's own size; on the CPU fast path the batch is converted once (dtype
         first: a third of the cost of both at once) and run in chunks of _FEATURE_CHUNK images."""
@@ -284,7 +284,7 @@ class AlexNet(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Images (N, 3, H, W) -> the pool5 map (N, 256, 6, 6)."""
-        return self._to_6x6(self._pool5(x))
+        return to_6x6(self._pool5(x))
 
     def _dropout(self, x: Tensor, where: str) -> Tensor:
         if self.config.dropout_placement != where or not self.training or self.config.dropout == 0:
@@ -329,7 +329,7 @@ class AlexNet(nn.Module):
                 return out
             if i in POOLED_CONVS:
                 x = max_pool(x, self.config.pool_ceil, self._lrn_args() if i in _NORMED else None)
-        x = self._to_6x6(x)
+        x = to_6x6(x)
         out.update({"pool5": x} if "pool5" in wanted else {})
         x = torch.flatten(x, 1)
         for name in ("fc6", "fc7"):

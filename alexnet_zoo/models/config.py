@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from alexnet_zoo.data.categories import MAX_CLASSES
 from alexnet_zoo.errors import InvalidConfig, WeightsError
 from alexnet_zoo.ops.geometry import LRNConvention, pool_output_size
 from alexnet_zoo.paths import read_capped
@@ -24,10 +25,9 @@ from alexnet_zoo.paths import read_capped
 if TYPE_CHECKING:
     from alexnet_zoo.data.transforms import Preprocessing
 
-__all__ = ["ARCHS", "AlexNetConfig", "ConfigFile", "MAX_CLASSES", "MAX_CONFIG_BYTES", "OWT", "PAPER", "POOLED_CONVS",
+__all__ = ["ARCHS", "AlexNetConfig", "ConfigFile", "MAX_CONFIG_BYTES", "OWT", "PAPER", "POOLED_CONVS",
            "arch_of", "check_weights_fit", "feature_sizes", "read_config_file"]
 
-MAX_CLASSES = 1 << 20  # ImageNet-21k has 21,841; a label or num_classes beyond this is a damaged file
 MAX_CONFIG_BYTES = 8 << 20  # save_pretrained writes ~2 KB; a long class list still fits
 CONFIG_FORMAT_VERSION = 1  # the config.json layout save_pretrained writes and the newest one read
 _MAX_DEPTH = 32  # JSON nesting; deeper would recurse in dataclasses.asdict, json.dumps, ==

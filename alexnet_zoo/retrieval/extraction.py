@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from alexnet_zoo.errors import failure_message
+from alexnet_zoo.errors import CorruptFeatures, ExtractionMismatch, failure_message
 from alexnet_zoo.retrieval.features import FeatureExtractor
 from alexnet_zoo.data.images import read_image
 from alexnet_zoo.retrieval.index import MAX_DIM, read_path_list, write_path_list
@@ -54,14 +54,6 @@ _SHARD_NAME = re.compile(r"(rank-\d{5}-)?shard-\d{5}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # every character str.splitlines() splits on, and the tab failures.txt separates with
 _BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029\t")
-
-
-class ExtractionMismatch(ValueError):
-    """A features folder holds a job with other settings or inputs than the one asked for."""
-
-
-class CorruptFeatures(ExtractionMismatch):
-    """A features folder whose manifest or shard files are damaged, foreign or disagree."""
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
+from alexnet_zoo.errors import CorruptIndex, IndexMismatch, InvalidVectors, RetrievalError, ZeroQuery
+
 __all__ = ["CorruptIndex", "IndexMismatch", "InvalidVectors", "RetrievalError", "SearchHit", "VectorIndex",
            "ZeroQuery", "choose_factory", "exact_knn", "gpu_count", "gpu_supported", "parse_info", "parse_size",
            "read_path_list", "recall_at", "resolve_device", "training_needs", "write_path_list", "zero_rows"]
@@ -62,31 +64,6 @@ TARGET_RECALL = 0.95
 _IDENTITY = ("model", "weights", "layer", "pool", "dim")
 # what build() keeps of its ``meta`` (a features manifest): the vectors' provenance, each checked on load
 _META = ("model", "weights", "weights_spec", "layer", "pool", "normalized", "dtype", "precision", "preprocessing")
-
-
-class RetrievalError(ValueError):
-    """Base of the index errors."""
-
-
-class InvalidVectors(RetrievalError):
-    """Vectors with NaN / inf, the wrong shape, or a count that does not match the paths."""
-
-
-class IndexMismatch(RetrievalError):
-    """The index folder holds vectors of another model, weights, layer or dimension than asked."""
-
-
-class CorruptIndex(RetrievalError):
-    """An index folder whose files are missing, unreadable or disagree with each other."""
-
-
-class ZeroQuery(InvalidVectors):
-    """Cosine queries that are zero vectors: they have no direction, so every indexed vector is
-    equally (un)similar and any ranking would be arbitrary. ``rows`` lists them."""
-
-    def __init__(self, message: str, rows: Sequence[int]) -> None:
-        super().__init__(message)
-        self.rows = list(rows)
 
 
 @dataclass(frozen=True)

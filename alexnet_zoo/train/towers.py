@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from alexnet_zoo.models.config import AlexNetConfig
 from alexnet_zoo.ops.lrn import local_response_norm
-from alexnet_zoo.models.alexnet import AlexNet
+from alexnet_zoo.models.alexnet import AlexNet, to_6x6
 from alexnet_zoo.ops.pooling import max_pool
 
 __all__ = ["TwoTowerAlexNet"]
@@ -155,7 +155,7 @@ class TwoTowerAlexNet(nn.Module):
                 parts = self._lrn(parts)
             if i in _POOLED:
                 parts = [max_pool(p, self.config.pool_ceil) for p in parts]
-        parts = [AlexNet._to_6x6(p) for p in parts]
+        parts = [to_6x6(p) for p in parts]
         parts = [torch.flatten(p, 1) for p in self._exchange(parts)]  # pool5 -> fc6 reads both
         for name in ("fc6", "fc7"):
             parts = [self._dropout(F.relu(getattr(t, name)(p))) for t, p in zip(self.towers, parts)]
