@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "cache_dir", "read_capped", "write_json"]
+__all__ = ["atomic_write", "cache_dir", "cache_root", "read_capped", "write_json"]
 
 
 def _read_umask() -> int:
@@ -22,14 +22,19 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
-def cache_dir(*parts: str) -> Path:
-    """The cache root (``$ALEXNET_ZOO_CACHE``, else ``$XDG_CACHE_HOME/alexnet_zoo``, else
-    ``~/.cache/alexnet_zoo``) joined with ``parts``; the folder is created."""
+def cache_root() -> Path:
+    """The cache root: ``$ALEXNET_ZOO_CACHE``, else ``$XDG_CACHE_HOME/alexnet_zoo``, else
+    ``~/.cache/alexnet_zoo`` (not created: messages name it without touching the disk)."""
     root = os.environ.get("ALEXNET_ZOO_CACHE")
     if not root:
         xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         root = os.path.join(xdg, "alexnet_zoo")
-    path = Path(root, *parts)
+    return Path(root)
+
+
+def cache_dir(*parts: str) -> Path:
+    """The cache root joined with ``parts``; the folder is created."""
+    path = cache_root().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -45,7 +45,7 @@ def one_error_line(err: str, prog: str) -> str:
 
 
 def subprocess_cli(*args: str, limit_file_bytes: int | None = None) -> subprocess.CompletedProcess:
-    """``python -m alexnet_zoo.cli.main ARGS`` in a fresh interpreter; ``limit_file_bytes`` caps the size of
+    """``python -m alexnet_zoo.cli ARGS`` in a fresh interpreter; ``limit_file_bytes`` caps the size of
     any file it writes (RLIMIT_FSIZE), so a write fails as on a full disk."""
     prelude = ""
     if limit_file_bytes is not None:
@@ -288,7 +288,7 @@ def test_every_subcommand_help_is_a_full_description(capsys):
     assert "nothing more;" not in run(["--help"], capsys)[1]
 
 
-ENTRY_POINTS = [[sys.executable, "-m", "alexnet_zoo.cli.main"], [sys.executable, "-m", "alexnet_zoo.cli.main", "train"],
+ENTRY_POINTS = [[sys.executable, "-m", "alexnet_zoo.cli"], [sys.executable, "-m", "alexnet_zoo.cli", "train"],
                 [sys.executable, "-m", "alexnet_zoo.benchmarks.imagenet"], [sys.executable, "-m", "alexnet_zoo.train"],
                 *([sys.executable, str(p.relative_to(ROOT))] for p in sorted((ROOT / "benchmarks").glob("*.py")))]
 

@@ -306,7 +306,7 @@ def test_documented_commands_run(tmp_path):
     if shutil.which("alexnet-zoo", path=env["PATH"]) is None:  # not installed: the module stands in
         shim = tmp_path / "bin" / "alexnet-zoo"
         shim.parent.mkdir()
-        shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m alexnet_zoo.cli.main "$@"\n')
+        shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m alexnet_zoo.cli "$@"\n')
         shim.chmod(0o755)
         env["PATH"] = f"{shim.parent}{os.pathsep}{env['PATH']}"
     for where, command in RUN:

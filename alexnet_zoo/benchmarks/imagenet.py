@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from alexnet_zoo.cli.options import bounded_int, device_arg
-from alexnet_zoo.cli.main import describe, report_errors
+from alexnet_zoo.cli.failures import report_errors
+from alexnet_zoo.cli.options import bounded_int, describe, device_arg
 from alexnet_zoo.models.config import ARCHS
 from alexnet_zoo.devices import DEVICE_HELP
 from alexnet_zoo.eval.evaluate import MAX_SCALE, PROTOCOLS

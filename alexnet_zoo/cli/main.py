@@ -11,38 +11,23 @@ file and what was expected, exit status 2; a bug still shows its traceback.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
-import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from alexnet_zoo.cli.options import bounded_int, device_arg
+from alexnet_zoo.cli.failures import EXIT_PARTIAL, CommandError, report_errors
+from alexnet_zoo.cli.options import bounded_int, describe, device_arg
 from alexnet_zoo.models.config import ARCHS
-from alexnet_zoo.errors import WeightsError
 from alexnet_zoo.models.summary import format_table, summarize
 
-__all__ = ["build_parser", "describe", "error_message", "main", "report_errors"]
+__all__ = ["build_parser", "main"]
 
-EXIT_PARTIAL, EXIT_ERROR = 1, 2  # 1: finished, some input files unreadable (listed); 2: an error stopped it
 _EPILOG = ("exit status: 0 done; 1 done, but some input files were unreadable (each listed on stderr); "
            "2 an error stopped the command (one line on stderr naming the file and what was expected).")
 _UPSTREAM = (".onnx", ".caffemodel", ".pth", ".pt")
 _CONVERT_FORMS = ("an upstream .onnx, .caffemodel or .pth / .pt file, a .safetensors file, or a folder with "
                   "model.safetensors + config.json")
-
-
-class CommandError(Exception):
-    """A failure the command line has already put into words (file and what was expected)."""
-
-
-# ---- argument types: every number and device is checked where it is parsed ---------------------
-
-def describe(doc: str | None) -> str:
-    """A docstring's first paragraph as one line, without reST quotes: the description a parser
-    prints (its first *line* is often half a sentence)."""
-    return " ".join((doc or "").strip().split("\n\n")[0].replace("``", "").split())
 
 
 def _crops(text: str) -> int:
@@ -72,53 +57,6 @@ def _convert_source(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"{path}: not a weight file this converts ({path.suffix or 'no suffix'}); "
                                          f"expected {_CONVERT_FORMS}")
     return path
-
-
-# ---- errors: expected ones become one line, bugs keep their traceback ----------------------------
-
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    """What a user's input or machine causes: our typed families (``WeightsError``; the
-    ``ValueError`` subclasses of validation, bad images, indexes), ``OSError`` (missing,
-    unreadable or unwritable files, full disks) and safetensors' own error type."""
-    from safetensors import SafetensorError
-
-    return WeightsError, OSError, ValueError, SafetensorError, CommandError
-
-
-def _cache_hint() -> str:
-    root = os.environ.get("ALEXNET_ZOO_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "alexnet_zoo")
-    return f"the weights cache {root}"
-
-
-def error_message(err: BaseException, writes: Sequence[str] = ()) -> str:
-    """One line for an expected error: the file at fault first where the error knows it; for a
-    write that failed without a name (a full disk), where this command writes (``writes``)."""
-    if isinstance(err, OSError) and err.strerror:
-        names = [str(n) for n in (err.filename, err.filename2) if n is not None]
-        reason = err.strerror
-        if names:
-            return f"{' -> '.join(names)}: {reason}"
-        if err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-            where = ", ".join([*writes, _cache_hint()])
-            return f"{reason} while writing (this command writes to {where}); free some space or write elsewhere"
-        return reason
-    if type(err).__name__ == "SafetensorError":
-        where = ", ".join([*writes, _cache_hint()])
-        return (f"a safetensors file could not be read or written ({err}); this command writes to {where}: "
-                f"check free space and permissions")
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return " ".join(lines) or type(err).__name__
-
-
-def report_errors(prog: str, call: Callable[[], int], writes: Sequence[str] = ()) -> int:
-    """``call()``'s exit status, or :data:`EXIT_ERROR` after one line ``PROG: error: ...`` on
-    stderr for an expected error (see :func:`_expected_errors`); anything else propagates."""
-    try:
-        return call()
-    except _expected_errors() as err:
-        print(f"{prog}: error: {error_message(err, writes)}", file=sys.stderr)
-        return EXIT_ERROR
 
 
 def _summary(args: argparse.Namespace) -> int:

@@ -9,7 +9,13 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["bounded_int", "device_arg"]
+__all__ = ["bounded_int", "describe", "device_arg"]
+
+
+def describe(doc: str | None) -> str:
+    """A docstring's first paragraph as one line, without reST quotes: the description a parser
+    prints (its first *line* is often half a sentence)."""
+    return " ".join((doc or "").strip().split("\n\n")[0].replace("``", "").split())
 
 
 def bounded_int(low: int, high: int | None = None) -> Callable[[str], int]:
