@@ -12,6 +12,7 @@ import torch
 from alexnet_zoo.models.config import ARCHS
 from alexnet_zoo.models.alexnet import AlexNet, AlexNetFeatures, PretrainedCfg
 from alexnet_zoo.data.transforms import DEFAULT_PREPROCESSING
+from alexnet_zoo.weights.store import resolve
 
 __all__ = ["alexnet", "alexnet_owt", "create_model", "model_for_weights"]
 
@@ -41,14 +42,12 @@ def _build(arch: str, pretrained: Pretrained, num_classes: int | None, config: d
     :class:`~alexnet_zoo.weights.store.WeightsRef` must hold ``arch``)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHS)}")
-    if pretrained is False or pretrained is None:
+    checkpoint = resolve(pretrained, arch, any_arch=any_arch)
+    if checkpoint is None:
         model = AlexNet(ARCHS[arch].replace(num_classes=1000 if num_classes is None else num_classes, **config),
                         arch=arch)
         model.preprocessing = DEFAULT_PREPROCESSING[arch]
         return model
-    from alexnet_zoo.weights.store import resolve  # the weights machinery loads only when weights are asked for
-
-    checkpoint = resolve(pretrained, arch, any_arch=any_arch)
     if checkpoint.arch and checkpoint.arch != arch:
         if not (any_arch and _names_its_arch(pretrained)):
             raise ValueError(f"{pretrained}: holds {checkpoint.arch} weights; build it with {checkpoint.arch}(...)")
@@ -82,11 +81,8 @@ def model_for_weights(pretrained: Pretrained, *, arch: str = "alexnet") -> AlexN
     """For weights named as text (command lines, configs): "none" builds ``arch`` with random
     weights, "default" with its default weights, an arch name with that arch's default weights; a
     full name (``alexnet_owt.tv_in1k``) or a folder in our format builds the arch it belongs to;
-    anything else is ``create_model(arch, pretrained=...)``."""
-    if isinstance(pretrained, str):
-        pretrained = {"none": False, "default": True}.get(pretrained, pretrained)
-    if isinstance(pretrained, str) and pretrained in ARCHS:  # an arch name: its default weights
-        arch, pretrained = pretrained, True
+    anything else is ``create_model(arch, pretrained=...)`` (the reading is
+    :func:`~alexnet_zoo.weights.store.resolve`'s, with ``any_arch``)."""
     return _build(arch, pretrained, None, {}, any_arch=True)
 
 

@@ -14,7 +14,8 @@ from hub_server import ConnectionAttempts, Fault, closed_port
 
 from alexnet_zoo.weights import download as hub
 from alexnet_zoo.errors import ChecksumMismatch, DownloadFailed, InvalidReference, NotCached, Unreachable
-from alexnet_zoo.weights.download import FileSource, fetch, fetch_repo_files, parse_hub_ref, sha256_file
+from alexnet_zoo.weights.download import fetch, fetch_repo_files, sha256_file
+from alexnet_zoo.weights.sources import FileSource, parse_hub_ref
 
 REPO, FILE = "alexnet-zoo/alexnet", "alexnet.safetensors"
 

@@ -18,7 +18,7 @@ from alexnet_zoo.weights import convert as convert_module
 from alexnet_zoo.weights import specs as weights_module
 from alexnet_zoo.cli.main import main
 from alexnet_zoo.errors import ChecksumMismatch, InvalidReference, NotCached
-from alexnet_zoo.weights.download import FileSource
+from alexnet_zoo.weights.sources import FileSource
 
 REPO, FILE = "onnxmodelzoo/legacy_models", "validated/vision/classification/alexnet/model/bvlcalexnet-8.onnx"
 pytest.importorskip("onnx")
@@ -100,7 +100,7 @@ def _load_in_child(sha256: str, size: int, queue) -> None:
 
     from alexnet_zoo import alexnet
     from alexnet_zoo.weights import specs as w
-    from alexnet_zoo.weights.download import FileSource
+    from alexnet_zoo.weights.sources import FileSource
 
     src = FileSource(REPO, FILE, "main", sha256, size)
     w._SPECS = tuple(dataclasses.replace(s, sources=(src,)) if s.name == "alexnet.bvlc_in1k" else s for s in w._SPECS)
@@ -223,7 +223,7 @@ def _download_with_small_file_limit(sha256: str, size: int, limit: int, queue) -
 
     from alexnet_zoo.weights import specs as w
     from alexnet_zoo.cli.main import main
-    from alexnet_zoo.weights.download import FileSource
+    from alexnet_zoo.weights.sources import FileSource
 
     src = FileSource(REPO, FILE, "main", sha256, size)
     w._SPECS = tuple(dataclasses.replace(s, sources=(src,)) if s.name == "alexnet.bvlc_in1k" else s for s in w._SPECS)

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from alexnet_zoo.errors import InvalidReference, UnknownWeights, WeightsError
-from alexnet_zoo.weights.download import validate_repo_id
+from alexnet_zoo.weights.sources import validate_repo_id
 from alexnet_zoo.models.alexnet import AlexNet
 from alexnet_zoo.weights.cards import folder_model_card, model_card
 from alexnet_zoo.weights.store import Checkpoint, load_checkpoint

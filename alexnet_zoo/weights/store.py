@@ -94,13 +94,22 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     return Checkpoint(found.arch, found.config, state_dict, found.preprocessing, found.info)
 
 
-def resolve(pretrained: bool | str | os.PathLike | WeightsRef, arch: str, *, any_arch: bool = False) -> Checkpoint:
-    """Turn any ``pretrained=`` value into a checkpoint: True (the arch's default weights), a tag
-    or ``arch.tag`` name, ``hf-hub:org/repo[@revision]``, a local folder / file (ours, or an
-    upstream .onnx / .caffemodel / .pth converted on the fly), or a :class:`WeightsRef` from
-    :func:`resolve_reference` (loaded as exactly what it names, nothing else). ``arch`` picks
-    among same-named tags and converts upstream files; a weight name of another arch is an error
-    unless ``any_arch`` (the checkpoint's ``arch`` then says which it is)."""
+def resolve(pretrained: bool | str | os.PathLike | WeightsRef | None, arch: str, *,
+            any_arch: bool = False) -> Checkpoint | None:
+    """The one reading of every ``pretrained=`` value: None for no weights (False, None), else the
+    checkpoint of True (the arch's default weights), a tag or ``arch.tag`` name,
+    ``hf-hub:org/repo[@revision]``, a local folder / file (ours, or an upstream .onnx / .caffemodel /
+    .pth converted on the fly), or a :class:`WeightsRef` from :func:`resolve_reference` (loaded as
+    exactly what it names, nothing else). ``arch`` picks among same-named tags and converts upstream
+    files; a weight name of another arch is an error unless ``any_arch``: the text a command line
+    takes, where "none" is no weights, "default" the arch's default weights, an arch name that
+    arch's default weights, and the checkpoint's ``arch`` says which was loaded."""
+    if any_arch and isinstance(pretrained, str):
+        pretrained = {"none": False, "default": True}.get(pretrained, pretrained)
+        if pretrained in ARCHS:  # an arch name: its default weights
+            arch, pretrained = pretrained, True
+    if pretrained is False or pretrained is None:
+        return None
     if isinstance(pretrained, WeightsRef):
         return _load_reference(pretrained, arch)
     if pretrained is True:
@@ -153,7 +162,7 @@ def resolve_reference(ref: object, *, trusted: bool = False, allow_local: bool =
     ``config.json``) or a ``.safetensors`` file, never an upstream file (.onnx, .pth, ...) whose
     converter would parse foreign bytes. ``trusted=True`` also accepts any existing path.
     Raises :class:`InvalidReference` (a ValueError) naming the reference and what is allowed."""
-    from alexnet_zoo.weights.download import parse_hub_ref
+    from alexnet_zoo.weights.sources import parse_hub_ref
     from alexnet_zoo.weights.specs import known_names
 
     allowed = ("a weight name (" + ", ".join(known_names()) + "), 'hf-hub:org/repo[@revision]'"
@@ -267,7 +276,8 @@ def _from_upstream(path: Path, arch: str, config: dict[str, Any] | None = None) 
 def _from_hub_repo(ref: str) -> Checkpoint:
     """``org/repo[@revision]`` from the Hub: validated before any request, each file checked
     against the Hub's own checksum of it (``hub.fetch_repo_files``)."""
-    from alexnet_zoo.weights.download import fetch_repo_files, parse_hub_ref
+    from alexnet_zoo.weights.download import fetch_repo_files
+    from alexnet_zoo.weights.sources import parse_hub_ref
 
     repo_id, revision = parse_hub_ref(ref)
     files = fetch_repo_files(repo_id, (_WEIGHTS_FILE, _CONFIG_FILE), revision)
