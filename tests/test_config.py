@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 import alexnet_zoo.factory as factory
 import alexnet_zoo.weights.store as pretrained
 from alexnet_zoo import alexnet, save_pretrained
-from alexnet_zoo.models.config import (_CONFIG_RULES, _PREPROCESSING_RULES, ARCHS, MAX_CONFIG_BYTES, OWT, PAPER, AlexNetConfig,
-                                read_config_file)
+from alexnet_zoo.models.config import _CONFIG_RULES, ARCHS, OWT, PAPER, AlexNetConfig
+from alexnet_zoo.weights.config_file import _PREPROCESSING_RULES, MAX_CONFIG_BYTES, read_config_file
 from alexnet_zoo.errors import InvalidConfig, WeightsError
 from alexnet_zoo.factory import model_for_weights
 from alexnet_zoo.models.alexnet import AlexNet

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from alexnet_zoo.data.categories import parse_synset_words
 from alexnet_zoo.data.categories import MAX_CLASSES
-from alexnet_zoo.models.config import ARCHS, OWT, AlexNetConfig, check_weights_fit, read_config_file
+from alexnet_zoo.models.config import ARCHS, OWT, AlexNetConfig
+from alexnet_zoo.weights.config_file import check_weights_fit, read_config_file
 from alexnet_zoo.weights.convert import from_caffe
 from alexnet_zoo.weights.convert.from_caffe import convert_caffemodel
 from alexnet_zoo.data.datasets import from_label_file

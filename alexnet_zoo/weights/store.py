@@ -20,8 +20,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from alexnet_zoo.models.config import (ARCHS, CONFIG_FORMAT_VERSION, AlexNetConfig, check_shapes, check_weights_fit,
-                                 read_config_file)
+from alexnet_zoo.models.config import ARCHS, AlexNetConfig
+from alexnet_zoo.weights.config_file import CONFIG_FORMAT_VERSION, check_shapes, check_weights_fit, read_config_file
 from alexnet_zoo.errors import ConversionError, InvalidReference, UnknownWeights, WeightsError
 from alexnet_zoo.models.alexnet import AlexNet
 from alexnet_zoo.paths import atomic_write, cache_dir, write_json
