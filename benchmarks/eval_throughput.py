@@ -1,6 +1,6 @@
 """Evaluation throughput: the whole pipeline on real JPEGs against the model-only ceiling.
 
-For each protocol, two measurements of the same per-batch code (``alexnet_zoo.eval.evaluate``):
+For each protocol, two measurements of the same per-batch code (``alexnet_zoo.eval.protocols.predict``):
 
 * ``model only``  - ``model_throughput``: random uint8 256x256 images already in memory, through the
                     protocol's crops, normalisation, forward pass, softmax averaging and ranking;
@@ -26,11 +26,13 @@ import sys
 from pathlib import Path
 
 from alexnet_zoo import alexnet, alexnet_owt
-from alexnet_zoo.benchmarks.imagenet import environment
-from alexnet_zoo.models.config import ARCHS
 from alexnet_zoo.data.datasets import find_labelled_images
-from alexnet_zoo.eval.evaluate import PROTOCOLS, dataset_for, evaluate, model_throughput
+from alexnet_zoo.eval.loop import dataset_for, evaluate
+from alexnet_zoo.eval.protocols import PROTOCOLS
+from alexnet_zoo.eval.throughput import model_throughput
+from alexnet_zoo.models.config import ARCHS
 from alexnet_zoo.paths import write_json
+from environment import environment  # benchmarks/environment.py, beside this script
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet_samples"
 
@@ -54,7 +56,8 @@ def main(argv: list[str] | None = None) -> dict:
     model = (alexnet if args.arch == "alexnet" else alexnet_owt)().eval()
     found = find_labelled_images(args.data)
     samples = list(found.samples) * args.repeat
-    env = environment("cpu", args.workers, args.batch_size, args.precision) | {"worker_niceness": args.worker_niceness}
+    env = environment("cpu", workers=args.workers, batch_size=args.batch_size, precision=args.precision,
+                      worker_niceness=args.worker_niceness)
     print(" ".join(f"{k}={v}" for k, v in env.items()))
     print(f"{found.describe()}, x{args.repeat} per pipeline run")
     rows = []

@@ -37,11 +37,11 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from alexnet_zoo import alexnet, alexnet_owt
-from alexnet_zoo.benchmarks.imagenet import environment
 from alexnet_zoo.retrieval.extraction import extract_to_shards, list_images, read_features
 from alexnet_zoo.retrieval.features import FeatureExtractor
 from alexnet_zoo.weights.convert.from_torchvision import remap_torchvision_state_dict
 from alexnet_zoo.paths import write_json
+from environment import environment  # benchmarks/environment.py, beside this script
 
 __all__ = ["main", "ours", "straightforward"]
 
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model.load_state_dict(remap_torchvision_state_dict(reference.state_dict(), model))
     extractors = {f"ours {p}": FeatureExtractor(model, "fc7", normalize=False, device="cpu", batch_size=args.batch_size,
                                                 precision=p) for p in args.precisions}
-    env = environment("cpu", args.workers, args.batch_size, "+".join(args.precisions))
+    env = environment("cpu", workers=args.workers, batch_size=args.batch_size, precision="+".join(args.precisions))
     print(" ".join(f"{k}={v}" for k, v in env.items()))
     print(f"{len(paths)} JPEGs ({len(paths) // args.repeat} x {args.repeat}) from {args.data}; ours: {args.arch}")
 

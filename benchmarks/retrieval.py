@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -31,6 +30,7 @@ import numpy as np
 
 from alexnet_zoo.retrieval.index import VectorIndex, exact_knn, recall_at
 from alexnet_zoo.paths import write_json
+from environment import environment  # benchmarks/environment.py, beside this script
 
 __all__ = ["main", "mixture"]
 
@@ -55,24 +55,6 @@ def mixture(n: int, dim: int, *, clusters: int = 1000, intrinsic: int = 16, zipf
         rows[copies] = rows[rng.integers(0, m, copies.size)] + 0.02 * rng.normal(size=(copies.size, dim))
         out[lo:lo + m] = rows
     return out
-
-
-def environment() -> dict[str, Any]:
-    """What the timings depend on."""
-    env: dict[str, Any] = {"python": platform.python_version(), "faiss": faiss.__version__, "numpy": np.__version__,
-                           "platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
-                           "cpu_count": os.cpu_count(), "faiss_threads": faiss.omp_get_max_threads(),
-                           "gpus": faiss.get_num_gpus()}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            env["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        env["load_average"] = [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        pass
-    return env
 
 
 def _queries_per_second(index: VectorIndex, q: np.ndarray, min_seconds: float = 0.5) -> float:
@@ -132,7 +114,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     exact = next((r for r in rows if r["kind"] == "exact"), None)
     for row in rows:
         row["speedup_vs_exact"] = round(row["queries_per_s"] / exact["queries_per_s"], 1) if exact else None
-    env = environment()
+    env = environment(faiss=faiss.__version__, numpy=np.__version__, faiss_threads=faiss.omp_get_max_threads(),
+                      gpus=faiss.get_num_gpus())
     report = {"command": " ".join([os.path.basename(sys.executable), *sys.argv]) if argv is None else argv,
               "started_utc": started.isoformat(timespec="seconds"),
               "seconds": round((datetime.now(timezone.utc) - started).total_seconds()),

@@ -22,7 +22,6 @@ the speed a user gets after waiting for the compiler, for comparison.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from torch import nn
 from alexnet_zoo import alexnet
 from alexnet_zoo.ops.capabilities import cpu_capabilities
 from alexnet_zoo.paths import write_json
+from environment import environment  # benchmarks/environment.py, beside this script
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet_samples"
 
@@ -134,13 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd references")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    env = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
-           "torch": torch.__version__, "torchvision": torchvision.__version__, "python": platform.python_version(),
-           "capabilities": cpu_capabilities().as_dict()}
-    try:
-        env["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    env = environment("cpu", capabilities=cpu_capabilities().as_dict())
     print(" ".join(f"{k}={v}" for k, v in env.items()))
     results = []
     for batch in args.batch_sizes:

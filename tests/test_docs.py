@@ -242,6 +242,7 @@ def test_documented_arguments_parse(where, command, tmp_path, monkeypatch, capsy
             elif kind == "module":
                 runpy.run_module(target, run_name="__main__", alter_sys=True)
             else:
+                monkeypatch.syspath_prepend(str(Path(target).parent))  # as `python script.py` puts it first
                 runpy.run_path(target, run_name="__main__")
         except SystemExit as exit:
             pytest.fail(f"{where}: the documented arguments do not parse (exit {exit.code}):\n"

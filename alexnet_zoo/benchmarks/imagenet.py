@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ from alexnet_zoo.cli.failures import report_errors
 from alexnet_zoo.cli.options import bounded_int, describe, device_arg
 from alexnet_zoo.models.config import ARCHS
 from alexnet_zoo.devices import DEVICE_HELP
-from alexnet_zoo.eval.evaluate import MAX_SCALE, PROTOCOLS
+from alexnet_zoo.eval.protocols import MAX_SCALE, PROTOCOLS
 from alexnet_zoo.data.batching import LOADER_HELP, LOADER_MODES
 from alexnet_zoo.eval.precision import PRECISIONS
 
@@ -80,20 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def environment(device: str, workers: int, batch_size: int, precision: str) -> dict[str, Any]:
-    """What a timing depends on."""
+    """What a timing depends on: the machine and this run's settings."""
     import torch
-    import torchvision
 
-    env: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
-                           "torchvision": torchvision.__version__, "platform": platform.platform(),
-                           "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-                           "threads": torch.get_num_threads(), "device": device, "workers": workers,
-                           "batch_size": batch_size, "precision": precision}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            env["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from alexnet_zoo.ops.capabilities import machine_facts
+
+    env = {**machine_facts(), "device": device, "workers": workers, "batch_size": batch_size, "precision": precision}
     if device.startswith("cuda"):
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return env
@@ -116,7 +107,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """:func:`main` on parsed arguments (``alexnet-zoo evaluate`` calls this)."""
     from alexnet_zoo.data.datasets import find_labelled_images
     from alexnet_zoo.devices import resolve_device
-    from alexnet_zoo.eval.evaluate import dataset_for, evaluate, onto_model_classes
+    from alexnet_zoo.eval.loop import dataset_for, evaluate, onto_model_classes
     from alexnet_zoo.factory import model_for_weights
     from alexnet_zoo.paths import write_json
 

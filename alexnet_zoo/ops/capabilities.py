@@ -15,15 +15,17 @@ on a big CPU gives exactly the decisions an AVX2 machine makes (``.ci/run`` test
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import os
 import platform
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-__all__ = ["CpuCapabilities", "cpu_capabilities", "warn_emulated_bf16"]
+__all__ = ["CpuCapabilities", "cpu_capabilities", "machine_facts", "warn_emulated_bf16"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,18 @@ def cpu_capabilities() -> CpuCapabilities:
 
 
 @functools.cache
+def machine_facts() -> dict[str, Any]:
+    """What a timing depends on, for every report that records one (the evaluation recipe, the speed
+    scripts in benchmarks/): versions, the CPU's model name, cores and torch's threads."""
+    try:
+        vision = importlib.metadata.version("torchvision")  # without importing it (1.2 s of torch._dynamo)
+    except importlib.metadata.PackageNotFoundError:
+        vision = None
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": vision,
+            "platform": platform.platform(), "cpu": cpu_capabilities().model or platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads()}
+
+
 def warn_emulated_bf16() -> None:
     """Say once per process why bf16 is slow here: it runs correctly, on torch's generic kernels."""
     caps = cpu_capabilities()
