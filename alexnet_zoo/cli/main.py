@@ -20,14 +20,15 @@ from alexnet_zoo.cli.failures import EXIT_PARTIAL, CommandError, report_errors
 from alexnet_zoo.cli.options import bounded_int, describe, device_arg
 from alexnet_zoo.models.config import ARCHS
 from alexnet_zoo.models.summary import format_table, summarize
+from alexnet_zoo.weights.config_file import CONFIG_FILE, WEIGHTS_FILE
 
 __all__ = ["build_parser", "main"]
 
 _EPILOG = ("exit status: 0 done; 1 done, but some input files were unreadable (each listed on stderr); "
            "2 an error stopped the command (one line on stderr naming the file and what was expected).")
 _UPSTREAM = (".onnx", ".caffemodel", ".pth", ".pt")
-_CONVERT_FORMS = ("an upstream .onnx, .caffemodel or .pth / .pt file, a .safetensors file, or a folder with "
-                  "model.safetensors + config.json")
+_FOLDER = f"{WEIGHTS_FILE} + {CONFIG_FILE}"  # what a folder in our format holds
+_CONVERT_FORMS = f"an upstream .onnx, .caffemodel or .pth / .pt file, a .safetensors file, or a folder with {_FOLDER}"
 
 
 def _crops(text: str) -> int:
@@ -51,8 +52,8 @@ def _convert_source(text: str) -> Path:
     path = Path(text)
     if not path.exists():
         raise argparse.ArgumentTypeError(f"{path}: no such file or folder; expected {_CONVERT_FORMS}")
-    if path.is_dir() and not (path / "model.safetensors").is_file():
-        raise argparse.ArgumentTypeError(f"{path}: a folder without model.safetensors; expected {_CONVERT_FORMS}")
+    if path.is_dir() and not (path / WEIGHTS_FILE).is_file():
+        raise argparse.ArgumentTypeError(f"{path}: a folder without {WEIGHTS_FILE}; expected {_CONVERT_FORMS}")
     if path.is_file() and path.suffix.lower() not in (*_UPSTREAM, ".safetensors"):
         raise argparse.ArgumentTypeError(f"{path}: not a weight file this converts ({path.suffix or 'no suffix'}); "
                                          f"expected {_CONVERT_FORMS}")
@@ -124,9 +125,9 @@ def _weights_convert(args: argparse.Namespace) -> int:
         out = save_pretrained(model, args.out, preprocessing=DEFAULT_PREPROCESSING[args.arch],
                               meta={"converted_from": str(args.source)})
     except SafetensorError as err:  # its message names no file: a full disk, a quota, a vanished folder
-        raise CommandError(f"{args.out / 'model.safetensors'}: could not be written ({err}); check free space "
+        raise CommandError(f"{args.out / WEIGHTS_FILE}: could not be written ({err}); check free space "
                            f"and permissions there") from err
-    print(f"{args.source} -> {out}/model.safetensors + config.json ({args.arch})")
+    print(f"{args.source} -> {out}/{_FOLDER} ({args.arch})")
     return 0
 
 
@@ -227,10 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     wconv = wsub.add_parser("convert", help="convert an upstream .onnx / .caffemodel / .pth to our format")
     wconv.add_argument("source", type=_convert_source, help=_CONVERT_FORMS)
     wconv.add_argument("--arch", choices=sorted(ARCHS), required=True)
-    wconv.add_argument("--out", type=Path, required=True, help="the folder to write model.safetensors + config.json to")
+    wconv.add_argument("--out", type=Path, required=True, help=f"the folder to write {_FOLDER} to")
     wconv.set_defaults(run=_weights_convert)
     wpub = wsub.add_parser("publish", help="upload a folder in our format to the Hub with a generated model card")
-    wpub.add_argument("directory", type=Path, help="a folder with model.safetensors + config.json")
+    wpub.add_argument("directory", type=Path, help=f"a folder with {_FOLDER}")
     wpub.add_argument("--repo", required=True, help="the Hub model repo, ORG/NAME (created if missing)")
     wpub.add_argument("--revision", default=None, help="branch to commit to (default: main; created if missing)")
     wpub.add_argument("--private", action="store_true", help="create the repo private (an existing repo is kept as is)")

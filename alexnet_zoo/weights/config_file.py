@@ -19,9 +19,11 @@ from alexnet_zoo.models._fields import Rule, checked_fields, show
 from alexnet_zoo.models.config import AlexNetConfig
 from alexnet_zoo.paths import read_capped
 
-__all__ = ["CONFIG_FORMAT_VERSION", "MAX_CONFIG_BYTES", "ConfigFile", "check_shapes", "check_weights_fit",
+__all__ = ["CONFIG_FILE", "CONFIG_FORMAT_VERSION", "MAX_CONFIG_BYTES", "WEIGHTS_FILE", "ConfigFile", "check_shapes", "check_weights_fit",
            "read_config_file"]
 
+# a folder in alexnet_zoo's format (save_pretrained, the cache, an hf-hub: repo) holds these two files
+WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 MAX_CONFIG_BYTES = 8 << 20  # save_pretrained writes ~2 KB; a long class list still fits
 CONFIG_FORMAT_VERSION = 1  # the config.json layout save_pretrained writes and the newest one read
 _MAX_DEPTH = 32  # JSON nesting; deeper would recurse in dataclasses.asdict, json.dumps, ==
@@ -146,7 +148,7 @@ def read_config_file(path: str | os.PathLike, *, architectures: Collection[str])
 
 
 def check_weights_fit(weights: str | os.PathLike, config: AlexNetConfig, arch: str,
-                      config_name: str = "config.json") -> None:
+                      config_name: str = CONFIG_FILE) -> None:
     """Compare the tensor names, shapes and dtypes in a safetensors file's header with those
     ``config`` implies, before anything is built or loaded: whatever a config claims, memory then
     stays bounded by the size of a file that really holds those tensors. Raises WeightsError."""

@@ -28,7 +28,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,7 +40,7 @@ from huggingface_hub.errors import (FileMetadataError, HfHubHTTPError, LocalEntr
 from huggingface_hub.utils import get_session, hf_raise_for_status
 from huggingface_hub.utils.tqdm import tqdm
 
-from alexnet_zoo.errors import ChecksumMismatch, DownloadFailed, InvalidReference, NotCached, Unreachable, WeightsError
+from alexnet_zoo.errors import ChecksumMismatch, DownloadFailed, NotCached, Unreachable, WeightsError
 from alexnet_zoo.paths import cache_dir
 from alexnet_zoo.weights.sources import FULL_SHA256, GIT_SHA1, FileSource, validate_filename, validate_repo_id, validate_revision
 

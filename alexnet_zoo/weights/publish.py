@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from alexnet_zoo.errors import InvalidReference, UnknownWeights, WeightsError
+from alexnet_zoo.weights.config_file import CONFIG_FILE, WEIGHTS_FILE
 from alexnet_zoo.weights.sources import validate_repo_id
 from alexnet_zoo.models.alexnet import AlexNet
 from alexnet_zoo.weights.cards import folder_model_card, model_card
@@ -34,7 +35,7 @@ from alexnet_zoo.weights.specs import WeightSpec, get_weight_spec
 
 __all__ = ["check_folder", "folder_card", "publish"]
 
-_WEIGHTS_FILE, _CONFIG_FILE, _CARD_FILE = "model.safetensors", "config.json", "README.md"
+_CARD_FILE = "README.md"  # the Hub shows a repo's README.md as its model card
 logger = logging.getLogger(__name__)
 
 
@@ -43,10 +44,10 @@ def check_folder(directory: str | os.PathLike) -> Checkpoint:
     readable, the tensors exactly those of the architecture it describes (names and shapes), all
     finite. Raises :class:`WeightsError` naming the folder and what is wrong."""
     folder = Path(directory)
-    expected = f"expected a folder with {_WEIGHTS_FILE} + {_CONFIG_FILE} (alexnet_zoo.save_pretrained writes one)"
+    expected = f"expected a folder with {WEIGHTS_FILE} + {CONFIG_FILE} (alexnet_zoo.save_pretrained writes one)"
     if not folder.is_dir():
         raise WeightsError(f"{folder}: not a folder; {expected}")
-    missing = [name for name in (_WEIGHTS_FILE, _CONFIG_FILE) if not (folder / name).is_file()]
+    missing = [name for name in (WEIGHTS_FILE, CONFIG_FILE) if not (folder / name).is_file()]
     if missing:
         raise WeightsError(f"{folder}: {' and '.join(missing)} missing; {expected}")
     try:
@@ -54,7 +55,7 @@ def check_folder(directory: str | os.PathLike) -> Checkpoint:
         with torch.device("meta"):  # shapes only: no memory, no initialisation
             shapes = {k: tuple(v.shape) for k, v in AlexNet(checkpoint.config).state_dict().items()}
     except (ValueError, KeyError, TypeError) as err:  # a config.json entry the config classes refuse
-        raise WeightsError(f"{folder / _CONFIG_FILE}: not an alexnet_zoo config.json ({err})") from err
+        raise WeightsError(f"{folder / CONFIG_FILE}: not an alexnet_zoo config.json ({err})") from err
     state = checkpoint.state_dict
     problems = [f"{k} missing" for k in shapes if k not in state]
     problems += [f"{k} unexpected" for k in state if k not in shapes]
@@ -62,11 +63,11 @@ def check_folder(directory: str | os.PathLike) -> Checkpoint:
                  if k in state and tuple(state[k].shape) != shape]
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-        raise WeightsError(f"{folder / _WEIGHTS_FILE} does not fit the {checkpoint.arch} its {_CONFIG_FILE} "
+        raise WeightsError(f"{folder / WEIGHTS_FILE} does not fit the {checkpoint.arch} its {CONFIG_FILE} "
                            f"describes: {'; '.join(problems[:5])}{more}")
     broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if broken:
-        raise WeightsError(f"{folder / _WEIGHTS_FILE}: NaN or inf values in {', '.join(broken)}")
+        raise WeightsError(f"{folder / WEIGHTS_FILE}: NaN or inf values in {', '.join(broken)}")
     return checkpoint
 
 
@@ -89,8 +90,8 @@ def publish(directory: str | os.PathLike, repo_id: str, *, spec: WeightSpec | st
     folder, repo_id = Path(directory), _repo(repo_id)
     checkpoint, card, spec = _prepare(folder, repo_id, spec)  # every check before the first request
     name = spec.name if spec else f"{checkpoint.arch} ({checkpoint.config.num_classes} classes)"
-    operations = [CommitOperationAdd(_WEIGHTS_FILE, str(folder / _WEIGHTS_FILE)),
-                  CommitOperationAdd(_CONFIG_FILE, str(folder / _CONFIG_FILE)),
+    operations = [CommitOperationAdd(WEIGHTS_FILE, str(folder / WEIGHTS_FILE)),
+                  CommitOperationAdd(CONFIG_FILE, str(folder / CONFIG_FILE)),
                   CommitOperationAdd(_CARD_FILE, card.encode())]
     api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
     try:
@@ -127,17 +128,17 @@ def _spec_for(folder: Path, checkpoint: Checkpoint, spec: WeightSpec | str | Non
         except UnknownWeights:  # a spec this version does not know: the card comes from config.json's own entry
             return None
     elif named is not None and named != spec.name:
-        raise WeightsError(f"{folder / _CONFIG_FILE} names the weights {named!r}, not {spec.name!r}")
+        raise WeightsError(f"{folder / CONFIG_FILE} names the weights {named!r}, not {spec.name!r}")
     num_params = sum(v.numel() for v in checkpoint.state_dict.values())
     differs = [f"{k}={getattr(checkpoint.config, k)!r} (the spec has {v!r})" for k, v in spec.config.items()
                if getattr(checkpoint.config, k) != v]
     if spec.arch != checkpoint.arch or num_params != spec.num_params or differs:
         found = f"{checkpoint.arch} with {num_params:,} parameters" + (f", {', '.join(differs)}" if differs else "")
         if not explicit:  # started from the spec, changed since (fine-tuned): describe what is there
-            logger.info("%s: holds %s, no longer %s: the card comes from %s", folder, found, spec.name, _CONFIG_FILE)
+            logger.info("%s: holds %s, no longer %s: the card comes from %s", folder, found, spec.name, CONFIG_FILE)
             return None
         raise WeightsError(f"{folder}: holds {found}; {spec.name} is {spec.arch} with {spec.num_params:,}, so its "
-                           f"card would describe other weights (leave the spec out for a card from {_CONFIG_FILE})")
+                           f"card would describe other weights (leave the spec out for a card from {CONFIG_FILE})")
     return spec
 
 

@@ -21,18 +21,19 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from alexnet_zoo.models.config import ARCHS, AlexNetConfig
-from alexnet_zoo.weights.config_file import CONFIG_FORMAT_VERSION, check_shapes, check_weights_fit, read_config_file
+from alexnet_zoo.weights.config_file import (CONFIG_FILE, CONFIG_FORMAT_VERSION, WEIGHTS_FILE, check_shapes,
+                                             check_weights_fit, read_config_file)
 from alexnet_zoo.errors import ConversionError, InvalidReference, UnknownWeights, WeightsError
 from alexnet_zoo.models.alexnet import AlexNet
 from alexnet_zoo.paths import atomic_write, cache_dir, write_json
 from alexnet_zoo.data.transforms import Preprocessing
-from alexnet_zoo.weights.specs import WeightSpec, get_weight_spec
+from alexnet_zoo.weights.sources import parse_hub_ref
+from alexnet_zoo.weights.specs import WeightSpec, get_weight_spec, known_names
 
 __all__ = ["Checkpoint", "WeightsRef", "cached_spec", "is_cached", "load_checkpoint", "resolve", "resolve_reference",
            "save_pretrained"]
 
 
-_WEIGHTS_FILE, _CONFIG_FILE = "model.safetensors", "config.json"
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,8 @@ def save_pretrained(model: AlexNet, directory: str | os.PathLike, *, preprocessi
                            "license": spec.license, "citation": spec.citation,
                            "metrics": [m.__dict__ for m in spec.metrics]}
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    atomic_write(directory / _WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
-    write_json(directory / _CONFIG_FILE, info)
+    atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    write_json(directory / CONFIG_FILE, info)
     return directory
 
 
@@ -77,11 +78,11 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     architecture), checking that the two files agree."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
-    weights = path / _WEIGHTS_FILE if path.is_dir() else path
+    weights = path / WEIGHTS_FILE if path.is_dir() else path
     if weights.suffix != ".safetensors" or not weights.is_file():
-        raise FileNotFoundError(f"{path}: expected a folder with {_WEIGHTS_FILE} + {_CONFIG_FILE}, or a "
+        raise FileNotFoundError(f"{path}: expected a folder with {WEIGHTS_FILE} + {CONFIG_FILE}, or a "
                                 f".safetensors file")
-    config_path = folder / _CONFIG_FILE
+    config_path = folder / CONFIG_FILE
     found = read_config_file(config_path, architectures=ARCHS) if config_path.is_file() else None
     if found is not None:  # from the header alone: nothing the config claims is allocated before it fits
         check_weights_fit(weights, found.config, found.arch)
@@ -162,9 +163,6 @@ def resolve_reference(ref: object, *, trusted: bool = False, allow_local: bool =
     ``config.json``) or a ``.safetensors`` file, never an upstream file (.onnx, .pth, ...) whose
     converter would parse foreign bytes. ``trusted=True`` also accepts any existing path.
     Raises :class:`InvalidReference` (a ValueError) naming the reference and what is allowed."""
-    from alexnet_zoo.weights.sources import parse_hub_ref
-    from alexnet_zoo.weights.specs import known_names
-
     allowed = ("a weight name (" + ", ".join(known_names()) + "), 'hf-hub:org/repo[@revision]'"
                + (" or a folder in alexnet_zoo's format" if trusted or allow_local else ""))
     if not isinstance(ref, str) or not ref or len(ref) > 4096 or any(ord(c) < 32 or ord(c) == 127 for c in ref):
@@ -186,7 +184,7 @@ def resolve_reference(ref: object, *, trusted: bool = False, allow_local: bool =
             return WeightsRef("local", os.path.abspath(path))
         if path.exists():
             raise InvalidReference(f"weights reference {ref!r}: a local reference from an untrusted file must be "
-                                   f"a folder with {_WEIGHTS_FILE} + {_CONFIG_FILE} or a .safetensors file")
+                                   f"a folder with {WEIGHTS_FILE} + {CONFIG_FILE} or a .safetensors file")
     raise InvalidReference(f"weights reference {ref!r}: expected {allowed}")
 
 
@@ -217,7 +215,7 @@ def cached_spec(spec: WeightSpec, *, force: bool = False) -> Checkpoint:
     with FileLock(str(cache_dir("locks") / f"{spec.name}.lock")):
         if not force and _complete(folder):  # another process finished while we waited
             return load_checkpoint(folder)
-        from alexnet_zoo.weights.download import fetch
+        from alexnet_zoo.weights.download import fetch  # the Hub client loads only for a download
 
         for stale in folder.parent.glob(f".{folder.name}.*.tmp"):  # a crashed writer's (we hold the lock)
             shutil.rmtree(stale, ignore_errors=True)
@@ -259,11 +257,11 @@ def _cache_folder(spec: WeightSpec) -> Path:
 
 
 def _complete(folder: Path) -> bool:
-    return (folder / _WEIGHTS_FILE).is_file() and (folder / _CONFIG_FILE).is_file()
+    return (folder / WEIGHTS_FILE).is_file() and (folder / CONFIG_FILE).is_file()
 
 
 def _from_upstream(path: Path, arch: str, config: dict[str, Any] | None = None) -> Checkpoint:
-    from alexnet_zoo.weights.convert import convert_file
+    from alexnet_zoo.weights.convert import convert_file  # onnx and the Caffe schema load only to convert
 
     converted = convert_file(path, arch)
     if converted.arch != arch:
@@ -276,15 +274,14 @@ def _from_upstream(path: Path, arch: str, config: dict[str, Any] | None = None) 
 def _from_hub_repo(ref: str) -> Checkpoint:
     """``org/repo[@revision]`` from the Hub: validated before any request, each file checked
     against the Hub's own checksum of it (``hub.fetch_repo_files``)."""
-    from alexnet_zoo.weights.download import fetch_repo_files
-    from alexnet_zoo.weights.sources import parse_hub_ref
+    from alexnet_zoo.weights.download import fetch_repo_files  # the Hub client loads only for a download
 
     repo_id, revision = parse_hub_ref(ref)
-    files = fetch_repo_files(repo_id, (_WEIGHTS_FILE, _CONFIG_FILE), revision)
-    folder = files[_WEIGHTS_FILE].parent
-    if files[_CONFIG_FILE].parent != folder:  # a commit landed between the two downloads
-        raise WeightsError(f"hf-hub:{ref}: {_WEIGHTS_FILE} and {_CONFIG_FILE} came from different commits "
-                           f"({folder.name}, {files[_CONFIG_FILE].parent.name}); load it again, or pin a commit "
+    files = fetch_repo_files(repo_id, (WEIGHTS_FILE, CONFIG_FILE), revision)
+    folder = files[WEIGHTS_FILE].parent
+    if files[CONFIG_FILE].parent != folder:  # a commit landed between the two downloads
+        raise WeightsError(f"hf-hub:{ref}: {WEIGHTS_FILE} and {CONFIG_FILE} came from different commits "
+                           f"({folder.name}, {files[CONFIG_FILE].parent.name}); load it again, or pin a commit "
                            f"with @revision")
     return load_checkpoint(folder)
 
