@@ -12,9 +12,10 @@ import pytest
 from huggingface_hub import try_to_load_from_cache
 from hub_server import ConnectionAttempts, Fault, closed_port
 
-from alexnet_zoo.weights import download as hub
 from alexnet_zoo.errors import ChecksumMismatch, DownloadFailed, InvalidReference, NotCached, Unreachable
-from alexnet_zoo.weights.download import fetch, fetch_repo_files, sha256_file
+from alexnet_zoo.weights import digests
+from alexnet_zoo.weights.digests import sha256_file
+from alexnet_zoo.weights.download import fetch, fetch_repo_files
 from alexnet_zoo.weights.sources import FileSource, parse_hub_ref
 
 REPO, FILE = "alexnet-zoo/alexnet", "alexnet.safetensors"
@@ -67,7 +68,7 @@ def test_second_fetch_makes_no_request_and_does_not_rehash(hub_server, monkeypat
     hub_server.add_file(REPO, FILE, data, revision="v1")
     first = fetch([_source(data)])
     hub_server.requests.clear()
-    monkeypatch.setattr(hub, "sha256_file", lambda path: pytest.fail(f"rehashed {path}"))
+    monkeypatch.setattr(digests, "sha256_file", lambda path: pytest.fail(f"rehashed {path}"))
     assert fetch([_source(data)]) == first  # a tag, yet no HEAD: the cached copy matches the pinned sha256
     assert hub_server.requests == []
 

@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import logging
 import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,10 +39,11 @@ from huggingface_hub.utils import get_session, hf_raise_for_status
 from huggingface_hub.utils.tqdm import tqdm
 
 from alexnet_zoo.errors import ChecksumMismatch, DownloadFailed, NotCached, Unreachable, WeightsError
-from alexnet_zoo.paths import cache_dir
+from alexnet_zoo.paths import atomic_write, cache_dir
+from alexnet_zoo.weights.digests import discard, remember_sha256, sha256_remembered
 from alexnet_zoo.weights.sources import FULL_SHA256, GIT_SHA1, FileSource, validate_filename, validate_repo_id, validate_revision
 
-__all__ = ["fetch", "fetch_repo_files", "sha256_file"]
+__all__ = ["fetch", "fetch_repo_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,15 +51,6 @@ _CHUNK = 1 << 20
 _TRUE = {"1", "ON", "YES", "TRUE"}  # as huggingface_hub.constants reads boolean variables
 # What a failed download raises: HTTP status (HfHubHTTPError), transport (httpx2), truncation, disk (OSError).
 _DOWNLOAD_ERRORS = (HfHubHTTPError, httpx2.TransportError, OSError)
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fetch(sources: Sequence[FileSource], *, arch: str | None = None) -> Path:
@@ -154,7 +144,7 @@ def _download_repo_file(repo_id: str, name: str, revision: str, repo_type: str, 
         actual = _digest_of_kind(path, etag)
         if actual == etag:
             return path
-        _discard(path)
+        discard(path)
         if attempt == 1:
             logger.warning("%s: %s does not match the Hub's checksum %s (it has %s); downloading it again",
                            where, name, etag, actual)
@@ -177,7 +167,7 @@ def _cached_repo_file(repo_id: str, name: str, revision: str, repo_type: str, wh
                                f"and {why}")
     actual = _digest_of_kind(path, etag)
     if actual != etag:
-        _discard(path)
+        discard(path)
         raise ChecksumMismatch(f"{where}: cached file {name!r} does not match the Hub's checksum: expected "
                                f"{_kind(etag)} {etag}, got {actual}; the copy was deleted and {why}")
     return path
@@ -190,7 +180,7 @@ def _kind(etag: str) -> str:
 def _digest_of_kind(path: Path, etag: str) -> str:
     """The file's sha256 (remembered, as for specs) or, for a 40-digit ETag, its git blob sha1."""
     if len(etag) == 64:
-        return _sha256_remembered(path)
+        return sha256_remembered(path)
     data = Path(path).read_bytes()  # small (non-LFS) files only: the Hub sends LFS files' sha256
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
@@ -211,7 +201,7 @@ def _find_cached(sources: Sequence[FileSource]) -> Path | None:
                 return path
             logger.warning("cached %s (%s) does not match its pin (%s); deleting it", source.describe(), path,
                            mismatch)
-            _discard(path)
+            discard(path)
     return None
 
 
@@ -247,7 +237,7 @@ def _download(source: FileSource) -> Path:
                                 repo_type=source.repo_type, endpoint=endpoint, cache_dir=_hf_cache_dir()))
     mismatch = _check(path, source)
     if mismatch is not None:
-        _discard(path)
+        discard(path)
         raise _Rejected(mismatch)
     return path
 
@@ -255,9 +245,9 @@ def _download(source: FileSource) -> Path:
 def _download_url(source: FileSource) -> Path:
     """Stream a plain URL into a temporary file, hashing as it goes; keep it only if it matches."""
     path = _mirror_path(source)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.incomplete")
     digest = hashlib.sha256()
-    try:
+
+    def stream(tmp: Path) -> None:  # raising here leaves no file: atomic_write renames only on success
         with get_session().stream("GET", source.url, follow_redirects=True,
                                   timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT) as response:
             hf_raise_for_status(response)
@@ -269,10 +259,9 @@ def _download_url(source: FileSource) -> Path:
         mismatch = _mismatch(source, tmp.stat().st_size, digest.hexdigest())
         if mismatch is not None:
             raise _Rejected(mismatch)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _record(path, digest.hexdigest())
+
+    atomic_write(path, stream)
+    remember_sha256(path, digest.hexdigest())
     return path
 
 
@@ -281,22 +270,7 @@ def _check(path: Path, source: FileSource) -> str | None:
     size = os.stat(path).st_size
     if source.size is not None and size != source.size:
         return _mismatch(source, size, None)
-    return _mismatch(source, size, _sha256_remembered(path))
-
-
-def _sha256_remembered(path: Path) -> str:
-    """The file's sha256, from the record of an earlier hash if the file's stat still matches it."""
-    stat = os.stat(path)
-    record = _record_path(path)
-    try:
-        known = json.loads(record.read_text())
-        digest = known["sha256"] if known["stat"] == _stat_key(stat) else None
-    except (OSError, ValueError, KeyError, TypeError):
-        digest = None
-    if digest is None:
-        digest = sha256_file(path)
-        _record(path, digest, stat)
-    return digest
+    return _mismatch(source, size, sha256_remembered(path))
 
 
 def _mismatch(source: FileSource, size: int, digest: str | None) -> str | None:
@@ -305,38 +279,6 @@ def _mismatch(source: FileSource, size: int, digest: str | None) -> str | None:
     if digest is None or not digest.startswith(source.sha256):
         return f"checksum mismatch: expected sha256 {source.sha256}, got {digest}"
     return None
-
-
-def _record(path: Path, digest: str, stat: os.stat_result | None = None) -> None:
-    """Remember the sha256 of ``path`` as it is now (written atomically: readers never see half a record).
-    Only a memo: a record that cannot be written (full disk, read-only cache) costs a rehash next time."""
-    record = _record_path(path)
-    tmp = record.with_name(f"{record.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(json.dumps({"path": os.path.realpath(path), "sha256": digest,
-                                   "stat": _stat_key(stat or os.stat(path))}))
-        os.replace(tmp, record)
-    except OSError as error:
-        logger.warning("could not remember the sha256 of %s in %s: %s", path, record.parent, error)
-        tmp.unlink(missing_ok=True)
-
-
-def _record_path(path: Path) -> Path:
-    key = hashlib.sha256(os.path.realpath(path).encode()).hexdigest()[:32]
-    return cache_dir("verified") / f"{key}.json"
-
-
-def _stat_key(stat: os.stat_result) -> list[int]:
-    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev]
-
-
-def _discard(path: Path) -> None:
-    """Delete a file that failed verification, and for a Hub download the blob its snapshot link points to."""
-    for victim in {os.path.realpath(path), str(path), str(_record_path(path))}:
-        try:
-            Path(victim).unlink(missing_ok=True)
-        except OSError as error:
-            logger.warning("could not delete %s, which failed verification: %s", victim, error)
 
 
 def _mirror_path(source: FileSource, *, create: bool = True) -> Path:
