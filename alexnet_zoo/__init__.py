@@ -15,7 +15,8 @@ __version__ = "0.1.0"
 _NAMES = {
     "alexnet_zoo.factory": ("alexnet", "alexnet_owt", "create_model"),
     "alexnet_zoo.models.config": ("AlexNetConfig", "OWT", "PAPER"),
-    "alexnet_zoo.models.alexnet": ("AlexNet", "AlexNetFeatures", "DenseAlexNet", "PretrainedCfg"),
+    "alexnet_zoo.models.alexnet": ("AlexNet", "AlexNetFeatures", "DenseAlexNet"),
+    "alexnet_zoo.models.pretrained_cfg": ("PretrainedCfg",),
     "alexnet_zoo.ops.lrn": ("LocalResponseNorm", "local_response_norm"),
     "alexnet_zoo.weights.convert.from_torchvision": ("load_torchvision_state_dict", "remap_torchvision_state_dict"),
     "alexnet_zoo.weights.specs": ("get_weight_spec", "list_pretrained"),
@@ -25,13 +26,17 @@ _NAMES = {
     "alexnet_zoo.retrieval.index": ("VectorIndex",),
 }
 _MODULE_OF = {name: module for module, names in _NAMES.items() for name in names}
-__all__ = sorted(_MODULE_OF)
+__all__ = ["AlexNet", "AlexNetConfig", "AlexNetFeatures", "DenseAlexNet", "FeatureExtractor",
+           "LocalResponseNorm", "OWT", "PAPER", "PretrainedCfg", "VectorIndex", "alexnet", "alexnet_owt",
+           "create_model", "get_weight_spec", "list_pretrained", "load_image", "load_torchvision_state_dict",
+           "local_response_norm", "remap_torchvision_state_dict", "save_pretrained"]  # = the names of _NAMES (tests/test_layout.py)
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports these on first use
     from alexnet_zoo.data.images import load_image
     from alexnet_zoo.factory import alexnet, alexnet_owt, create_model
-    from alexnet_zoo.models.alexnet import AlexNet, AlexNetFeatures, DenseAlexNet, PretrainedCfg
+    from alexnet_zoo.models.alexnet import AlexNet, AlexNetFeatures, DenseAlexNet
     from alexnet_zoo.models.config import OWT, PAPER, AlexNetConfig
+    from alexnet_zoo.models.pretrained_cfg import PretrainedCfg
     from alexnet_zoo.ops.lrn import LocalResponseNorm, local_response_norm
     from alexnet_zoo.retrieval.features import FeatureExtractor
     from alexnet_zoo.retrieval.index import VectorIndex

@@ -5,7 +5,8 @@ import torch.nn.functional as F
 import torchvision
 
 from alexnet_zoo import AlexNetConfig, alexnet, alexnet_owt, load_torchvision_state_dict
-from alexnet_zoo.models.alexnet import LAYERS, feature_sizes
+from alexnet_zoo.models.alexnet import LAYERS
+from alexnet_zoo.models.config import feature_sizes
 from numpy_reference import alexnet_forward
 
 

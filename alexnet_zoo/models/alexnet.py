@@ -8,8 +8,7 @@ paper and map one-to-one onto BVLC, ONNX and Caffe2 weight files. The two GPUs o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -18,9 +17,10 @@ from torch import Tensor, nn
 
 from alexnet_zoo.ops import onednn, winograd
 from alexnet_zoo.models.config import ARCHS, PAPER, POOLED_CONVS, AlexNetConfig, arch_of, feature_sizes
+from alexnet_zoo.models.pretrained_cfg import FeatureInfo, PretrainedCfg, feature_info
 from alexnet_zoo.ops.pooling import max_pool
 
-__all__ = ["AlexNet", "AlexNetFeatures", "DenseAlexNet", "FeatureInfo", "LAYERS", "PretrainedCfg", "feature_sizes", "to_6x6"]
+__all__ = ["LAYERS", "AlexNet", "AlexNetFeatures", "DenseAlexNet", "to_6x6"]
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8")
 _NORMED = (1, 2)  # LRN follows these (when the config has LRN)
@@ -33,112 +33,6 @@ _FEATURE_CHUNK = 8
 
 def _min_input_size(config: AlexNetConfig) -> int:
     return next(s for s in range(1, 1024) if feature_sizes(config, s)["pool5"] >= 1)
-
-
-# ---- timm's descriptions: pretrained_cfg, feature_info ------------------------------------------
-
-@dataclass(frozen=True, eq=False)
-class PretrainedCfg(Mapping):
-    """timm's ``pretrained_cfg``, typed: the weights' architecture and name, classes and input
-    (``mean``/``std`` on timm's 0..1 pixel scale, in ``channel_order``: BVLC's are BGR), and their
-    provenance. As a mapping it is the ``config.json`` document the weights were loaded with,
-    ``meta`` (empty for random weights), so ``cfg.get("weights")`` / ``cfg["classes"]`` read it."""
-
-    architecture: str | None = None
-    tag: str | None = None  # the weights' tag ("bvlc_in1k" of "alexnet.bvlc_in1k"), None when unnamed
-    num_classes: int = 1000
-    input_size: tuple[int, int, int] | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    crop_pct: float | None = None
-    crop_mode: str | None = None  # timm's "center" (short side, then crop) or "squash"
-    interpolation: str | None = None
-    channel_order: str | None = None
-    first_conv: str = "conv1"
-    classifier: str = "fc8"
-    weights: dict[str, Any] | None = None  # the spec the weights were published under
-    converted_from: str | None = None
-    source: str | None = None
-    license: str | None = None
-    citation: str | None = None
-    classes: list[str] | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for name in ("input_size", "mean", "std"):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, tuple(getattr(self, name)))
-
-    @classmethod
-    def describe(cls, arch: str | None, config: AlexNetConfig, preprocessing: Any = None,
-                 meta: Mapping[str, Any] | None = None, num_classes: int | None = None) -> PretrainedCfg:
-        """The cfg of weights in ``config``'s layout, fed as ``preprocessing`` says, recorded as ``meta``."""
-        meta = dict(meta or {})
-        weights = meta.get("weights") if isinstance(meta.get("weights"), dict) else None
-        name = str(weights.get("name") or "") if weights else ""
-        out: dict[str, Any] = {"architecture": meta.get("architecture", arch),
-                               "tag": name.partition(".")[2] or None if name else None,
-                               "num_classes": config.num_classes if num_classes is None else num_classes,
-                               "weights": weights, "meta": meta,
-                               **{k: meta.get(k) for k in ("converted_from", "source", "license", "citation",
-                                                           "classes")}}
-        if preprocessing is not None:
-            p = preprocessing
-            out.update(input_size=(config.in_chans, p.crop, p.crop), crop_pct=p.crop / p.resize,
-                       crop_mode="squash" if p.resize_mode == "squash" else "center",
-                       interpolation=p.interpolation, channel_order=p.channel_order,
-                       mean=tuple(m / p.scale for m in p.mean), std=tuple(s / p.scale for s in p.std))
-        return cls(**out)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Every field, JSON-ready (tuples as lists); ``PretrainedCfg.from_dict`` rebuilds it."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PretrainedCfg:
-        return cls(**data)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, PretrainedCfg):
-            return self.to_dict() == other.to_dict()
-        return Mapping.__eq__(self, other)
-
-    __hash__ = None  # type: ignore[assignment]  # holds dicts
-
-    # the mapping: the recorded config.json document
-    def __getitem__(self, key: str) -> Any:
-        return self.meta[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.meta)
-
-    def __len__(self) -> int:
-        return len(self.meta)
-
-
-class FeatureInfo(list):
-    """timm's ``feature_info`` of a features-only model: the chosen layers' dicts, with timm's helpers."""
-
-    def channels(self) -> list[int]:
-        return [d["num_chs"] for d in self]
-
-    def reduction(self) -> list[int]:
-        return [d["reduction"] for d in self]
-
-    def module_name(self) -> list[str]:
-        return [d["module"] for d in self]
-
-
-def _feature_info(config: AlexNetConfig) -> list[dict[str, Any]]:
-    """conv1..conv5 (after ReLU, before their pool, as ``extract`` gives them) and fc6/fc7: channels
-    and the input's stride at each, read off ``feature_sizes`` at a large input; fc6/fc7 slide with
-    pool5's stride (their dense form, :class:`DenseAlexNet`)."""
-    side = 4096
-    sizes = feature_sizes(config, side)
-    info = [{"num_chs": config.widths[i], "reduction": round(side / sizes[f"conv{i + 1}"]), "module": f"conv{i + 1}"}
-            for i in range(5)]
-    return info + [{"num_chs": config.hidden, "reduction": round(side / sizes["pool5"]), "module": name}
-                   for name in ("fc6", "fc7")]
 
 
 # ---- the network ---------------------------------------------------------------------------------
@@ -216,7 +110,7 @@ class AlexNet(nn.Module):
     @property
     def feature_info(self) -> list[dict[str, Any]]:
         """timm's list of ``{"num_chs", "reduction", "module"}`` for conv1..conv5, fc6, fc7."""
-        return _feature_info(self.config)
+        return feature_info(self.config)
 
     # -- construction
     def _classifier(self, num_classes: int) -> nn.Module:
