@@ -13,6 +13,7 @@ from typing import Any
 
 from alexnet_zoo.models.config import ARCHS
 from alexnet_zoo.data.transforms import DEFAULT_PREPROCESSING, Preprocessing
+from alexnet_zoo.weights.config_file import CONFIG_FILE, WEIGHTS_FILE
 from alexnet_zoo.weights.specs import PAPER_CITATION, WeightSpec
 
 __all__ = ["folder_model_card", "model_card"]
@@ -104,24 +105,7 @@ def folder_model_card(info: Mapping[str, Any], repo_id: str | None = None, *, nu
     size = f"{num_params:,} parameters, " if num_params else ""
     labels = ("the 1000 ImageNet-1k classes, in the usual synset order" if num_classes == 1000 else
               f"the publisher's own {num_classes} classes, whose names config.json does not record")
-    provenance = []
-    if weights.get("name"):
-        started = f"- started from alexnet_zoo's `{weights['name']}`"
-        if weights.get("metrics"):
-            started += " (whose published results are for those weights, not these: see its own card)"
-        provenance.append(started)
-    provenance += [f"- upstream: `{s}`" for s in weights.get("sources", [])]
-    if info.get("converted_from"):
-        provenance.append(f"- converted from `{info['converted_from']}`")
-    provenance.append(f"- format: `{info.get('format', 'alexnet_zoo')}` version {info.get('format_version', '?')} "
-                      f"(`model.safetensors` + `config.json`)")
-    if metrics:
-        results = ("| top-1 % | top-5 % | dataset | protocol | source |\n|---|---|---|---|---|\n" + "\n".join(
-            f"| {_percent(m.get('top1'))} | {_percent(m.get('top5'))} | {m.get('dataset', '?')} | "
-            f"{m.get('protocol', '?')} | {m.get('source', '?')} |" for m in metrics))
-    else:
-        results = ("No accuracy is recorded in `config.json` (a `metrics` list of `top1`, `top5`, `dataset`, "
-                   "`protocol`, `source` entries, e.g. through `save_pretrained(..., meta={...})`).")
+    provenance, results = _provenance(info, weights), _results(metrics)
     return f"""---
 library_name: alexnet_zoo
 tags: [image-classification, alexnet, pytorch]
@@ -154,7 +138,7 @@ or `alexnet-zoo classify picture.jpg --arch {arch} --pretrained {where}`.
 
 ## Provenance
 
-{chr(10).join(provenance)}
+{provenance}
 
 ## Licence
 
@@ -164,6 +148,32 @@ or `alexnet-zoo classify picture.jpg --arch {arch} --pretrained {where}`.
 
 {citation}
 """
+
+
+def _provenance(info: Mapping[str, Any], weights: Mapping[str, Any]) -> str:
+    """The card's provenance lines: the spec the weights started from, upstream files, the format."""
+    lines = []
+    if weights.get("name"):
+        started = f"- started from alexnet_zoo's `{weights['name']}`"
+        if weights.get("metrics"):
+            started += " (whose published results are for those weights, not these: see its own card)"
+        lines.append(started)
+    lines += [f"- upstream: `{s}`" for s in weights.get("sources", [])]
+    if info.get("converted_from"):
+        lines.append(f"- converted from `{info['converted_from']}`")
+    lines.append(f"- format: `{info.get('format', 'alexnet_zoo')}` version {info.get('format_version', '?')} "
+                 f"(`{WEIGHTS_FILE}` + `{CONFIG_FILE}`)")
+    return "\n".join(lines)
+
+
+def _results(metrics: list[Mapping[str, Any]]) -> str:
+    """The card's results table, or what config.json would need to record one."""
+    if not metrics:
+        return ("No accuracy is recorded in `config.json` (a `metrics` list of `top1`, `top5`, `dataset`, "
+                "`protocol`, `source` entries, e.g. through `save_pretrained(..., meta={...})`).")
+    return ("| top-1 % | top-5 % | dataset | protocol | source |\n|---|---|---|---|---|\n" + "\n".join(
+        f"| {_percent(m.get('top1'))} | {_percent(m.get('top5'))} | {m.get('dataset', '?')} | "
+        f"{m.get('protocol', '?')} | {m.get('source', '?')} |" for m in metrics))
 
 
 def _preprocessing_table(p: Preprocessing) -> str:

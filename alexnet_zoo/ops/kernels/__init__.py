@@ -7,6 +7,9 @@ torch, they then bind to the libgomp.so.1 torch already loaded and share its thr
 compiler exists, or ``ALEXNET_ZOO_NATIVE=0``, or nothing below works, callers fall back to plain
 torch operations with the same results: a kernel problem never stops inference.
 
+May import: the foundation modules only (paths for the cache folder; ops.capabilities, which
+imports torch, only when a kernel is built or looked up).
+
 Flags. Each toolchain accepts a different set: some ARM compilers refuse ``-march=native`` (they
 want ``-mcpu=native``), Apple's clang has no OpenMP. Builds try a ladder, best first: every arch
 rung with and then without ``-fopenmp``, the last rung without any arch flag. Where ATen's ISA is
