@@ -32,16 +32,17 @@ from typing import Any
 import numpy as np
 import torch
 import torchvision
+from environment import environment  # benchmarks/environment.py, beside this script
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from alexnet_zoo import alexnet, alexnet_owt
-from alexnet_zoo.retrieval.extraction import extract_to_shards, list_images, read_features
-from alexnet_zoo.retrieval.features import FeatureExtractor
-from alexnet_zoo.weights.convert.from_torchvision import remap_torchvision_state_dict
 from alexnet_zoo.paths import write_json
-from environment import environment  # benchmarks/environment.py, beside this script
+from alexnet_zoo.retrieval.extraction import extract_to_shards, list_images
+from alexnet_zoo.retrieval.features import FeatureExtractor
+from alexnet_zoo.retrieval.shards import read_features
+from alexnet_zoo.weights.convert.from_torchvision import remap_torchvision_state_dict
 
 __all__ = ["main", "ours", "straightforward"]
 

@@ -27,10 +27,11 @@ from typing import Any
 
 import faiss
 import numpy as np
-
-from alexnet_zoo.retrieval.index import VectorIndex, exact_knn, recall_at
-from alexnet_zoo.paths import write_json
 from environment import environment  # benchmarks/environment.py, beside this script
+
+from alexnet_zoo.paths import write_json
+from alexnet_zoo.retrieval.index import VectorIndex
+from alexnet_zoo.retrieval.index_tuning import exact_knn, recall_at
 
 __all__ = ["main", "mixture"]
 

@@ -16,9 +16,11 @@ import torch
 from PIL import Image, ImageDraw
 
 from alexnet_zoo import alexnet
-from alexnet_zoo.retrieval.extraction import ExtractionMismatch, extract_to_shards, list_images, read_features
-from alexnet_zoo.retrieval.features import FeatureExtractor
+from alexnet_zoo.errors import ExtractionMismatch
 from alexnet_zoo.eval.precision import resolve_precision
+from alexnet_zoo.retrieval.extraction import extract_to_shards, list_images
+from alexnet_zoo.retrieval.features import FeatureExtractor
+from alexnet_zoo.retrieval.shards import read_features
 
 DATA = Path(__file__).parent / "data" / "retrieval"
 REAL = sorted(DATA.glob("*.png")) + sorted(DATA.glob("*.jpg"))
@@ -79,6 +81,7 @@ def test_layers_shapes_normalisation_and_dtypes(model):
     assert half.dtype == np.float16 and abs(np.linalg.norm(half.astype(np.float32)) - 1) > 1e-3
     # paths, PIL images, uint8 tensors and a preprocessed batch give the same vectors
     from torchvision.transforms.v2.functional import pil_to_tensor
+
     from alexnet_zoo.data.images import load_image
     t = pil_to_tensor(load_image(REAL[1]))
     np.testing.assert_allclose(fc7([REAL[1]]), fc7(t), atol=1e-5)
@@ -262,7 +265,7 @@ def test_extraction_numbers_are_checked_before_any_shard(model, tmp_path, kwargs
 
 def test_a_missing_gpu_is_one_clear_error(model, tmp_path, capsys):
     from alexnet_zoo.cli.main import main
-    from alexnet_zoo.retrieval.search import index_device
+    from alexnet_zoo.retrieval.query import index_device
 
     assert index_device("mps") == index_device("cpu") == "cpu" and index_device("cuda:1") == "auto"
     if not torch.cuda.is_available():
@@ -280,9 +283,9 @@ def test_local_weights_are_recorded_as_loaded_not_as_the_spec_they_claim(tmp_pat
     """A local folder whose config.json names a spec: the features say the folder (a query loads
     those bytes), and keep the claim as information."""
     from alexnet_zoo.cli.main import main
-    from alexnet_zoo.weights.store import save_pretrained
-    from alexnet_zoo.retrieval.search import weights_claim, weights_reference
+    from alexnet_zoo.retrieval.query import weights_claim, weights_reference
     from alexnet_zoo.weights.specs import get_weight_spec
+    from alexnet_zoo.weights.store import save_pretrained
 
     torch.manual_seed(0)
     spec = get_weight_spec("alexnet.bvlc_in1k")
@@ -363,7 +366,7 @@ def test_manifest_fields_are_validated(model, tmp_path, change, message):
 
 
 def test_shard_files_are_checked_before_they_are_loaded(model, tmp_path):
-    from alexnet_zoo.retrieval.extraction import CorruptFeatures
+    from alexnet_zoo.errors import CorruptFeatures
 
     folder = _features_folder(model, tmp_path)
     npy = folder / "shard-00000.npy"

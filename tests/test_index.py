@@ -5,10 +5,10 @@ interrupted `extract` resumed included."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import faiss
@@ -21,23 +21,24 @@ from test_features import REAL, generated, variants
 import alexnet_zoo.retrieval.index as index_module
 from alexnet_zoo import alexnet
 from alexnet_zoo.cli.main import main
-from alexnet_zoo.retrieval.extraction import read_manifest
-from alexnet_zoo.retrieval.features import FeatureExtractor
-from alexnet_zoo.retrieval.index import (
-    GPU_MAX_K,
+from alexnet_zoo.errors import (
     CorruptIndex,
     IndexMismatch,
     InvalidVectors,
     RetrievalError,
-    VectorIndex,
     ZeroQuery,
-    choose_factory,
-    exact_knn,
+)
+from alexnet_zoo.retrieval.features import FeatureExtractor
+from alexnet_zoo.retrieval.index import VectorIndex
+from alexnet_zoo.retrieval.index_gpu import (
+    GPU_MAX_K,
     gpu_count,
     gpu_supported,
-    parse_size,
     resolve_device,
 )
+from alexnet_zoo.retrieval.index_policy import choose_factory, parse_size
+from alexnet_zoo.retrieval.index_tuning import exact_knn
+from alexnet_zoo.retrieval.shards import read_manifest
 
 
 def mixture(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
@@ -52,7 +53,9 @@ def mixture(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
 def test_index_module_does_not_import_torch():
     """The index loads without torch, also through what it imports (the error family, paths): a
     search service can serve an index without the 1 GB of torch."""
-    code = ("import sys; import alexnet_zoo.retrieval.index; "
+    code = ("import sys; import alexnet_zoo.retrieval.index, alexnet_zoo.retrieval.index_policy, "
+            "alexnet_zoo.retrieval.index_tuning, alexnet_zoo.retrieval.index_gpu, alexnet_zoo.retrieval.index_dedupe, "
+            "alexnet_zoo.retrieval.index_folder, alexnet_zoo.retrieval.path_lists, alexnet_zoo.retrieval.vector_checks; "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'PIL')); "
             "print(bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -168,9 +171,9 @@ def test_gpu_code_path_with_a_cpu_stand_in(monkeypatch, tmp_path):
     the CPU one) is exercised; the faiss-gpu calls themselves are one line each."""
     moved = []
     monkeypatch.setattr(index_module, "gpu_count", lambda: 1)
-    monkeypatch.setattr(index_module, "_to_gpu", lambda index, factory: moved.append(factory) or faiss.clone_index(index))
-    monkeypatch.setattr(index_module, "_from_gpu", faiss.clone_index)
-    monkeypatch.setattr(index_module, "_gpu_parameters", faiss.ParameterSpace)
+    monkeypatch.setattr(index_module, "to_gpu", lambda index, factory: moved.append(factory) or faiss.clone_index(index))
+    monkeypatch.setattr(index_module, "from_gpu", faiss.clone_index)
+    monkeypatch.setattr(index_module, "gpu_parameters", faiss.ParameterSpace)
     x = mixture(6000)
     paths = [str(i) for i in range(len(x))]
     cpu = VectorIndex.build(x, paths, kind="ivfpq", queries=200, device="cpu")
@@ -612,8 +615,8 @@ def test_info_json_fields_are_validated(tmp_path, changes, message):
 
 def test_info_json_weights_are_not_followed_outside_the_index_folder(tmp_path, weights):
     from alexnet_zoo.errors import InvalidReference
+    from alexnet_zoo.retrieval.query import trusted_weights
     from alexnet_zoo.weights.store import save_pretrained
-    from alexnet_zoo.retrieval.search import trusted_weights
 
     folder = tmp_path / "ix"
     folder.mkdir()

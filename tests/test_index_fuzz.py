@@ -16,24 +16,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alexnet_zoo.retrieval.extraction import (
+from alexnet_zoo.errors import (
     CorruptFeatures,
-    ExtractionMismatch,
-    _check_npy,
-    _read_list,
-    parse_manifest,
-    read_features,
-)
-from alexnet_zoo.retrieval.index import (
-    KINDS,
-    METRICS,
     CorruptIndex,
+    ExtractionMismatch,
     IndexMismatch,
-    VectorIndex,
-    parse_info,
-    read_path_list,
-    write_path_list,
 )
+from alexnet_zoo.retrieval.extraction import read_list as _read_list
+from alexnet_zoo.retrieval.index import VectorIndex
+from alexnet_zoo.retrieval.index_folder import parse_info
+from alexnet_zoo.retrieval.index_policy import KINDS
+from alexnet_zoo.retrieval.path_lists import read_path_list, write_path_list
+from alexnet_zoo.retrieval.shards import check_npy as _check_npy
+from alexnet_zoo.retrieval.shards import parse_manifest, read_features
+from alexnet_zoo.retrieval.vector_checks import METRICS
 
 FUZZ = settings(max_examples=150, deadline=None, database=None,  # no example files left in the checkout
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -110,6 +110,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from alexnet_zoo.eval.loop import dataset_for, evaluate, onto_model_classes
     from alexnet_zoo.factory import model_for_weights
     from alexnet_zoo.paths import write_json
+    from alexnet_zoo.retrieval.features import weights_label
 
     if args.protocol != "dense" and (args.scales or args.no_flip):
         raise ValueError("--scales and --no-flip are for --protocol dense")
@@ -121,8 +122,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"{found.root}: none of its {len(found.samples):,} images belong to the "
                          f"{model.config.num_classes} classes these weights record")
     samples = _evenly(present, args.limit)
-    weights = model.pretrained_cfg.get("weights", {}).get("name") or (
-        "random" if args.pretrained == "none" else str(args.pretrained))
+    weights = weights_label(model, args.pretrained)
     p = model.preprocessing
     dataset = dataset_for(samples, model, args.protocol, args.scales)
     limit = f" (--limit {args.limit})" if len(samples) < len(present) else ""

@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
-    from alexnet_zoo.retrieval.search import add_commands  # extract, index build|query|dedupe
+    from alexnet_zoo.cli.search import add_commands  # extract, index build|query|dedupe
 
     add_commands(commands)
 

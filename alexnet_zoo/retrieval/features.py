@@ -19,13 +19,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from alexnet_zoo.devices import best_device, resolve_device
 from alexnet_zoo.data.images import read_image
-from alexnet_zoo.models.alexnet import LAYERS, AlexNet
-from alexnet_zoo.eval.precision import autocast, resolve_precision
 from alexnet_zoo.data.transforms import DEFAULT_PREPROCESSING, ImagePreprocess
+from alexnet_zoo.devices import best_device, resolve_device
+from alexnet_zoo.eval.precision import autocast, resolve_precision
+from alexnet_zoo.models.alexnet import LAYERS, AlexNet
 
-__all__ = ["FLOAT16_MAX", "FeatureExtractor", "ImageInput", "best_device", "weights_label"]
+__all__ = ["FLOAT16_MAX", "FeatureExtractor", "ImageInput", "best_device", "weights_label", "weights_spec_name"]
 
 ImageInput = str | os.PathLike | Image.Image | Tensor
 Pooling = Literal["avg", "max"] | None
@@ -35,13 +35,26 @@ _CONV = ("conv1", "conv2", "conv3", "conv4", "conv5")
 FLOAT16_MAX = 65504.0  # the largest finite float16: stored vectors beyond it would become inf
 
 
-def weights_label(model: AlexNet) -> str:
-    """A name for the model's weights: the spec name, the file they were converted from, or
-    "random" for an untrained model."""
+def weights_spec_name(model: AlexNet) -> str | None:
+    """The spec name the model's config names for its weights (what a folder's or hub repo's
+    config.json claims), or None."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
-    weights = cfg.get("weights") or {}
-    return str(weights.get("name") or cfg.get("converted_from") or cfg.get("source") or ("random" if not cfg
-                                                                                        else "local"))
+    weights = cfg.get("weights")
+    name = weights.get("name") if isinstance(weights, dict) else None
+    return str(name) if name else None
+
+
+def weights_label(model: AlexNet, pretrained: str | None = None) -> str:
+    """A name for the model's weights, for records: the spec name its config names; else, given
+    the ``pretrained`` it was loaded from, "random" for "none" and ``pretrained`` as given; else
+    the file they were converted from, their source, or "random" for an untrained model."""
+    name = weights_spec_name(model)
+    if name:
+        return name
+    if pretrained is not None:
+        return "random" if pretrained == "none" else str(pretrained)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return str(cfg.get("converted_from") or cfg.get("source") or ("random" if not cfg else "local"))
 
 
 class FeatureExtractor:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from alexnet_zoo.errors import UnreadableImage
 from alexnet_zoo.data.images import load_image
+from alexnet_zoo.errors import UnreadableImage
 
 __all__ = ["draw_grid"]
 

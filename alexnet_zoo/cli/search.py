@@ -1,8 +1,7 @@
-"""Search by picture: the thin layer between an index folder (numpy / FAISS only) and the model.
+"""The ``extract`` and ``index build|query|dedupe`` commands of ``alexnet-zoo``.
 
-It rebuilds the extractor an index was made with (model, weights, layer, pooling), extracts the
-query images and searches by vector; it also holds the ``extract`` and ``index`` commands of the
-command line, so ``cli.py`` only registers them.
+Argument parsing and printing only: the work is :mod:`alexnet_zoo.retrieval`'s (extraction, the
+index, queries, grids), so ``cli/main.py`` only registers these commands.
 """
 
 from __future__ import annotations
@@ -12,100 +11,30 @@ import json
 import math
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from alexnet_zoo.cli.options import bounded_int
-from alexnet_zoo.models.config import ARCHS
-from alexnet_zoo.errors import InvalidReference
-from alexnet_zoo.retrieval.features import FeatureExtractor, weights_label
-from alexnet_zoo.retrieval.index import KINDS, IndexMismatch, SearchHit, VectorIndex, parse_size, zero_rows
+import torch
+
+from alexnet_zoo.cli.options import bounded_int, device_arg
 from alexnet_zoo.data.batching import LOADER_HELP, LOADER_MODES
 from alexnet_zoo.eval.precision import PRECISIONS
+from alexnet_zoo.models.config import ARCHS
+from alexnet_zoo.retrieval.extraction import extract_to_shards
+from alexnet_zoo.retrieval.features import FeatureExtractor
+from alexnet_zoo.retrieval.index import VectorIndex
+from alexnet_zoo.retrieval.index_policy import KINDS, parse_size
+from alexnet_zoo.retrieval.query import (
+    extractor_for,
+    index_device,
+    weights_claim,
+    weights_reference,
+)
+from alexnet_zoo.retrieval.shards import printable, provenance, read_features
+from alexnet_zoo.retrieval.vector_checks import zero_rows
 
-__all__ = ["add_commands", "extractor_for", "index_device", "search_images", "trusted_weights", "weights_reference"]
+__all__ = ["add_commands"]
 
-
-def weights_reference(pretrained: str, model: Any) -> str:
-    """What to record as the weights: what was actually loaded. "random" for none; the absolute
-    path of a local folder or file (whatever spec its config.json claims: a query must load these
-    bytes, not download the spec's); an ``hf-hub:`` reference as given; else the spec name the
-    loader resolved ("default", a tag or an arch name)."""
-    if pretrained == "none":
-        return "random"
-    if pretrained.startswith("hf-hub:"):
-        return pretrained
-    if os.path.exists(pretrained):  # resolve() reads an existing path first, so this is what loaded
-        return os.path.abspath(pretrained)
-    label = weights_label(model)
-    return label if label not in ("random", "local") else pretrained
-
-
-def weights_claim(pretrained: str, model: Any) -> str | None:
-    """The spec a local folder's or hub repo's config.json names, when that is not what
-    :func:`weights_reference` records (information for people; never loaded from)."""
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    name = (cfg.get("weights") or {}).get("name") if isinstance(cfg.get("weights"), dict) else None
-    return str(name) if name and str(name) != weights_reference(pretrained, model) else None
-
-
-def trusted_weights(ref: Any, folder: str | os.PathLike | None) -> str:
-    """The weights an index's info.json names, checked as untrusted input (anyone may have made
-    the folder): a registered spec name or an ``hf-hub:`` reference, or local weights inside the
-    index folder itself (a relative path is taken from it). Anything else is refused with the
-    ``--pretrained`` to pass by a user who trusts it."""
-    from alexnet_zoo.weights.store import resolve_reference
-
-    where = f"{Path(folder) / 'info.json'}" if folder is not None else "the index's info.json"
-    if ref is None or ref == "random":
-        raise IndexMismatch("the index was built from randomly initialised weights, which cannot be rebuilt; "
-                            "extract with --pretrained NAME|PATH (e.g. a folder saved with save_pretrained)")
-    try:
-        return str(resolve_reference(ref, trusted=False))
-    except InvalidReference as err:
-        if not isinstance(ref, str) or folder is None or not ref or "\0" in ref:
-            raise InvalidReference(f"{where}: {err}") from None
-        refused = err
-    inside = os.path.realpath(folder)
-    real = os.path.realpath(os.path.join(inside, ref))  # an absolute ref stays itself
-    if os.path.commonpath([inside, real]) != inside:
-        raise InvalidReference(f"{where}: weights {ref!r} are a local path outside the index folder; an index folder "
-                               "is untrusted input, so its info.json may only name a weight spec, an hf-hub: repo or "
-                               f"weights inside the folder. If you trust it, pass --pretrained {ref}") from None
-    try:
-        return str(resolve_reference(real, allow_local=True))
-    except InvalidReference:
-        raise InvalidReference(f"{where}: {refused}") from None
-
-
-def extractor_for(info: dict[str, Any], *, pretrained: str | None = None, device: str | None = None,
-                  batch_size: int = 32, folder: str | os.PathLike | None = None) -> FeatureExtractor:
-    """The extractor whose vectors match ``info`` (an index's or a features manifest's). The
-    weights are ``pretrained`` when the caller names them, else the ones ``info`` names, checked
-    by :func:`trusted_weights` (``folder``: where ``info`` came from)."""
-    from alexnet_zoo.factory import model_for_weights
-
-    ref = pretrained if pretrained is not None else trusted_weights(info.get("weights"), folder)
-    model = model_for_weights(ref, arch=info.get("model", "alexnet"))
-    extractor = FeatureExtractor(model, info["layer"], pool=info.get("pool"), normalize=info.get("normalized", True),
-                                 dtype=info.get("dtype", "float32"), device=device, batch_size=batch_size,
-                                 weights=weights_reference(ref, model), precision=info.get("precision", "auto"))
-    checked = ("model", "weights", "layer", "dim") if pretrained is not None else ("model", "layer", "dim")
-    for key in checked:
-        if key in info and extractor.info()[key] != info[key]:
-            raise IndexMismatch(f"query features have {key}={extractor.info()[key]!r}, the index {key}={info[key]!r}")
-    return extractor
-
-
-def search_images(index: VectorIndex, extractor: FeatureExtractor, images: Sequence[Any], k: int = 10
-                  ) -> list[list[SearchHit]]:
-    """The k nearest indexed images of each query image (path, PIL image or tensor); a query whose
-    vector is zero raises :class:`alexnet_zoo.retrieval.index.ZeroQuery` (its hits would be arbitrary)."""
-    return index.search(extractor(list(images)), k)
-
-
-# ---- command line ------------------------------------------------------------------------------
 
 def _cosine(text: str) -> float:
     """An argparse type: a near-duplicate threshold, a cosine in (0, 1] (at 0 or below nearly
@@ -129,29 +58,20 @@ def _memory(text: str) -> int:
 def _device(text: str) -> str:
     """An argparse type: a device this machine has, checked by the one check every command uses
     (:func:`alexnet_zoo.devices.resolve_device`), before any model or file is touched."""
-    from alexnet_zoo.devices import resolve_device
-
-    try:
-        return str(resolve_device(text))
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+    return str(device_arg(text))
 
 
 def _show(text: str) -> str:
-    from alexnet_zoo.retrieval.extraction import printable
-
     return printable(str(text))
 
 
 def _init_distributed() -> None:
-    import torch
-
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("gloo")
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from alexnet_zoo.retrieval.extraction import extract_to_shards
+    # weight loading: imported by the command, not the parser
     from alexnet_zoo.factory import model_for_weights
 
     _init_distributed()
@@ -169,25 +89,14 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from alexnet_zoo.retrieval.extraction import read_features
-
     vectors, paths, manifest = read_features(args.features)
-    index = VectorIndex.build(vectors, paths, kind=args.kind, metric=args.metric, memory=args.memory, meta=manifest,
-                              device=args.device)
+    index = VectorIndex.build(vectors, paths, kind=args.kind, metric=args.metric, memory=args.memory,
+                              meta=provenance(manifest), device=args.device)
     index.save(args.out)
     info = index.info
     print(f"{_show(args.features)} -> {_show(args.out)}: {info['factory']} over {info['count']} vectors, "
           f"1-recall@10 {info['recall_at_10']:.3f}, {info['bytes_per_vector']} bytes/vector")
     return 0
-
-
-def index_device(torch_device: str | None) -> str:
-    """The index's device for a model's --device: cpu and mps keep the index on the CPU (faiss has
-    no MPS form); cuda[:N] and none given let the index choose (the GPU where faiss sees one: a
-    faiss-cpu build beside a CUDA torch still answers, on the CPU)."""
-    if torch_device is None:
-        return "auto"
-    return "cpu" if str(torch_device).lower().startswith(("cpu", "mps")) else "auto"
 
 
 def _query(args: argparse.Namespace) -> int:
@@ -211,6 +120,7 @@ def _query(args: argparse.Namespace) -> int:
             for h in hits:
                 print(f"  {h.score:8.4f}  {h.id:>8}  {_show(h.path)}")
     if args.grid and live:
+        # Pillow's drawing and fonts: only for --grid
         from alexnet_zoo.retrieval.grids import draw_grid
 
         draw_grid([[(args.images[i], "query")] + [(h.path, f"{h.score:.4f}") for h in results[i]] for i in live],
@@ -231,6 +141,7 @@ def _dedupe(args: argparse.Namespace) -> int:
             print(f"{s:.4f}  {_show(index.paths[i])}  {_show(index.paths[j])}")
         print(f"{len(pairs)} pairs at cosine >= {args.threshold}")
     if args.grid and pairs:
+        # Pillow's drawing and fonts: only for --grid
         from alexnet_zoo.retrieval.grids import draw_grid
 
         draw_grid([[(index.paths[i], f"{i}"), (index.paths[j], f"{s:.4f}")] for i, j, s in pairs[:50]], args.grid,

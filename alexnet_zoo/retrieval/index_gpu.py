@@ -1,0 +1,93 @@
+"""Where an index works: the CPU, or a GPU where faiss sees one (a faiss-gpu build with
+``StandardGpuResources``), and the copies between them.
+
+Exact and IVF indexes are trained, filled and searched on the GPU and copied back to the CPU for
+saving; HNSW graphs stay on the CPU. A faiss-cpu build, or a machine whose CUDA driver is missing,
+simply counts no GPU. numpy-free and torch-free: faiss only.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Literal
+
+import faiss
+
+from alexnet_zoo.errors import RetrievalError
+
+__all__ = ["GPU_MAX_K", "Device", "from_gpu", "gpu_count", "gpu_parameters", "gpu_supported", "resolve_device",
+           "to_gpu"]
+
+Device = Literal["auto", "cpu", "gpu"]
+GPU_MAX_K = 2048  # faiss-gpu's k-selection limit (k and nprobe); larger searches run on the CPU copy
+
+
+def gpu_count() -> int:
+    """GPUs faiss can use: 0 on faiss-cpu builds (no ``StandardGpuResources``) or without a CUDA device."""
+    if not hasattr(faiss, "StandardGpuResources") or not hasattr(faiss, "get_num_gpus"):
+        return 0
+    try:
+        return int(faiss.get_num_gpus())
+    except RuntimeError:  # a faiss-gpu build on a machine whose CUDA driver is missing or broken
+        return 0
+
+
+def resolve_device(device: str | None = "auto", *, gpus: int | None = None) -> Literal["cpu", "gpu"]:
+    """Where the index works: "auto" (or None) is the GPU when faiss sees one, else the CPU; "gpu" /
+    "cuda[:N]" insists on a GPU and raises :class:`RetrievalError` without one; "cpu" opts out.
+    ``gpus`` overrides the detected count (for tests and callers that already know)."""
+    gpus = gpu_count() if gpus is None else gpus
+    name = "auto" if device is None else str(device).lower()
+    if name == "cpu":
+        return "cpu"
+    if name == "auto":
+        return "gpu" if gpus > 0 else "cpu"
+    if name in ("gpu", "cuda") or name.startswith(("gpu:", "cuda:")):
+        if gpus == 0:
+            raise RetrievalError(f"device={device!r} asked for a GPU, but faiss sees none (a faiss-cpu build, or no "
+                                 "CUDA device); install faiss-gpu or use device='cpu'")
+        return "gpu"
+    raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {device!r}")
+
+
+def gpu_supported(factory: str) -> bool:
+    """Whether faiss-gpu can hold an index of this factory string: flat and IVF (PQ / SQ / flat
+    lists, after an optional PCA) can; HNSW graphs cannot (they stay on the CPU)."""
+    return "HNSW" not in factory
+
+
+_GPU_RESOURCES: Any = None
+
+
+def _gpu_resources() -> Any:
+    """One ``StandardGpuResources`` per process (it holds a scratch allocation of the GPU's memory)."""
+    global _GPU_RESOURCES
+    if _GPU_RESOURCES is None:
+        _GPU_RESOURCES = faiss.StandardGpuResources()
+    return _GPU_RESOURCES
+
+
+def to_gpu(index: faiss.Index, factory: str) -> faiss.Index | None:
+    """A GPU copy of a CPU index (device 0), or None with a warning when faiss-gpu refuses it (some
+    PQ sizes need float16 lookup tables to fit the GPU's shared memory: tried second). The warning
+    names the caller of the index method that asked for the copy."""
+    error: Exception | None = None
+    for half in (False, True):
+        options = faiss.GpuClonerOptions()
+        options.useFloat16LookupTables = half
+        try:
+            return faiss.index_cpu_to_gpu(_gpu_resources(), 0, index, options)
+        except RuntimeError as err:
+            error = err
+    warnings.warn(f"faiss-gpu cannot hold {factory} ({str(error).splitlines()[0]}); using the CPU", stacklevel=3)
+    return None
+
+
+def from_gpu(index: faiss.Index) -> faiss.Index:
+    """The CPU copy of a GPU index (what is saved and decoded)."""
+    return faiss.index_gpu_to_cpu(index)
+
+
+def gpu_parameters() -> Any:
+    """The parameter setter of GPU indexes (nprobe through their IDMap / PCA layers)."""
+    return faiss.GpuParameterSpace()
