@@ -6,7 +6,7 @@ Contenders, all on ``alexnet()`` (the paper's network, 227x227, 1000 classes, dr
 * ``plain loop``  - torchvision's references/classification/train.py inner loop: a float NCHW
                     batch prepared beforehand (by DataLoader workers, untimed), ``model(x)``,
                     cross-entropy, ``zero_grad()``, ``backward()``, ``torch.optim.SGD.step()``.
-* ``recipe ...``  - ``alexnet_zoo.train.recipe.train_step``: takes the uint8 256x256 batch and
+* ``recipe ...``  - ``alexnet_zoo.train.loop.train_step``: takes the uint8 256x256 batch and
                     does the random crop, flip, mean subtraction and PCA lighting itself (timed),
                     then the step with the paper's update rule (multi-tensor), in fp32 or bf16
                     autocast, NCHW or channels-last, and (``--compile``) torch.compile'd.
@@ -33,10 +33,12 @@ from torch import nn
 
 from alexnet_zoo import alexnet
 from alexnet_zoo.paths import write_json
+from alexnet_zoo.train.args import POSITIVE_INT
 from alexnet_zoo.train.augment import PAPER_PREPROCESSING, BatchAugment
 from alexnet_zoo.train.data import ImageFiles
+from alexnet_zoo.train.loop import Trainer, train_step
 from alexnet_zoo.train.optim import PaperSGD
-from alexnet_zoo.train.recipe import POSITIVE_INT, Trainer, check_device, train_step
+from alexnet_zoo.train.placement import check_device
 from alexnet_zoo.train.schedule import LRSchedule
 
 

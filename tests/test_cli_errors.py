@@ -227,7 +227,7 @@ def test_a_trained_model_names_its_classes_in_classify_and_evaluate(tmp_path, ca
     """train exports final/ with config.json's "classes" (its WNID folders): classify prints those
     WNIDs and their words, not bare indices, evaluate maps the data's ImageNet labels onto them;
     class ids that are not WNIDs are printed as they are."""
-    from alexnet_zoo.train.recipe import main as train
+    from alexnet_zoo.train.run import main as train
 
     wnids = [WNIDS[7], WNIDS[300], WNIDS[999]]
     for split in ("train", "val"):

@@ -19,18 +19,27 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from alexnet_zoo import alexnet
+from alexnet_zoo.data.transforms import BVLC_PREPROCESSING
 from alexnet_zoo.train import main
-from alexnet_zoo.train.augment import (IMAGENET_EIGVAL, IMAGENET_EIGVEC, PAPER_PREPROCESSING, BatchAugment,
-                                       lighting_offsets)
-from alexnet_zoo.train.checkpoint import find_checkpoint, list_checkpoints, load_training_checkpoint
+from alexnet_zoo.train.augment import (
+    IMAGENET_EIGVAL,
+    IMAGENET_EIGVEC,
+    PAPER_PREPROCESSING,
+    BatchAugment,
+    lighting_offsets,
+)
+from alexnet_zoo.train.checkpoint import (
+    find_checkpoint,
+    list_checkpoints,
+    load_training_checkpoint,
+)
 from alexnet_zoo.train.data import EpochSampler, SyntheticImages, folder_samples
 from alexnet_zoo.train.logs import read_metrics
+from alexnet_zoo.train.loop import Trainer, train_step
 from alexnet_zoo.train.optim import PaperSGD
 from alexnet_zoo.train.pack import pack_folder
-from alexnet_zoo.train.recipe import Trainer, train_step
 from alexnet_zoo.train.schedule import LRSchedule
 from alexnet_zoo.train.towers import TwoTowerAlexNet
-from alexnet_zoo.data.transforms import BVLC_PREPROCESSING
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = Path(__file__).parent / "data" / "images"
@@ -323,7 +332,7 @@ def test_a_stopped_and_resumed_run_gives_the_same_losses(tmp_path):
 
 
 def test_a_checkpoint_is_written_once_when_max_steps_meets_checkpoint_every(tmp_path, monkeypatch):
-    from alexnet_zoo.train import recipe
+    from alexnet_zoo.train import session as recipe
 
     saved = []
     real = recipe.save_training_checkpoint
@@ -479,7 +488,7 @@ def test_ten_crop_validation_is_alexnet_zoo_evaluates(tmp_path):
     from alexnet_zoo.eval.evaluate import dataset_for
     from alexnet_zoo.eval.evaluate import evaluate as library_evaluate
     from alexnet_zoo.train.data import ImageFiles, ShardSampler, make_loader
-    from alexnet_zoo.train.recipe import evaluate
+    from alexnet_zoo.train.loop import evaluate
 
     root = _folder_with_unreadable_pictures(tmp_path / "data")
     samples, _ = folder_samples(root / "train")  # 7 pictures of every kind, 2 unreadable files
@@ -535,7 +544,7 @@ def _real_args(root: Path, *extra: str) -> list[str]:
 
 def test_a_failed_validation_loses_no_epoch_and_the_run_resumes_from_it(tmp_path, monkeypatch, capsys):
     from alexnet_zoo.cli.main import main as cli
-    from alexnet_zoo.train import recipe
+    from alexnet_zoo.train import session as recipe
 
     root = _picture_folder(tmp_path / "data")  # 7 training pictures: 3 steps an epoch; 2 validation pictures
     args = _real_args(root, "--epochs", "2", "--no-export")
@@ -631,7 +640,7 @@ def test_numeric_options_are_checked_by_the_parser(option, message, tmp_path, ca
 
 
 def test_options_at_their_bounds_are_accepted_and_a_namespace_is_checked_too(tmp_path):
-    from alexnet_zoo.train.recipe import get_args_parser, parse_args
+    from alexnet_zoo.train.args import get_args_parser, parse_args
 
     args = parse_args(["--dropout", "1", "--label-smoothing", "0", "--momentum", "0", "--workers", "0", "--seed", "0",
                        "--crop-size", "256", "--min-lr", "0.01", "--pca-std", "0", "--keep-checkpoints", "0"])
@@ -651,7 +660,7 @@ def test_options_at_their_bounds_are_accepted_and_a_namespace_is_checked_too(tmp
 
 def test_a_device_this_machine_lacks_is_named_with_what_it_has(tmp_path, capsys, monkeypatch):
     from alexnet_zoo.cli.main import main as cli
-    from alexnet_zoo.train import recipe
+    from alexnet_zoo.train import placement as recipe
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without a GPU
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
@@ -678,7 +687,7 @@ def test_a_device_this_machine_lacks_is_named_with_what_it_has(tmp_path, capsys,
 def test_mps_takes_the_plain_path(monkeypatch):
     """Apple's GPU wherever CUDA goes, without CUDA's extras: no pinned memory or non-blocking
     copies, one process, autocast dtypes it has."""
-    from alexnet_zoo.train import recipe
+    from alexnet_zoo.train import placement as recipe
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)

@@ -288,7 +288,8 @@ def _writes(args: argparse.Namespace) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:
-        from alexnet_zoo.train.recipe import main as train, parse_args
+        from alexnet_zoo.train.args import parse_args
+        from alexnet_zoo.train.run import main as train
 
         options = parse_args(argv[1:], prog="alexnet-zoo train")  # its errors name the command typed
 

@@ -5,6 +5,8 @@ paper's two towers. A layer above the library: it imports ``alexnet_zoo``, never
 ``main(["--data", DIR, ...])``. See ``docs/training.md``.
 """
 
-from alexnet_zoo.train.recipe import evaluate, get_args_parser, load_data, main, train_one_epoch
+from alexnet_zoo.train.args import get_args_parser
+from alexnet_zoo.train.loop import evaluate, train_one_epoch
+from alexnet_zoo.train.run import load_data, main
 
 __all__ = ["evaluate", "get_args_parser", "load_data", "main", "train_one_epoch"]

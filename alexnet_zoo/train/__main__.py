@@ -2,7 +2,7 @@
 
 import sys
 
-from alexnet_zoo.train.recipe import main
+from alexnet_zoo.train.run import main
 
 if __name__ == "__main__":
     try:
