@@ -213,7 +213,7 @@ def test_mps_is_accepted_wherever_cuda_is(monkeypatch, capsys):
 
 
 def test_library_evaluate_checks_its_device(tmp_path, monkeypatch):
-    from alexnet_zoo.eval.evaluate import dataset_for, evaluate
+    from alexnet_zoo.eval.loop import dataset_for, evaluate
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     model = alexnet(num_classes=4, hidden=64)

@@ -485,8 +485,8 @@ def test_torchrun_with_unreadable_pictures_matches_one_process(tmp_path):
 def test_ten_crop_validation_is_alexnet_zoo_evaluates(tmp_path):
     import dataclasses
 
-    from alexnet_zoo.eval.evaluate import dataset_for
-    from alexnet_zoo.eval.evaluate import evaluate as library_evaluate
+    from alexnet_zoo.eval.loop import dataset_for
+    from alexnet_zoo.eval.loop import evaluate as library_evaluate
     from alexnet_zoo.train.data import ImageFiles, ShardSampler, make_loader
     from alexnet_zoo.train.loop import evaluate
 

@@ -1,5 +1,6 @@
-"""Evaluation: the crop protocols of the paper (centre, 10-crop, dense), top-k metrics, the
-evaluation loop, classifying files, and the inference precision (fp32/bf16/fp16) to run at.
+"""Evaluation: the crop protocols of the paper (centre, 10-crop, dense: protocols), top-k ranking
+and accuracy (metrics), the evaluation loop (loop), the model-only throughput ceiling (throughput),
+classifying files (classify), and the inference precision (fp32/bf16/fp16) to run at (precision).
 
 May import: factory, weights, models, data, ops and the foundation modules.
 """

@@ -1,6 +1,6 @@
 """Top-k classification of image files: decode robustly, preprocess as the weights require, run
 in batches, and report unreadable files per file instead of stopping. Classes are named as the
-weights name them (:func:`alexnet_zoo.eval.evaluate.class_labels`): a model trained on 200 WNID folders
+weights name them (:func:`alexnet_zoo.eval.loop.class_labels`): a model trained on 200 WNID folders
 prints those WNIDs and their words, not bare indices."""
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from alexnet_zoo.data.images import read_image
+from alexnet_zoo.data.transforms import ImagePreprocess
 from alexnet_zoo.devices import resolve_device
 from alexnet_zoo.errors import UnreadableImage, failure_message
-from alexnet_zoo.eval.evaluate import class_labels, predict, rank, topk
-from alexnet_zoo.data.images import read_image
+from alexnet_zoo.eval.loop import class_labels
+from alexnet_zoo.eval.metrics import rank, topk
+from alexnet_zoo.eval.protocols import predict
 from alexnet_zoo.models.alexnet import AlexNet
-from alexnet_zoo.data.transforms import ImagePreprocess
 
 __all__ = ["Prediction", "classify_files", "topk"]
 
