@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from alexnet_zoo.data.transforms import Preprocessing
+from alexnet_zoo.data.transforms import ImagePreprocess, Preprocessing
+from alexnet_zoo.devices import non_blocking
 
 __all__ = ["IMAGENET_EIGVAL", "IMAGENET_EIGVEC", "PAPER_PREPROCESSING", "BatchAugment", "lighting_offsets",
            "step_generator"]
@@ -43,7 +44,7 @@ def _to(x: Tensor, device: torch.device) -> Tensor:
     """A small CPU tensor (crop offsets, colour shifts) to ``device`` without stalling the GPU: a
     blocking copy from pageable memory waits for every kernel already queued (the previous step),
     so the CPU could not run ahead; a copy from pinned memory is queued like a kernel."""
-    if device.type == "cuda":
+    if non_blocking(device):
         return x.pin_memory().to(device, non_blocking=True)
     return x.to(device)
 
@@ -75,7 +76,7 @@ class BatchAugment:
         self.p, self.crop, self.train = preprocessing, crop, train
         self.flip, self.random_crop, self.pca_std = flip and train, random_crop and train, pca_std if train else 0.0
         self.channels_last = channels_last
-        self._constants: dict[torch.device, tuple[Tensor, Tensor]] = {}  # mean, std on each device
+        self._preprocess: dict[torch.device, ImagePreprocess] = {}  # its mean and std on each device
 
     def describe(self) -> dict:
         return {"crop": self.crop, "random_crop": self.random_crop, "flip": self.flip, "pca_std": self.pca_std,
@@ -113,16 +114,12 @@ class BatchAugment:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x.contiguous()
 
     def normalize(self, x: Tensor) -> Tensor:
-        """uint8 RGB -> float in the preprocessing's scale, channel order, mean and std."""
-        p = self.p
-        x = x.float() * (p.scale / 255.0)
-        if p.channel_order == "BGR":
-            x = x.flip(1)
-        if x.device not in self._constants:
-            self._constants[x.device] = (torch.tensor(p.mean, device=x.device).view(1, 3, 1, 1),
-                                         torch.tensor(p.std, device=x.device).view(1, 3, 1, 1))
-        mean, std = self._constants[x.device]
-        return (x - mean) / std
+        """uint8 RGB -> float in the preprocessing's scale, channel order, mean and std: the
+        evaluation's own arithmetic (:meth:`ImagePreprocess.normalize`), moved to the batch's
+        device once."""
+        if x.device not in self._preprocess:
+            self._preprocess[x.device] = ImagePreprocess(self.p).to(x.device)
+        return self._preprocess[x.device].normalize(x)
 
     def lighting(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """(n, 3) shifts to add to the normalised input: the RGB 0..1 PCA shifts brought into the

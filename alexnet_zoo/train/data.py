@@ -21,7 +21,6 @@ import functools
 import io
 import math
 import multiprocessing
-import re
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -33,21 +32,24 @@ import torchvision
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
-from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.io import ImageReadMode
 
-from alexnet_zoo.data.categories import imagenet_categories
+from alexnet_zoo.data.categories import WNID, imagenet_categories
 from alexnet_zoo.data.datasets import find_labelled_images
-from alexnet_zoo.errors import failure_message
-from alexnet_zoo.data.images import check_image_bytes, read_image, read_image_bytes
+from alexnet_zoo.data.images import (
+    IMAGE_SUFFIXES,
+    check_image_bytes,
+    read_image,
+    read_image_bytes,
+)
 from alexnet_zoo.data.transforms import ResizeMode, square_uint8
+from alexnet_zoo.devices import non_blocking
+from alexnet_zoo.errors import failure_message
 
 __all__ = ["EpochSampler", "ImageFiles", "Picture", "PictureBatch", "ResizeMode", "ShardSampler", "SyntheticImages",
            "collate_pictures", "decode_batch", "folder_samples", "make_loader", "split_synthetic", "steps_per_epoch"]
 
-_WNID = re.compile(r"n\d{8}")
 WORKER_START = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-PICTURE_SUFFIXES = frozenset(IMG_EXTENSIONS) | {".gif", ".jfif"}  # all alexnet_zoo.data.images reads
 
 
 # ---- datasets ------------------------------------------------------------------------------------
@@ -78,7 +80,7 @@ class SyntheticImages(Dataset):
 
 
 def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in PICTURE_SUFFIXES
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
 def folder_samples(root: str | Path, class_to_idx: dict[str, int] | None = None
@@ -101,7 +103,7 @@ def folder_samples(root: str | Path, class_to_idx: dict[str, int] | None = None
                    for path in sorted((root / name).rglob("*")) if _is_image(path)]
         if not samples:
             raise FileNotFoundError(f"{root}: the class folders hold no pictures "
-                                    f"({', '.join(sorted(PICTURE_SUFFIXES))})")
+                                    f"({', '.join(sorted(IMAGE_SUFFIXES))})")
         return samples, sorted(mapping, key=mapping.get)
     try:
         found = find_labelled_images(root)
@@ -117,7 +119,7 @@ def _onto_training_classes(samples: list[tuple[Path, int]], class_to_idx: dict[s
                            root: Path) -> list[tuple[Path, int]]:
     wnids = [c.wnid for c in imagenet_categories()]
     names = sorted(class_to_idx, key=class_to_idx.get)
-    if names == wnids or not all(_WNID.fullmatch(name) for name in names):
+    if names == wnids or not all(WNID.fullmatch(name) for name in names):
         return samples  # the full ImageNet order, or classes of another kind: indices as given
     mapped, foreign = [], set()
     for path, label in samples:
@@ -270,7 +272,7 @@ def decode_batch(files: Sequence[Tensor], size: int, mode: ResizeMode, device: t
                     out[i] = read_image(paths[i])
                 except Exception as again:  # noqa: BLE001 - UnreadableImage, or a file gone since
                     failed[i] = failure_message(paths[i], again)
-    squares = [square_uint8(image.to(device, non_blocking=device.type == "cuda"), size, mode, interpolation)
+    squares = [square_uint8(image.to(device, non_blocking=non_blocking(device)), size, mode, interpolation)
                for image in out if image is not None]
     images = torch.stack(squares) if squares else torch.empty((0, 3, size, size), dtype=torch.uint8, device=device)
     return images, sorted(failed.items())

@@ -25,9 +25,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from alexnet_zoo.data.datasets import LABEL_FILES
-from alexnet_zoo.data.images import read_image
-from alexnet_zoo.train.data import PICTURE_SUFFIXES, WORKER_START
+from alexnet_zoo.data.images import IMAGE_SUFFIXES, read_image
 from alexnet_zoo.data.transforms import ResizeMode, square_uint8
+from alexnet_zoo.paths import atomic_write
+from alexnet_zoo.train.data import WORKER_START
 
 __all__ = ["main", "pack_folder"]
 
@@ -36,9 +37,8 @@ def _pack_one(job: tuple[Path, Path, int, ResizeMode, int]) -> None:
     source, target, size, mode, quality = job
     square = square_uint8(read_image(source), size, mode)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    Image.fromarray(square.permute(1, 2, 0).numpy()).save(tmp, format="JPEG", quality=quality)
-    os.replace(tmp, target)
+    picture = Image.fromarray(square.permute(1, 2, 0).numpy())
+    atomic_write(target, lambda tmp: picture.save(tmp, format="JPEG", quality=quality))
 
 
 def pack_folder(source: str | Path, target: str | Path, *, size: int = 256, mode: ResizeMode = "short_side",
@@ -55,7 +55,7 @@ def pack_folder(source: str | Path, target: str | Path, *, size: int = 256, mode
         if path.is_file() and path.name in LABEL_FILES:
             (target / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target / relative)
-        elif path.is_file() and path.suffix.lower() in PICTURE_SUFFIXES:
+        elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
             out = target / relative
             if not out.is_file():
                 jobs.append((path, out, size, mode, quality))

@@ -10,6 +10,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from alexnet_zoo.paths import atomic_write
+
 __all__ = ["plot_metrics"]
 
 _W, _H, _MARGIN = 480, 320, 48
@@ -79,7 +81,5 @@ def plot_metrics(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     figure.paste(_panel("loss", "step", loss), (0, 0))
     figure.paste(_panel("accuracy (%)", "epoch" if val else "step", accuracy, (0.0, 100.0)), (_W, 0))
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    figure.save(tmp, format="PNG")
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: figure.save(tmp, format="PNG"))
     return path

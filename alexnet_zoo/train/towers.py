@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from alexnet_zoo.models.alexnet import AlexNet, to_6x6
 from alexnet_zoo.models.config import AlexNetConfig
 from alexnet_zoo.ops.lrn import local_response_norm
-from alexnet_zoo.models.alexnet import AlexNet, to_6x6
 from alexnet_zoo.ops.pooling import max_pool
 
 __all__ = ["TwoTowerAlexNet"]
