@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from alexnet_zoo.data import images
-from alexnet_zoo.errors import UnreadableImage
 from alexnet_zoo.data.images import check_image_bytes, load_image, read_image
 from alexnet_zoo.data.transforms import BVLC_PREPROCESSING, TORCHVISION_PREPROCESSING
+from alexnet_zoo.errors import UnreadableImage
 
 IMAGES = Path(__file__).parent / "data" / "images"
 EXAMPLE = Path(__file__).parents[1] / "examples" / "chelsea.png"

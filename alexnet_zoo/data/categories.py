@@ -9,7 +9,7 @@ from importlib import resources
 
 from alexnet_zoo.errors import LabelFileError
 
-__all__ = ["Category", "MAX_CLASSES", "WNID", "imagenet_categories", "parse_synset_words"]
+__all__ = ["MAX_CLASSES", "WNID", "Category", "imagenet_categories", "parse_synset_words"]
 
 
 @dataclass(frozen=True)

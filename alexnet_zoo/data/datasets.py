@@ -29,9 +29,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from alexnet_zoo.data.categories import MAX_CLASSES, WNID, imagenet_categories
-from alexnet_zoo.errors import LabelFileError, failure_message
 from alexnet_zoo.data.images import IMAGE_SUFFIXES, read_image
 from alexnet_zoo.data.transforms import ImagePreprocess, Preprocessing
+from alexnet_zoo.errors import LabelFileError, failure_message
 
 __all__ = ["Batch", "ImageDataset", "Item", "LabelledImages", "collate", "find_labelled_images",
            "from_label_file", "from_wnid_folders", "from_wnid_prefixes"]

@@ -249,9 +249,8 @@ def check_image_bytes(data: bytes | bytearray, name: str | os.PathLike) -> tuple
     size = _header_size(data, name)
     if size is not None:
         return size
-    with _pillow_errors(name):
-        with _open_checked(data, name) as img:
-            return img.size
+    with _pillow_errors(name), _open_checked(data, name) as img:
+        return img.size
 
 
 @contextmanager
@@ -279,12 +278,11 @@ def _pillow_errors(name: str | os.PathLike) -> Iterator[None]:
 
 def _decode_pillow(data: bytes | bytearray, name: str | os.PathLike) -> Image.Image:
     """Pillow's upright 8-bit RGB first frame of ``data``, every size checked before decoding."""
-    with _pillow_errors(name):
-        with _open_checked(data, name) as img:
-            img.seek(0)
-            img.load()  # decode now: truncated data raises here, not later in a worker
-            check_pixels(img.width, img.height, name)  # a plugin may resize on load (ICO, ICNS)
-            return to_rgb(_upright(img))
+    with _pillow_errors(name), _open_checked(data, name) as img:
+        img.seek(0)
+        img.load()  # decode now: truncated data raises here, not later in a worker
+        check_pixels(img.width, img.height, name)  # a plugin may resize on load (ICO, ICNS)
+        return to_rgb(_upright(img))
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-__all__ = ["BVLC_PREPROCESSING", "DEFAULT_PREPROCESSING", "ImagePreprocess", "Preprocessing", "ResizeMode",
-           "TORCHVISION_PREPROCESSING", "center_crop", "resize_uint8", "square_uint8"]
+__all__ = ["BVLC_PREPROCESSING", "DEFAULT_PREPROCESSING", "TORCHVISION_PREPROCESSING", "ImagePreprocess",
+           "Preprocessing", "ResizeMode", "center_crop", "resize_uint8", "square_uint8"]
 
 ResizeMode = Literal["squash", "short_side"]
 
@@ -118,14 +118,16 @@ def resize_uint8(image: Tensor, size: list[int], interpolation: str = "bilinear"
 
 
 def center_crop(image: Tensor, crop: int) -> Tensor:
-    """torchvision's ``center_crop(image, [crop, crop])``: the same anchor rounding (Python's
-    ``round``, halves to even); a picture smaller than the crop goes through torchvision (it pads)."""
+    """torchvision's ``center_crop(image, [crop, crop])`` of a picture or a batch (..., H, W), as a
+    view: the same anchor rounding (Python's ``round``, halves to even; 256 - 227 = 29 -> 14), for
+    single pictures and the evaluation protocols alike; a picture smaller than the crop goes through
+    torchvision (it pads)."""
     height, width = image.shape[-2:]
     if crop > height or crop > width:
         from torchvision.transforms.v2 import functional as TF
 
         return TF.center_crop(image, [crop, crop])
-    top, left = int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
+    top, left = round((height - crop) / 2.0), round((width - crop) / 2.0)  # round() of a float is an int
     return image[..., top:top + crop, left:left + crop]
 
 
@@ -173,7 +175,8 @@ def _native_uint8_bilinear() -> bool:
 
 
 def _uint8_rgb(img: Image.Image | Tensor) -> Tensor:
-    from alexnet_zoo.data.images import pil_to_uint8  # images.py imports torchvision's decoders
+    # startup: the decoding module (PIL.ImageOps, its limits) loads with the first picture, not with every model
+    from alexnet_zoo.data.images import pil_to_uint8
 
     x = pil_to_uint8(img) if isinstance(img, Image.Image) else img
     if x.dtype != torch.uint8 or x.dim() != 3 or x.shape[0] != 3:
