@@ -32,7 +32,7 @@ from alexnet_zoo.eval.protocols import PROTOCOLS
 from alexnet_zoo.eval.throughput import model_throughput
 from alexnet_zoo.models.config import ARCHS
 from alexnet_zoo.paths import write_json
-from environment import environment  # benchmarks/environment.py, beside this script
+from _environment import environment  # benchmarks/_environment.py, beside this script
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet_samples"
 

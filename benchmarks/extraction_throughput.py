@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 import torchvision
-from environment import environment  # benchmarks/environment.py, beside this script
+from _environment import environment  # benchmarks/_environment.py, beside this script
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T

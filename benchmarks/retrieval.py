@@ -27,7 +27,7 @@ from typing import Any
 
 import faiss
 import numpy as np
-from environment import environment  # benchmarks/environment.py, beside this script
+from _environment import environment  # benchmarks/_environment.py, beside this script
 
 from alexnet_zoo.paths import write_json
 from alexnet_zoo.retrieval.index import VectorIndex

@@ -35,7 +35,7 @@ from torch import nn
 from alexnet_zoo import alexnet
 from alexnet_zoo.ops.capabilities import cpu_capabilities
 from alexnet_zoo.paths import write_json
-from environment import environment  # benchmarks/environment.py, beside this script
+from _environment import environment  # benchmarks/_environment.py, beside this script
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet_samples"
 

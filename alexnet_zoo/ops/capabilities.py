@@ -80,7 +80,6 @@ def cpu_capabilities() -> CpuCapabilities:
                            onednn_bf16, native)
 
 
-@functools.cache
 def machine_facts() -> dict[str, Any]:
     """What a timing depends on, for every report that records one (the evaluation recipe, the speed
     scripts in benchmarks/): versions, the CPU's model name, cores and torch's threads."""
@@ -93,6 +92,7 @@ def machine_facts() -> dict[str, Any]:
             "cpu_count": os.cpu_count(), "threads": torch.get_num_threads()}
 
 
+@functools.cache
 def warn_emulated_bf16() -> None:
     """Say once per process why bf16 is slow here: it runs correctly, on torch's generic kernels."""
     caps = cpu_capabilities()
