@@ -203,7 +203,7 @@ def _rewrite(command: str, pairs: tuple[tuple[str, str], ...]) -> str:
 def _entry(tokens: list[str]) -> tuple[str, str, list[str]]:
     """(kind, target, args) of a command: the console script, ``python -m``, a script, torchrun."""
     if tokens[0] == "alexnet-zoo":
-        return "cli", "alexnet_zoo.cli.main", tokens[1:]
+        return "cli", "alexnet_zoo.cli", tokens[1:]
     if tokens[0] == "torchrun":
         at = tokens.index("-m")
         return "module", tokens[at + 1], tokens[at + 2:]

@@ -635,3 +635,13 @@ def test_info_json_weights_are_not_followed_outside_the_index_folder(tmp_path, w
     for ref in ("model.onnx", "nothing-here", 42, None, "hf-hub:../../x", "a\x00b"):
         with pytest.raises((InvalidReference, IndexMismatch)):
             trusted_weights(ref, folder)
+
+
+def test_the_file_format_names_are_the_published_ones(tmp_path):
+    """info.json and manifest.json name their format; folders written by earlier versions must still
+    load, so the names stay what they were when the modules moved into retrieval/."""
+    from alexnet_zoo.retrieval.shards import FORMAT as FEATURES_FORMAT
+
+    VectorIndex.build(mixture(40), [f"p{i}" for i in range(40)], kind="exact").save(tmp_path / "ix")
+    assert json.loads((tmp_path / "ix" / "info.json").read_text())["format"] == "alexnet_zoo.index"
+    assert FEATURES_FORMAT == "alexnet_zoo.features"

@@ -128,7 +128,7 @@ def test_info_json_nesting_and_text_fields(text):
     deep = b"[" * 100_000 + b"]" * 100_000  # beyond the JSON parser's recursion limit
     with pytest.raises(CorruptIndex, match="not JSON"):
         parse_info(deep, "deep/info.json")
-    info = {"format": "alexnet_zoo.retrieval.index", "dim": 4, "count": 0, "metric": "cosine", "factory": "Flat",
+    info = {"format": "alexnet_zoo.index", "dim": 4, "count": 0, "metric": "cosine", "factory": "Flat",
             "weights": text, "layer": text}
     assert parse_info(json.dumps(info).encode(), "t/info.json")["weights"] == text
 
@@ -189,7 +189,7 @@ def _features_folder(folder: Path) -> dict:
         with open(folder / f"shard-{s:05d}.paths.jsonl", "wb") as f:
             write_path_list(f, rows)
         shards.append({"name": f"shard-{s:05d}", "start": 2 * s, "stop": 2 * s + 2, "count": len(rows)})
-    manifest = {"format": "alexnet_zoo.retrieval.features", "version": 2, "model": "alexnet", "weights": "/w",
+    manifest = {"format": "alexnet_zoo.features", "version": 2, "model": "alexnet", "weights": "/w",
                 "weights_spec": None, "layer": "conv5", "pool": "avg", "normalized": True, "dtype": "float16",
                 "precision": "fp32", "dim": 8, "preprocessing": {"crop": 227}, "inputs": 4,
                 "inputs_sha256": "0" * 64, "shard_size": 2, "rank": 0, "world_size": 1, "slice": [0, 4],

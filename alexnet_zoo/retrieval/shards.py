@@ -43,7 +43,7 @@ __all__ = ["FAILURES", "FORMAT", "MANIFEST", "MANIFEST_LIMIT", "PROVENANCE", "VE
 
 MANIFEST = "manifest.json"
 FAILURES = "failures.txt"
-FORMAT = "alexnet_zoo.retrieval.features"
+FORMAT = "alexnet_zoo.features"  # written into manifest.json: a file format name, not the module path
 VERSION = 2  # 2: paths as JSON lines (.paths.jsonl), failures as {"path", "error"}; 1 (no "version"): .paths.txt
 MANIFEST_LIMIT = 256 * 2 ** 20  # bytes; a manifest is ~100 bytes a shard and a failure
 # the manifest fields that say where the vectors came from: what an index built from them records
