@@ -645,3 +645,16 @@ def test_the_file_format_names_are_the_published_ones(tmp_path):
     VectorIndex.build(mixture(40), [f"p{i}" for i in range(40)], kind="exact").save(tmp_path / "ix")
     assert json.loads((tmp_path / "ix" / "info.json").read_text())["format"] == "alexnet_zoo.index"
     assert FEATURES_FORMAT == "alexnet_zoo.features"
+
+
+def test_build_keeps_meta_bounded(tmp_path):
+    """What build() stores of ``meta`` must stay loadable: a whole manifest with a huge failure list is
+    refused before anything is built, naming what to pass instead."""
+    from alexnet_zoo.retrieval.index import META_LIMIT
+
+    huge = {"model": "alexnet", "failures": [{"path": f"/x/{i}.jpg", "error": "bad"} for i in range(40_000)]}
+    with pytest.raises(ValueError, match=r"shards\.provenance"):
+        VectorIndex.build(mixture(20), [f"p{i}" for i in range(20)], kind="exact", meta=huge)
+    with pytest.raises(ValueError, match="JSON data"):
+        VectorIndex.build(mixture(20), [f"p{i}" for i in range(20)], kind="exact", meta={"model": object()})
+    assert len(json.dumps(huge)) > META_LIMIT

@@ -16,6 +16,7 @@ and does not import torch.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -72,13 +73,16 @@ from alexnet_zoo.retrieval.vector_checks import (
     zero_rows,
 )
 
-__all__ = ["SearchHit", "VectorIndex"]
+__all__ = ["META_LIMIT", "SearchHit", "VectorIndex"]
 
 # the checks load() takes (model=, weights=, ...), each against the identity info.json recorded
 _IDENTITY = ("model", "weights", "layer", "pool", "dim")
 # info.json's own fields: what the index measures and names; a caller's identity cannot replace them
 _OWN = ("format", "factory", "dim", "metric", "count", "kind", "search_params", "recall_at_10", "recall_queries",
         "build_seconds", "bytes_per_vector", "files")
+# the identity a caller hands build(): provenance is a few kB (shards.provenance of a manifest); a whole
+# manifest with a long failure list would make an info.json the loader then refuses (INFO_LIMIT)
+META_LIMIT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,7 @@ class VectorIndex:
         if isinstance(target_recall, bool) or not isinstance(target_recall, (int, float)) \
                 or not 0 < target_recall <= 1:
             raise ValueError(f"target_recall must be in (0, 1], got {target_recall!r}")
+        _check_meta(meta)
         x = check_vectors(vectors, None, "vectors")
         paths = check_paths(paths, "vectors")
         if len(paths) != len(x):
@@ -310,3 +315,14 @@ class VectorIndex:
 def _loadable(folder: Path) -> None:
     """Raise unless ``folder`` holds a complete index (how :func:`recover` picks a copy to put back)."""
     VectorIndex.load(folder, device="cpu")
+
+
+def _check_meta(meta: dict[str, Any] | None) -> None:
+    """``meta`` as build() stores it: a JSON object of at most :data:`META_LIMIT` bytes."""
+    try:
+        size = len(json.dumps(meta or {}))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"meta must be JSON data (the vectors' provenance), got {err}") from None
+    if size > META_LIMIT:
+        raise ValueError(f"meta is {size:,} bytes as JSON; an index records its vectors' provenance (a few kB: "
+                         f"alexnet_zoo.retrieval.shards.provenance(manifest)), at most {META_LIMIT:,} bytes")
