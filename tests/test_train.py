@@ -699,7 +699,7 @@ def test_mps_takes_the_plain_path(monkeypatch):
     with pytest.raises(ValueError, match="there is one MPS device"):
         recipe.check_device("mps:1")
     mps = torch.device("mps")
-    assert not recipe._async(mps) and recipe._async(torch.device("cuda", 0))
+    assert not recipe.non_blocking(mps) and recipe.non_blocking(torch.device("cuda", 0))
     assert recipe._amp_dtype("fp16", [mps]) == torch.float16 and recipe._amp_dtype("none", [mps]) is None
     for macos_14, expected in ((True, torch.bfloat16), (False, None)):
         monkeypatch.setattr(torch.backends.mps, "is_macos_or_newer", lambda major, minor, ok=macos_14: ok)

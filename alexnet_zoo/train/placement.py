@@ -16,10 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from alexnet_zoo import devices
-from alexnet_zoo.devices import best_device, device_issue
+from alexnet_zoo.devices import best_device, device_issue, non_blocking
 
-# pinned memory and non-blocking copies: CUDA only (the rule every copy to a device follows)
-from alexnet_zoo.devices import non_blocking as _async
 
 __all__ = ["AMP_DTYPES", "Placement", "available_devices", "check_device", "place"]
 
@@ -115,4 +113,4 @@ def place(args: argparse.Namespace, local_rank: int, world: int) -> Placement:
             torch.set_float32_matmul_precision("high")
     if args.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    return Placement(device, towers, amp_dtype, _async(device))
+    return Placement(device, towers, amp_dtype, non_blocking(device))
