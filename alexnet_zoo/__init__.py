@@ -26,10 +26,28 @@ _NAMES = {
     "alexnet_zoo.retrieval.index": ("VectorIndex",),
 }
 _MODULE_OF = {name: module for module, names in _NAMES.items() for name in names}
-__all__ = ["AlexNet", "AlexNetConfig", "AlexNetFeatures", "DenseAlexNet", "FeatureExtractor",
-           "LocalResponseNorm", "OWT", "PAPER", "PretrainedCfg", "VectorIndex", "alexnet", "alexnet_owt",
-           "create_model", "get_weight_spec", "list_pretrained", "load_image", "load_torchvision_state_dict",
-           "local_response_norm", "remap_torchvision_state_dict", "save_pretrained"]  # = the names of _NAMES (tests/test_layout.py)
+__all__ = [
+    "OWT",
+    "PAPER",
+    "AlexNet",
+    "AlexNetConfig",
+    "AlexNetFeatures",
+    "DenseAlexNet",
+    "FeatureExtractor",
+    "LocalResponseNorm",
+    "PretrainedCfg",
+    "VectorIndex",
+    "alexnet",
+    "alexnet_owt",
+    "create_model",
+    "get_weight_spec",
+    "list_pretrained",
+    "load_image",
+    "load_torchvision_state_dict",
+    "local_response_norm",
+    "remap_torchvision_state_dict",
+    "save_pretrained",
+]  # = the names of _NAMES (tests/test_layout.py)
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports these on first use
     from alexnet_zoo.data.images import load_image

@@ -10,10 +10,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["AlexNetZooError", "ChecksumMismatch", "ConversionError", "CorruptFeatures", "CorruptIndex",
-           "DownloadFailed", "ExtractionMismatch", "IndexMismatch", "InvalidConfig", "InvalidReference",
-           "InvalidVectors", "LabelFileError", "NotCached", "RetrievalError", "Unreachable", "UnknownWeights",
-           "UnreadableImage", "WeightsError", "ZeroQuery", "failure_message"]
+__all__ = [
+    "AlexNetZooError",
+    "ChecksumMismatch",
+    "ConversionError",
+    "CorruptFeatures",
+    "CorruptIndex",
+    "DownloadFailed",
+    "ExtractionMismatch",
+    "IndexMismatch",
+    "InvalidConfig",
+    "InvalidReference",
+    "InvalidVectors",
+    "LabelFileError",
+    "NotCached",
+    "RetrievalError",
+    "UnknownWeights",
+    "Unreachable",
+    "UnreadableImage",
+    "WeightsError",
+    "ZeroQuery",
+    "failure_message",
+]
 
 
 class AlexNetZooError(Exception):

@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
-from alexnet_zoo.models.config import ARCHS
-from alexnet_zoo.models.alexnet import AlexNet, AlexNetFeatures
-from alexnet_zoo.models.pretrained_cfg import PretrainedCfg
 from alexnet_zoo.data.transforms import DEFAULT_PREPROCESSING
+from alexnet_zoo.models.alexnet import AlexNet, AlexNetFeatures
+from alexnet_zoo.models.config import ARCHS
+from alexnet_zoo.models.pretrained_cfg import PretrainedCfg
 from alexnet_zoo.weights.store import resolve
 
 __all__ = ["alexnet", "alexnet_owt", "create_model", "model_for_weights"]

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "cache_dir", "cache_root", "read_capped", "write_json"]
+__all__ = ["atomic_write", "cache_dir", "cache_root", "read_bounded", "read_capped", "write_json"]
 
 
 def _read_umask() -> int:
@@ -61,6 +61,18 @@ def read_capped(path: str | os.PathLike, limit: int) -> bytes:
     ``read(n)`` allocates n bytes up front, so the file's own size is asked for, not the limit."""
     with open(path, "rb") as f:
         return f.read(min(os.fstat(f.fileno()).st_size, limit) + 1)
+
+
+def read_bounded(path: Path, limit: int, error: type[Exception], what: str) -> bytes:
+    """The bytes of a file that must stay small (an index's info.json, a features manifest), else
+    ``error`` naming the file: unreadable, or larger than ``limit`` and so not ``what``."""
+    try:
+        data = read_capped(path, limit)
+    except OSError as err:
+        raise error(f"{path}: cannot read ({err})") from err
+    if len(data) > limit:
+        raise error(f"{path}: larger than {limit // 2 ** 20} MiB; not {what}")
+    return data
 
 
 def write_json(target: str | os.PathLike, data: Any) -> None:

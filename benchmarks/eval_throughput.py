@@ -25,6 +25,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from _environment import environment  # benchmarks/_environment.py, beside this script
+
 from alexnet_zoo import alexnet, alexnet_owt
 from alexnet_zoo.data.datasets import find_labelled_images
 from alexnet_zoo.eval.loop import dataset_for, evaluate
@@ -32,7 +34,6 @@ from alexnet_zoo.eval.protocols import PROTOCOLS
 from alexnet_zoo.eval.throughput import model_throughput
 from alexnet_zoo.models.config import ARCHS
 from alexnet_zoo.paths import write_json
-from _environment import environment  # benchmarks/_environment.py, beside this script
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet_samples"
 

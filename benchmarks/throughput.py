@@ -30,12 +30,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import torchvision
+from _environment import environment  # benchmarks/_environment.py, beside this script
 from torch import nn
 
 from alexnet_zoo import alexnet
 from alexnet_zoo.ops.capabilities import cpu_capabilities
 from alexnet_zoo.paths import write_json
-from _environment import environment  # benchmarks/_environment.py, beside this script
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet_samples"
 

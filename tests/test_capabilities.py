@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from alexnet_zoo import alexnet, save_pretrained
-from alexnet_zoo.ops.capabilities import cpu_capabilities
 from alexnet_zoo.eval.precision import resolve_precision
+from alexnet_zoo.ops.capabilities import cpu_capabilities
 
 ROOT = Path(__file__).resolve().parents[1]
 X86 = cpu_capabilities().machine in ("x86_64", "amd64")

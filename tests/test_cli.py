@@ -1,8 +1,8 @@
 import pytest
 
 from alexnet_zoo.cli.main import main
-from alexnet_zoo.models.config import OWT, PAPER
 from alexnet_zoo.models.alexnet import AlexNet
+from alexnet_zoo.models.config import OWT, PAPER
 from alexnet_zoo.models.summary import summarize
 
 

@@ -16,8 +16,8 @@ from PIL import Image
 
 import alexnet_zoo.cli.main as cli
 from alexnet_zoo import alexnet, save_pretrained
-from alexnet_zoo.data.categories import imagenet_categories
 from alexnet_zoo.cli.main import main
+from alexnet_zoo.data.categories import imagenet_categories
 from alexnet_zoo.devices import resolve_device
 
 ROOT = Path(__file__).parents[1]

@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 import alexnet_zoo.factory as factory
 import alexnet_zoo.weights.store as pretrained
 from alexnet_zoo import alexnet, save_pretrained
-from alexnet_zoo.models.config import _CONFIG_RULES, ARCHS, OWT, PAPER, AlexNetConfig
-from alexnet_zoo.weights.config_file import _PREPROCESSING_RULES, MAX_CONFIG_BYTES, read_config_file
+from alexnet_zoo.data.transforms import BVLC_PREPROCESSING, Preprocessing
 from alexnet_zoo.errors import InvalidConfig, WeightsError
 from alexnet_zoo.factory import model_for_weights
 from alexnet_zoo.models.alexnet import AlexNet
+from alexnet_zoo.models.config import _CONFIG_RULES, ARCHS, OWT, PAPER, AlexNetConfig
+from alexnet_zoo.weights.config_file import _PREPROCESSING_RULES, MAX_CONFIG_BYTES, read_config_file
 from alexnet_zoo.weights.store import Checkpoint, load_checkpoint
-from alexnet_zoo.data.transforms import BVLC_PREPROCESSING, Preprocessing
 
 SMALL = {"hidden": 16, "num_classes": 3}  # a real folder of 15 MB: the conv layers, tiny fc layers
 

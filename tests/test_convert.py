@@ -15,10 +15,10 @@ import torch
 import torchvision
 
 from alexnet_zoo import alexnet, alexnet_owt
-from alexnet_zoo.models.config import PAPER
-from alexnet_zoo.weights.convert import convert_file
 from alexnet_zoo.errors import ConversionError
 from alexnet_zoo.models.alexnet import AlexNet
+from alexnet_zoo.models.config import PAPER
+from alexnet_zoo.weights.convert import convert_file
 
 DATA = Path(__file__).parent / "data"
 LEARNED = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")

@@ -284,9 +284,8 @@ def _scratch(root: Path) -> None:
 
 def _bvlc_onnx(path: Path) -> None:
     """The ONNX model zoo's bvlcalexnet graph (as the converter tests build it), random weights."""
-    from test_convert import bvlc_graph
-
     import onnx
+    from test_convert import bvlc_graph
 
     from alexnet_zoo import alexnet
 

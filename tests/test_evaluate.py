@@ -19,12 +19,7 @@ from alexnet_zoo.benchmarks.imagenet import main as imagenet_main
 from alexnet_zoo.cli.main import main as cli_main
 from alexnet_zoo.data.batching import iterate_batches, loader_mode
 from alexnet_zoo.data.categories import imagenet_categories
-from alexnet_zoo.data.datasets import (
-    ImageDataset,
-    collate,
-    find_labelled_images,
-    from_label_file,
-)
+from alexnet_zoo.data.datasets import ImageDataset, collate, find_labelled_images, from_label_file
 from alexnet_zoo.data.images import load_image
 from alexnet_zoo.data.transforms import (
     BVLC_PREPROCESSING,
@@ -36,13 +31,7 @@ from alexnet_zoo.data.transforms import (
 from alexnet_zoo.eval.classify import classify_files
 from alexnet_zoo.eval.loop import dataset_for, evaluate
 from alexnet_zoo.eval.metrics import Accuracy, rank
-from alexnet_zoo.eval.protocols import (
-    average_softmax,
-    dense_probs,
-    predict,
-    score_maps,
-    ten_crops,
-)
+from alexnet_zoo.eval.protocols import average_softmax, dense_probs, predict, score_maps, ten_crops
 from alexnet_zoo.eval.throughput import model_throughput
 
 TRUNCATED = Path(__file__).parent / "data" / "images" / "truncated_jpeg.jpg"

@@ -20,16 +20,15 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from alexnet_zoo.data.categories import parse_synset_words
-from alexnet_zoo.data.categories import MAX_CLASSES
+from alexnet_zoo.data.categories import MAX_CLASSES, parse_synset_words
+from alexnet_zoo.data.datasets import from_label_file
+from alexnet_zoo.data.transforms import BVLC_PREPROCESSING, TORCHVISION_PREPROCESSING
+from alexnet_zoo.errors import ConversionError, InvalidConfig, LabelFileError, WeightsError
+from alexnet_zoo.models.alexnet import AlexNet
 from alexnet_zoo.models.config import ARCHS, OWT, AlexNetConfig
 from alexnet_zoo.weights.config_file import check_weights_fit, read_config_file
 from alexnet_zoo.weights.convert import from_caffe
 from alexnet_zoo.weights.convert.from_caffe import convert_caffemodel
-from alexnet_zoo.data.datasets import from_label_file
-from alexnet_zoo.errors import ConversionError, InvalidConfig, LabelFileError, WeightsError
-from alexnet_zoo.models.alexnet import AlexNet
-from alexnet_zoo.data.transforms import BVLC_PREPROCESSING, TORCHVISION_PREPROCESSING
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import huggingface_hub.constants as hf_constants
 import pytest
-from huggingface_hub import try_to_load_from_cache
 from hub_server import ConnectionAttempts, Fault, closed_port
+from huggingface_hub import try_to_load_from_cache
 
 from alexnet_zoo.errors import ChecksumMismatch, DownloadFailed, InvalidReference, NotCached, Unreachable
 from alexnet_zoo.weights import digests

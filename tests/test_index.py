@@ -21,21 +21,10 @@ from test_features import REAL, generated, variants
 import alexnet_zoo.retrieval.index as index_module
 from alexnet_zoo import alexnet
 from alexnet_zoo.cli.main import main
-from alexnet_zoo.errors import (
-    CorruptIndex,
-    IndexMismatch,
-    InvalidVectors,
-    RetrievalError,
-    ZeroQuery,
-)
+from alexnet_zoo.errors import CorruptIndex, IndexMismatch, InvalidVectors, RetrievalError, ZeroQuery
 from alexnet_zoo.retrieval.features import FeatureExtractor
 from alexnet_zoo.retrieval.index import VectorIndex
-from alexnet_zoo.retrieval.index_gpu import (
-    GPU_MAX_K,
-    gpu_count,
-    gpu_supported,
-    resolve_device,
-)
+from alexnet_zoo.retrieval.index_gpu import GPU_MAX_K, gpu_count, gpu_supported, resolve_device
 from alexnet_zoo.retrieval.index_policy import choose_factory, parse_size
 from alexnet_zoo.retrieval.index_tuning import exact_knn
 from alexnet_zoo.retrieval.shards import read_manifest

@@ -16,12 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alexnet_zoo.errors import (
-    CorruptFeatures,
-    CorruptIndex,
-    ExtractionMismatch,
-    IndexMismatch,
-)
+from alexnet_zoo.errors import CorruptFeatures, CorruptIndex, ExtractionMismatch, IndexMismatch
 from alexnet_zoo.retrieval.extraction import read_list as _read_list
 from alexnet_zoo.retrieval.index import VectorIndex
 from alexnet_zoo.retrieval.index_folder import parse_info

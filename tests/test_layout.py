@@ -14,9 +14,9 @@ import pytest
 
 import alexnet_zoo
 from alexnet_zoo import AlexNet, alexnet, alexnet_owt, save_pretrained
-from alexnet_zoo.models.config import ARCHS, OWT, PAPER
-from alexnet_zoo.factory import model_for_weights
 from alexnet_zoo.data.transforms import DEFAULT_PREPROCESSING
+from alexnet_zoo.factory import model_for_weights
+from alexnet_zoo.models.config import ARCHS, OWT, PAPER
 
 
 def _arch_options(parser: argparse.ArgumentParser, where: str) -> Iterator[tuple[str, argparse.Action]]:

@@ -3,11 +3,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from numpy_reference import alexnet_forward
 
 from alexnet_zoo import AlexNetConfig, alexnet, alexnet_owt, load_torchvision_state_dict
 from alexnet_zoo.models.alexnet import LAYERS
 from alexnet_zoo.models.config import feature_sizes
-from numpy_reference import alexnet_forward
 
 
 def rel_err(a, b) -> float:

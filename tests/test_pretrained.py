@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 from alexnet_zoo import alexnet, alexnet_owt, get_weight_spec, list_pretrained, save_pretrained
-from alexnet_zoo.weights import specs as weights_module
+from alexnet_zoo.data.transforms import BVLC_PREPROCESSING
 from alexnet_zoo.errors import InvalidReference, UnknownWeights, WeightsError
+from alexnet_zoo.weights import specs as weights_module
 from alexnet_zoo.weights.cards import model_card
 from alexnet_zoo.weights.store import WeightsRef, resolve_reference
-from alexnet_zoo.data.transforms import BVLC_PREPROCESSING
 
 WEIGHTS_DIR = Path(__file__).parents[1] / "weights"
 

@@ -13,13 +13,13 @@ from safetensors.torch import load_file, save_file
 
 from alexnet_zoo import alexnet, alexnet_owt, save_pretrained
 from alexnet_zoo.cli.main import main
-from alexnet_zoo.models.config import OWT
-from alexnet_zoo.errors import WeightsError
-from alexnet_zoo.weights.cards import model_card
-from alexnet_zoo.weights.store import load_checkpoint
-from alexnet_zoo.weights.publish import folder_card, publish
 from alexnet_zoo.data.transforms import BVLC_PREPROCESSING
+from alexnet_zoo.errors import WeightsError
+from alexnet_zoo.models.config import OWT
+from alexnet_zoo.weights.cards import model_card
+from alexnet_zoo.weights.publish import folder_card, publish
 from alexnet_zoo.weights.specs import get_weight_spec
+from alexnet_zoo.weights.store import load_checkpoint
 
 TOKEN = "hf_local_write_token"
 METRICS = [{"top1": 91.5, "top5": 99.25, "dataset": "flowers-10 val", "protocol": "centre crop 227",

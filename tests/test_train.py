@@ -1,7 +1,7 @@
 """The training recipe on the CPU: augmentation statistics, schedules, the paper's update rule,
 the two-tower split, runs on synthetic and real pictures, an exact resume (fp16's scaler too),
 torchrun (gloo) against one process with the whole batch, unreadable pictures skipped and listed,
-ten-crop validation against alexnet_zoo.eval.evaluate, and TensorBoard's event files."""
+ten-crop validation against alexnet_zoo.eval.protocols, and TensorBoard's event files."""
 
 from __future__ import annotations
 
@@ -28,11 +28,7 @@ from alexnet_zoo.train.augment import (
     BatchAugment,
     lighting_offsets,
 )
-from alexnet_zoo.train.checkpoint import (
-    find_checkpoint,
-    list_checkpoints,
-    load_training_checkpoint,
-)
+from alexnet_zoo.train.checkpoint import find_checkpoint, list_checkpoints, load_training_checkpoint
 from alexnet_zoo.train.data import EpochSampler, SyntheticImages, folder_samples
 from alexnet_zoo.train.logs import read_metrics
 from alexnet_zoo.train.loop import Trainer, train_step

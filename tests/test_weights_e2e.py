@@ -14,10 +14,10 @@ from hub_server import ConnectionAttempts, Fault, closed_port
 from test_convert import bvlc_graph, rel_err, run_ort, weights  # noqa: F401 - the module-scoped fixture
 
 from alexnet_zoo import alexnet, save_pretrained
-from alexnet_zoo.weights import convert as convert_module
-from alexnet_zoo.weights import specs as weights_module
 from alexnet_zoo.cli.main import main
 from alexnet_zoo.errors import ChecksumMismatch, InvalidReference, NotCached
+from alexnet_zoo.weights import convert as convert_module
+from alexnet_zoo.weights import specs as weights_module
 from alexnet_zoo.weights.sources import FileSource
 
 REPO, FILE = "onnxmodelzoo/legacy_models", "validated/vision/classification/alexnet/model/bvlcalexnet-8.onnx"
@@ -221,8 +221,8 @@ def _download_with_small_file_limit(sha256: str, size: int, limit: int, queue) -
     import signal
     from contextlib import redirect_stderr
 
-    from alexnet_zoo.weights import specs as w
     from alexnet_zoo.cli.main import main
+    from alexnet_zoo.weights import specs as w
     from alexnet_zoo.weights.sources import FileSource
 
     src = FileSource(REPO, FILE, "main", sha256, size)

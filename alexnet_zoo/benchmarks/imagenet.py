@@ -21,11 +21,11 @@ from typing import Any
 
 from alexnet_zoo.cli.failures import report_errors
 from alexnet_zoo.cli.options import bounded_int, describe, device_arg
-from alexnet_zoo.models.config import ARCHS
-from alexnet_zoo.devices import DEVICE_HELP
-from alexnet_zoo.eval.protocols import MAX_SCALE, PROTOCOLS
 from alexnet_zoo.data.batching import LOADER_HELP, LOADER_MODES
+from alexnet_zoo.devices import DEVICE_HELP
 from alexnet_zoo.eval.precision import PRECISIONS
+from alexnet_zoo.eval.protocols import MAX_SCALE, PROTOCOLS
+from alexnet_zoo.models.config import ARCHS
 
 __all__ = ["add_arguments", "build_parser", "environment", "main", "run"]
 

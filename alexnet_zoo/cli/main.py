@@ -76,8 +76,8 @@ def _load(args: argparse.Namespace):
 
 
 def _weights_list(args: argparse.Namespace) -> int:
-    from alexnet_zoo.weights.store import is_cached
     from alexnet_zoo.weights.specs import get_weight_spec, list_pretrained
+    from alexnet_zoo.weights.store import is_cached
 
     rows = []
     for name in list_pretrained():
@@ -99,8 +99,8 @@ def _weights_list(args: argparse.Namespace) -> int:
 
 
 def _weights_download(args: argparse.Namespace) -> int:
-    from alexnet_zoo.weights.store import cached_spec
     from alexnet_zoo.weights.specs import get_weight_spec
+    from alexnet_zoo.weights.store import cached_spec
 
     for name in args.names:
         try:
@@ -116,9 +116,9 @@ def _weights_download(args: argparse.Namespace) -> int:
 def _weights_convert(args: argparse.Namespace) -> int:
     from safetensors import SafetensorError
 
+    from alexnet_zoo.data.transforms import DEFAULT_PREPROCESSING
     from alexnet_zoo.factory import create_model
     from alexnet_zoo.weights.store import save_pretrained
-    from alexnet_zoo.data.transforms import DEFAULT_PREPROCESSING
 
     model = create_model(args.arch, pretrained=args.source)
     try:
@@ -144,8 +144,8 @@ def _weights_publish(args: argparse.Namespace) -> int:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from alexnet_zoo.eval.classify import classify_files
     from alexnet_zoo.devices import resolve_device
+    from alexnet_zoo.eval.classify import classify_files
 
     device = resolve_device(args.device)
     model = _load(args)
@@ -262,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the picture to write; its suffix chooses the format (default: conv1.png)")
     filters.set_defaults(run=_filters)
 
-    from alexnet_zoo.benchmarks.imagenet import __doc__ as evaluate_doc, add_arguments
+    from alexnet_zoo.benchmarks.imagenet import __doc__ as evaluate_doc
+    from alexnet_zoo.benchmarks.imagenet import add_arguments
 
     evaluate = commands.add_parser("evaluate", help="top-1 / top-5 accuracy on ILSVRC-2012 (or any labelled folder)",
                                    description=describe(evaluate_doc))
@@ -273,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(commands)
 
-    # `train` has its own parser (alexnet_zoo.train.recipe); main() forwards its arguments untouched
+    # `train` has its own parser (alexnet_zoo.train.args); main() forwards its arguments untouched
     commands.add_parser("train", add_help=False,
                         help="train with the paper's recipe (`alexnet-zoo train --help` lists the options)")
     _sentences(parser)

@@ -24,12 +24,7 @@ from alexnet_zoo.retrieval.extraction import extract_to_shards
 from alexnet_zoo.retrieval.features import FeatureExtractor
 from alexnet_zoo.retrieval.index import VectorIndex
 from alexnet_zoo.retrieval.index_policy import KINDS, parse_size
-from alexnet_zoo.retrieval.query import (
-    extractor_for,
-    index_device,
-    weights_claim,
-    weights_reference,
-)
+from alexnet_zoo.retrieval.query import extractor_for, index_device, weights_claim, weights_reference
 from alexnet_zoo.retrieval.shards import printable, provenance, read_features
 from alexnet_zoo.retrieval.vector_checks import zero_rows
 

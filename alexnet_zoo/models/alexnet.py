@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from alexnet_zoo.ops import onednn, winograd
 from alexnet_zoo.models.config import ARCHS, PAPER, POOLED_CONVS, AlexNetConfig, arch_of, feature_sizes
 from alexnet_zoo.models.pretrained_cfg import FeatureInfo, PretrainedCfg, feature_info
+from alexnet_zoo.ops import onednn, winograd
 from alexnet_zoo.ops.pooling import max_pool
 
 __all__ = ["LAYERS", "AlexNet", "AlexNetFeatures", "DenseAlexNet", "to_6x6"]

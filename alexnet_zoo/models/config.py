@@ -16,7 +16,7 @@ from alexnet_zoo.errors import InvalidConfig
 from alexnet_zoo.models._fields import Rule, checked_fields
 from alexnet_zoo.ops.geometry import LRNConvention, pool_output_size
 
-__all__ = ["ARCHS", "AlexNetConfig", "OWT", "PAPER", "POOLED_CONVS", "arch_of", "feature_sizes"]
+__all__ = ["ARCHS", "OWT", "PAPER", "POOLED_CONVS", "AlexNetConfig", "arch_of", "feature_sizes"]
 
 _MAX_MIN_INPUT = 1023  # AlexNet searches its smallest usable input below 1024 px
 

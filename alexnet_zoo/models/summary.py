@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alexnet_zoo.models.config import AlexNetConfig
-from alexnet_zoo.models.config import feature_sizes
+from alexnet_zoo.models.config import AlexNetConfig, feature_sizes
 
 __all__ = ["LayerRow", "format_table", "summarize"]
 

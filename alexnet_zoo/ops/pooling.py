@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from alexnet_zoo.ops.kernels import load_kernel
 from alexnet_zoo.ops.geometry import LRNConvention, pool_output_size
+from alexnet_zoo.ops.kernels import load_kernel
 from alexnet_zoo.ops.lrn import KERNEL_SUFFIX, local_response_norm, native_applies
 
 __all__ = ["max_pool"]

@@ -28,13 +28,7 @@ import numpy as np
 
 from alexnet_zoo.errors import InvalidVectors, RetrievalError, ZeroQuery
 from alexnet_zoo.retrieval.index_dedupe import DEDUPE_BLOCK, duplicate_pairs
-from alexnet_zoo.retrieval.index_folder import (
-    FORMAT,
-    read_folder,
-    recover,
-    tidy,
-    write_folder,
-)
+from alexnet_zoo.retrieval.index_folder import FORMAT, read_folder, recover, tidy, write_folder
 from alexnet_zoo.retrieval.index_gpu import (
     GPU_MAX_K,
     Device,
@@ -54,13 +48,7 @@ from alexnet_zoo.retrieval.index_policy import (
     parse_size,
     training_size,
 )
-from alexnet_zoo.retrieval.index_tuning import (
-    TARGET_RECALL,
-    heldout_recall,
-    sample_rows,
-    search_grid,
-    tune,
-)
+from alexnet_zoo.retrieval.index_tuning import TARGET_RECALL, heldout_recall, sample_rows, search_grid, tune
 from alexnet_zoo.retrieval.vector_checks import (
     MAX_DIM,
     METRICS,

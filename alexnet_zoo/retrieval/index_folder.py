@@ -27,13 +27,9 @@ import faiss
 import numpy as np
 
 from alexnet_zoo.errors import CorruptIndex, IndexMismatch, RetrievalError
-from alexnet_zoo.paths import read_capped
+from alexnet_zoo.paths import read_bounded
 from alexnet_zoo.retrieval.index_policy import KINDS, kind_of
-from alexnet_zoo.retrieval.path_lists import (
-    read_legacy_path_list,
-    read_path_list,
-    write_path_list,
-)
+from alexnet_zoo.retrieval.path_lists import read_legacy_path_list, read_path_list, write_path_list
 from alexnet_zoo.retrieval.vector_checks import MAX_DIM, METRICS
 
 __all__ = ["FORMAT", "INDEX_FILE", "INFO_FILE", "INFO_LIMIT", "MAX_SEARCH_PARAM", "PATHS_FILE", "check_index",
@@ -134,13 +130,7 @@ def _check_provenance(info: dict[str, Any], bad: Callable[[str, str, Any], Corru
 
 def _read_info(path: Path) -> dict[str, Any]:
     """info.json read (refusing one larger than :data:`INFO_LIMIT` before reading it) and parsed."""
-    try:
-        data = read_capped(path, INFO_LIMIT)
-    except OSError as err:
-        raise CorruptIndex(f"{path}: cannot read ({err})") from err
-    if len(data) > INFO_LIMIT:
-        raise CorruptIndex(f"{path}: larger than {INFO_LIMIT // 2 ** 20} MiB; not an alexnet_zoo {path.name}")
-    return parse_info(data, path)
+    return parse_info(read_bounded(path, INFO_LIMIT, CorruptIndex, f"an alexnet_zoo {path.name}"), path)
 
 
 def check_index(index: faiss.Index, info: dict[str, Any], source: Path) -> None:

@@ -14,12 +14,7 @@ from collections.abc import Callable
 import faiss
 import numpy as np
 
-from alexnet_zoo.retrieval.vector_checks import (
-    Metric,
-    check_vectors,
-    faiss_metric,
-    prepare,
-)
+from alexnet_zoo.retrieval.vector_checks import Metric, check_vectors, faiss_metric, prepare
 
 __all__ = ["TARGET_RECALL", "exact_knn", "heldout_recall", "recall_at", "sample_rows", "search_grid", "tune"]
 

@@ -14,11 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from alexnet_zoo.errors import IndexMismatch, InvalidReference
-from alexnet_zoo.retrieval.features import (
-    FeatureExtractor,
-    weights_label,
-    weights_spec_name,
-)
+from alexnet_zoo.retrieval.features import FeatureExtractor, weights_label, weights_spec_name
 from alexnet_zoo.retrieval.index import SearchHit, VectorIndex
 from alexnet_zoo.retrieval.index_folder import INFO_FILE
 

@@ -29,12 +29,8 @@ import numpy as np
 
 from alexnet_zoo.errors import CorruptFeatures, ExtractionMismatch
 from alexnet_zoo.eval.precision import PRECISIONS
-from alexnet_zoo.paths import atomic_write, read_capped, write_json
-from alexnet_zoo.retrieval.path_lists import (
-    read_legacy_path_list,
-    read_path_list,
-    write_path_list,
-)
+from alexnet_zoo.paths import atomic_write, read_bounded, write_json
+from alexnet_zoo.retrieval.path_lists import read_legacy_path_list, read_path_list, write_path_list
 from alexnet_zoo.retrieval.vector_checks import MAX_DIM
 
 __all__ = ["FAILURES", "FORMAT", "MANIFEST", "MANIFEST_LIMIT", "PROVENANCE", "VERSION", "Shard", "check_npy",
@@ -202,13 +198,7 @@ def read_manifest(folder: str | os.PathLike, name: str = MANIFEST) -> dict[str, 
     if not path.is_file():
         raise FileNotFoundError(f"{folder}: no {name}; expected a features folder written by `alexnet-zoo extract`"
                                 " (under torchrun, merge the ranks first)")
-    try:
-        data = read_capped(path, MANIFEST_LIMIT)
-    except OSError as err:
-        raise CorruptFeatures(f"{path}: cannot read ({err})") from err
-    if len(data) > MANIFEST_LIMIT:
-        raise CorruptFeatures(f"{path}: larger than {MANIFEST_LIMIT // 2 ** 20} MiB; not a features manifest")
-    return parse_manifest(data, path)
+    return parse_manifest(read_bounded(path, MANIFEST_LIMIT, CorruptFeatures, "a features manifest"), path)
 
 
 def merge_ranks(folder: str | os.PathLike) -> dict[str, Any]:

@@ -27,13 +27,14 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from alexnet_zoo.paths import atomic_write
+from alexnet_zoo.weights.config_file import WEIGHTS_FILE
 
 __all__ = ["capture_rng", "find_checkpoint", "list_checkpoints", "load_training_checkpoint", "restore_rng",
            "save_training_checkpoint", "update_training_state"]
 
 FORMAT = "alexnet_zoo-train-state"
 VERSION = 1
-_MODEL, _STATE, _LATEST = "model.safetensors", "state.pt", "latest"
+_STATE, _LATEST = "state.pt", "latest"  # beside the model, saved as our folders hold it (WEIGHTS_FILE)
 
 
 # ---- random states, as tensors and numbers (weights_only-compatible) --------------------------------
@@ -84,7 +85,7 @@ def save_training_checkpoint(output_dir: str | Path, step: int, *, model_state: 
     barrier()
     if rank == 0:
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in model_state.items()}
-        atomic_write(partial / _MODEL, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+        atomic_write(partial / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
         state = {"format": FORMAT, "version": VERSION, "step": step, **train_state}
         atomic_write(partial / _STATE, lambda tmp: torch.save(state, tmp))
         if final.exists():
@@ -120,14 +121,14 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
     root = Path(output_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    found = [d for d in root.glob("step-*") if d.is_dir() and (d / _MODEL).is_file() and (d / _STATE).is_file()]
+    found = [d for d in root.glob("step-*") if d.is_dir() and (d / WEIGHTS_FILE).is_file() and (d / _STATE).is_file()]
     return sorted(found, key=lambda d: d.name)
 
 
 def find_checkpoint(path: str | Path) -> Path:
     """A checkpoint folder from itself, or from a run's output folder (its latest checkpoint)."""
     path = Path(path)
-    if (path / _MODEL).is_file() and (path / _STATE).is_file():
+    if (path / WEIGHTS_FILE).is_file() and (path / _STATE).is_file():
         return path
     root = path / "checkpoints"
     latest = root / _LATEST
@@ -137,7 +138,7 @@ def find_checkpoint(path: str | Path) -> Path:
             return named
     found = list_checkpoints(path)
     if not found:
-        raise FileNotFoundError(f"{path}: no checkpoint (expected {_MODEL} + {_STATE}, or checkpoints/step-*/ "
+        raise FileNotFoundError(f"{path}: no checkpoint (expected {WEIGHTS_FILE} + {_STATE}, or checkpoints/step-*/ "
                                 f"holding them)")
     return found[-1]
 
@@ -147,7 +148,7 @@ def load_training_checkpoint(path: str | Path, rank: int = 0
     """(weights, training state, this rank's random state or None) of a checkpoint folder."""
     folder = find_checkpoint(path)
     try:
-        weights = load_file(str(folder / _MODEL))
+        weights = load_file(str(folder / WEIGHTS_FILE))
         state = torch.load(folder / _STATE, map_location="cpu", weights_only=True)
     except Exception as err:  # safetensors and torch.load raise many types for damaged files
         raise ValueError(f"{folder}: not a readable training checkpoint ({err})") from err

@@ -36,12 +36,7 @@ from torchvision.io import ImageReadMode
 
 from alexnet_zoo.data.categories import WNID, imagenet_categories
 from alexnet_zoo.data.datasets import find_labelled_images
-from alexnet_zoo.data.images import (
-    IMAGE_SUFFIXES,
-    check_image_bytes,
-    read_image,
-    read_image_bytes,
-)
+from alexnet_zoo.data.images import IMAGE_SUFFIXES, check_image_bytes, read_image, read_image_bytes
 from alexnet_zoo.data.transforms import ResizeMode, square_uint8
 from alexnet_zoo.devices import non_blocking
 from alexnet_zoo.errors import failure_message

@@ -18,7 +18,6 @@ import torch
 from alexnet_zoo import devices
 from alexnet_zoo.devices import best_device, device_issue, non_blocking
 
-
 __all__ = ["AMP_DTYPES", "Placement", "available_devices", "check_device", "place"]
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}

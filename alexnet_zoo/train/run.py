@@ -30,28 +30,10 @@ from torch.utils.data import DataLoader, Dataset
 from alexnet_zoo.data.transforms import Preprocessing
 from alexnet_zoo.factory import create_model
 from alexnet_zoo.paths import write_json
-from alexnet_zoo.train.args import (
-    PREPROCESSINGS,
-    RECIPE_SOURCES,
-    check_args,
-    model_overrides,
-    parse_args,
-)
+from alexnet_zoo.train.args import PREPROCESSINGS, RECIPE_SOURCES, check_args, model_overrides, parse_args
 from alexnet_zoo.train.augment import BatchAugment
-from alexnet_zoo.train.checkpoint import (
-    find_checkpoint,
-    list_checkpoints,
-    load_training_checkpoint,
-    restore_rng,
-)
-from alexnet_zoo.train.data import (
-    EpochSampler,
-    ImageFiles,
-    ShardSampler,
-    folder_samples,
-    make_loader,
-    split_synthetic,
-)
+from alexnet_zoo.train.checkpoint import find_checkpoint, list_checkpoints, load_training_checkpoint, restore_rng
+from alexnet_zoo.train.data import EpochSampler, ImageFiles, ShardSampler, folder_samples, make_loader, split_synthetic
 from alexnet_zoo.train.distributed import init_distributed, leave_distributed, say
 from alexnet_zoo.train.logs import MetricsLog, UnreadableFiles
 from alexnet_zoo.train.loop import Trainer

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from alexnet_zoo.models.config import ARCHS
 from alexnet_zoo.data.transforms import DEFAULT_PREPROCESSING, Preprocessing
+from alexnet_zoo.models.config import ARCHS
 from alexnet_zoo.weights.config_file import CONFIG_FILE, WEIGHTS_FILE
 from alexnet_zoo.weights.specs import PAPER_CITATION, WeightSpec
 

@@ -33,15 +33,29 @@ from pathlib import Path
 import httpx2
 from filelock import FileLock
 from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
-from huggingface_hub.errors import (FileMetadataError, HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled,
-                                    RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
+from huggingface_hub.errors import (
+    FileMetadataError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RemoteEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 from huggingface_hub.utils import get_session, hf_raise_for_status
 from huggingface_hub.utils.tqdm import tqdm
 
 from alexnet_zoo.errors import ChecksumMismatch, DownloadFailed, NotCached, Unreachable, WeightsError
 from alexnet_zoo.paths import atomic_write, cache_dir
 from alexnet_zoo.weights.digests import discard, remember_sha256, sha256_remembered
-from alexnet_zoo.weights.sources import FULL_SHA256, GIT_SHA1, FileSource, validate_filename, validate_repo_id, validate_revision
+from alexnet_zoo.weights.sources import (
+    FULL_SHA256,
+    GIT_SHA1,
+    FileSource,
+    validate_filename,
+    validate_repo_id,
+    validate_revision,
+)
 
 __all__ = ["fetch", "fetch_repo_files"]
 

@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 
 from alexnet_zoo.errors import InvalidReference, UnknownWeights, WeightsError
-from alexnet_zoo.weights.config_file import CONFIG_FILE, WEIGHTS_FILE
-from alexnet_zoo.weights.sources import validate_repo_id
 from alexnet_zoo.models.alexnet import AlexNet
 from alexnet_zoo.weights.cards import folder_model_card, model_card
-from alexnet_zoo.weights.store import Checkpoint, load_checkpoint
+from alexnet_zoo.weights.config_file import CONFIG_FILE, WEIGHTS_FILE
+from alexnet_zoo.weights.sources import validate_repo_id
 from alexnet_zoo.weights.specs import WeightSpec, get_weight_spec
+from alexnet_zoo.weights.store import Checkpoint, load_checkpoint
 
 __all__ = ["check_folder", "folder_card", "publish"]
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alexnet_zoo.data.categories import Category, imagenet_categories
+from alexnet_zoo.data.transforms import BVLC_PREPROCESSING, TORCHVISION_PREPROCESSING, ImagePreprocess, Preprocessing
 from alexnet_zoo.errors import UnknownWeights
 from alexnet_zoo.weights.sources import FileSource
-from alexnet_zoo.data.transforms import BVLC_PREPROCESSING, TORCHVISION_PREPROCESSING, ImagePreprocess, Preprocessing
 
 __all__ = ["Metric", "WeightSpec", "get_weight_spec", "known_names", "list_pretrained"]
 

@@ -20,13 +20,19 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from alexnet_zoo.models.config import ARCHS, AlexNetConfig
-from alexnet_zoo.weights.config_file import (CONFIG_FILE, CONFIG_FORMAT_VERSION, WEIGHTS_FILE, check_shapes,
-                                             check_weights_fit, read_config_file)
+from alexnet_zoo.data.transforms import Preprocessing
 from alexnet_zoo.errors import ConversionError, InvalidReference, UnknownWeights, WeightsError
 from alexnet_zoo.models.alexnet import AlexNet
+from alexnet_zoo.models.config import ARCHS, AlexNetConfig
 from alexnet_zoo.paths import atomic_write, cache_dir, write_json
-from alexnet_zoo.data.transforms import Preprocessing
+from alexnet_zoo.weights.config_file import (
+    CONFIG_FILE,
+    CONFIG_FORMAT_VERSION,
+    WEIGHTS_FILE,
+    check_shapes,
+    check_weights_fit,
+    read_config_file,
+)
 from alexnet_zoo.weights.sources import parse_hub_ref
 from alexnet_zoo.weights.specs import WeightSpec, get_weight_spec, known_names
 

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from alexnet_zoo.models.config import PAPER
-from alexnet_zoo.weights.convert.converted import Converted
 from alexnet_zoo.errors import ConversionError
 from alexnet_zoo.models.alexnet import AlexNet
+from alexnet_zoo.models.config import PAPER
+from alexnet_zoo.weights.convert.converted import Converted
 
 __all__ = ["convert_caffemodel"]
 

@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from alexnet_zoo.models.config import ARCHS, AlexNetConfig
-from alexnet_zoo.weights.convert.converted import Converted
 from alexnet_zoo.errors import ConversionError
 from alexnet_zoo.models.alexnet import AlexNet
+from alexnet_zoo.models.config import ARCHS, AlexNetConfig
+from alexnet_zoo.weights.convert.converted import Converted
 from alexnet_zoo.weights.convert.from_torchvision import TORCHVISION_KEYS
 
 __all__ = ["convert_onnx"]

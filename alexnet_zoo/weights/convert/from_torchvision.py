@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from alexnet_zoo.models.config import OWT
-from alexnet_zoo.weights.convert.converted import Converted
 from alexnet_zoo.errors import ConversionError
 from alexnet_zoo.models.alexnet import AlexNet
+from alexnet_zoo.models.config import OWT
+from alexnet_zoo.weights.convert.converted import Converted
 
 __all__ = ["TORCHVISION_KEYS", "convert_torchvision", "load_torchvision_state_dict", "remap_torchvision_state_dict"]
 
