@@ -18,6 +18,7 @@ __all__ = [
     "CorruptIndex",
     "DownloadFailed",
     "ExtractionMismatch",
+    "GroundTruthError",
     "IndexMismatch",
     "InvalidConfig",
     "InvalidReference",
@@ -89,6 +90,11 @@ class InvalidConfig(WeightsError, ValueError):
 class LabelFileError(AlexNetZooError, ValueError):
     """A label file (Caffe ``val.txt``, CSV, synset list) is not what its format says; the message
     names the file, the line and what was expected."""
+
+
+class GroundTruthError(LabelFileError):
+    """A retrieval benchmark's layout or ground truth (file names, ``gt_files``, a groups CSV) is not what
+    the dataset's own format says; the message names the file, the line and what was expected."""
 
 
 class UnreadableImage(AlexNetZooError, ValueError):
