@@ -107,3 +107,30 @@ def test_refusals():
         rank(np.array([0.1, np.nan]))
     with pytest.raises(ValueError, match="shape"):
         rank(np.zeros((1, 2, 3)))
+
+
+def _compute_ap_reference(pos, amb, ranked_list):
+    """compute_ap.cpp of the Oxford Buildings dataset, line by line."""
+    old_recall, old_precision, ap, intersect_size, j = 0.0, 1.0, 0.0, 0, 0
+    for item in ranked_list:
+        if item in amb:
+            continue
+        if item in pos:
+            intersect_size += 1
+        recall = intersect_size / len(pos)
+        precision = intersect_size / (j + 1.0)
+        ap += (recall - old_recall) * ((old_precision + precision) / 2.0)
+        old_recall, old_precision = recall, precision
+        j += 1
+    return ap
+
+
+def test_average_precision_equals_the_reference_loop_on_random_rankings():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(2, 40))
+        ranking = rng.permutation(n)
+        labels = rng.integers(0, 3, n)  # 0 negative, 1 positive, 2 junk
+        labels[rng.integers(n)] = 1
+        pos, amb = set(np.flatnonzero(labels == 1).tolist()), set(np.flatnonzero(labels == 2).tolist())
+        assert average_precision(ranking, pos, amb) == pytest.approx(_compute_ap_reference(pos, amb, ranking.tolist()))

@@ -30,8 +30,13 @@ def rank(scores: np.ndarray) -> np.ndarray:
     return np.argsort(-scores, axis=-1, kind="stable")
 
 
-def _without_junk(ranking: Sequence[int] | np.ndarray, junk: Collection[int]) -> list[int]:
-    return [int(i) for i in ranking if int(i) not in junk]
+def _ids(items: Collection[int]) -> np.ndarray:
+    return np.fromiter((int(i) for i in items), dtype=np.int64)
+
+
+def _without_junk(ranking: Sequence[int] | np.ndarray, junk: Collection[int]) -> np.ndarray:
+    r = np.asarray(ranking, dtype=np.int64).reshape(-1)
+    return r[~np.isin(r, _ids(junk))] if len(junk) else r
 
 
 def average_precision(ranking: Sequence[int] | np.ndarray, positives: Collection[int],
@@ -41,20 +46,19 @@ def average_precision(ranking: Sequence[int] | np.ndarray, positives: Collection
     later result moves recall by ``1/len(positives)`` when relevant, and the trapezoid between the
     previous and the current precision is added; the curve starts at precision 1. Positives never
     ranked add nothing. INRIA Holidays' ``holidays_map.py`` gives the same value when the query
-    itself is passed as junk (it skips the query in its own results)."""
-    pos = {int(i) for i in positives}
-    amb = {int(i) for i in junk}
+    itself is passed as junk (it skips the query in its own results). The loop of the reference is
+    done with cumulative sums: only relevant results move recall, so only they add a trapezoid."""
+    pos, amb = set(map(int, positives)), set(map(int, junk))
     if not pos:
         raise ValueError("a query without positives has no average precision")
     if pos & amb:
         raise ValueError(f"indices {sorted(pos & amb)[:5]} are both positive and junk")
-    old_recall, old_precision, ap, found = 0.0, 1.0, 0.0, 0
-    for j, item in enumerate(_without_junk(ranking, amb)):
-        found += item in pos
-        recall, precision = found / len(pos), found / (j + 1)
-        ap += (recall - old_recall) * (old_precision + precision) / 2
-        old_recall, old_precision = recall, precision
-    return ap
+    hits = np.isin(_without_junk(ranking, amb), _ids(pos))
+    if not hits.any():
+        return 0.0
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    before = np.concatenate(([1.0], precision[:-1]))
+    return float(np.sum((before + precision)[hits]) / 2 / len(pos))
 
 
 def mean_average_precision(aps: Sequence[float]) -> float:
@@ -68,16 +72,15 @@ def ns_score(ranking: Sequence[int] | np.ndarray, group: Collection[int], top: i
     """UKBench's score of one query (Nistér and Stewénius): how many of its group's images are among
     the first ``top`` results. The query is in the database and in its own ranking and counts, as
     UKBench counts it, so a perfect query scores 4; the benchmark's N-S is the mean over all queries."""
-    members = {int(i) for i in group}
-    return sum(int(i) in members for i in list(ranking)[:top])
+    top_results = np.asarray(ranking, dtype=np.int64).reshape(-1)[:top]
+    return int(np.isin(top_results, _ids(group)).sum())
 
 
 def _hits_at_k(ranking: Sequence[int] | np.ndarray, positives: Collection[int], k: int,
                junk: Collection[int]) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
-    pos = {int(i) for i in positives}
-    return sum(i in pos for i in _without_junk(ranking, {int(j) for j in junk})[:k])
+    return int(np.isin(_without_junk(ranking, junk)[:k], _ids(positives)).sum())
 
 
 def recall_at_k(ranking: Sequence[int] | np.ndarray, positives: Collection[int], k: int,
