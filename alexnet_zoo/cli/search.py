@@ -1,4 +1,5 @@
-"""The ``extract`` and ``index build|query|dedupe`` commands of ``alexnet-zoo``.
+"""The ``extract`` and ``index build|query`` commands of ``alexnet-zoo`` (``index dedupe`` is
+:mod:`alexnet_zoo.cli.dedupe`'s).
 
 Argument parsing and printing only: the work is :mod:`alexnet_zoo.retrieval`'s (extraction, the
 index, queries, grids), so ``cli/main.py`` only registers these commands.
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from alexnet_zoo.cli.dedupe import add_dedupe_command
 from alexnet_zoo.cli.options import bounded_int, device_arg
 from alexnet_zoo.data.batching import LOADER_HELP, LOADER_MODES
 from alexnet_zoo.eval.precision import PRECISIONS
@@ -29,18 +30,6 @@ from alexnet_zoo.retrieval.shards import printable, provenance, read_features
 from alexnet_zoo.retrieval.vector_checks import zero_rows
 
 __all__ = ["add_commands"]
-
-
-def _cosine(text: str) -> float:
-    """An argparse type: a near-duplicate threshold, a cosine in (0, 1] (at 0 or below nearly
-    every pair of a collection qualifies)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a cosine in (0, 1], e.g. 0.95, got {text!r}")
-    return value
 
 
 def _memory(text: str) -> int:
@@ -125,25 +114,6 @@ def _query(args: argparse.Namespace) -> int:
     return 1 if zero else 0
 
 
-def _dedupe(args: argparse.Namespace) -> int:
-    index = VectorIndex.load(args.index, device=args.device)
-    pairs = index.duplicates(args.threshold, args.k)
-    if args.json:
-        print(json.dumps([{"a": index.paths[i], "b": index.paths[j], "ids": [i, j], "score": s} for i, j, s in pairs],
-                         indent=2))
-    else:
-        for i, j, s in pairs:
-            print(f"{s:.4f}  {_show(index.paths[i])}  {_show(index.paths[j])}")
-        print(f"{len(pairs)} pairs at cosine >= {args.threshold}")
-    if args.grid and pairs:
-        # Pillow's drawing and fonts: only for --grid
-        from alexnet_zoo.retrieval.grids import draw_grid
-
-        draw_grid([[(index.paths[i], f"{i}"), (index.paths[j], f"{s:.4f}")] for i, j, s in pairs[:50]], args.grid,
-                  size=args.thumb)
-    return 0
-
-
 _SOURCE_HELP = ("a folder (recursive), a glob pattern, or a list file: .txt with one path a line (split on "
                 "newlines only; NUL-separated when it holds a NUL, as `find -print0` writes, for names with "
                 "newlines) or .jsonl with one JSON string a line; relative paths are from the list's folder")
@@ -203,12 +173,4 @@ def add_commands(commands: Any) -> None:
                        help="cpu, cuda, cuda:N or mps for the model; the index uses a GPU where faiss sees one "
                             "(default: the best device here)")
     query.set_defaults(run=_query)
-    dedupe = isub.add_parser("dedupe", help="near-duplicate pairs in an index")
-    dedupe.add_argument("index", type=Path)
-    dedupe.add_argument("--threshold", type=_cosine, default=0.95, help="a cosine in (0, 1] (default 0.95)")
-    dedupe.add_argument("-k", type=bounded_int(1), default=10, help="HNSW indexes: neighbours checked per image")
-    dedupe.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
-    dedupe.add_argument("--json", action="store_true")
-    dedupe.add_argument("--grid", type=Path, default=None, help="draw the most similar 50 pairs to a PNG")
-    dedupe.add_argument("--thumb", type=bounded_int(16, 1024), default=128, help="side of each picture in the grid, in pixels")
-    dedupe.set_defaults(run=_dedupe)
+    add_dedupe_command(isub)

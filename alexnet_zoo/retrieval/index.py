@@ -27,7 +27,7 @@ import faiss
 import numpy as np
 
 from alexnet_zoo.errors import InvalidVectors, RetrievalError, ZeroQuery
-from alexnet_zoo.retrieval.index_dedupe import DEDUPE_BLOCK, duplicate_pairs
+from alexnet_zoo.retrieval.index_dedupe import DEDUPE_BLOCK, duplicate_groups, duplicate_pairs
 from alexnet_zoo.retrieval.index_folder import FORMAT, read_folder, recover, tidy, write_folder
 from alexnet_zoo.retrieval.index_gpu import (
     GPU_MAX_K,
@@ -264,6 +264,13 @@ class VectorIndex:
             raise RetrievalError(f"near-duplicates need a cosine index; this one is {self.info['metric']}")
         return duplicate_pairs(self.count, self.info["kind"], threshold, decode=self._decode,
                                range_search=self.index.range_search, knn=self._knn, k=k, block=block)
+
+    def groups(self, threshold: float = 0.95, k: int = 10, *, grouping: str = "connected",
+               block: int = DEDUPE_BLOCK) -> list[list[tuple[int, float]]]:
+        """Near-duplicate groups of :meth:`duplicates`' pairs: lists of (id, best score), largest
+        first; ``grouping`` "connected" (components) or "complete" (every member at ``threshold`` to
+        every other), see :mod:`~alexnet_zoo.retrieval.index_dedupe`."""
+        return duplicate_groups(self.duplicates(threshold, k, block=block), grouping)
 
     # ---- folders -----------------------------------------------------------------------------
 

@@ -6,21 +6,32 @@ indexes by a range search (every pair above the threshold that the probed lists 
 length: PQ shrinks them), the same both ways round; zero vectors have no cosine and pair with
 nothing. The index is reached through the callables it hands over, so this module knows arrays
 only. numpy only.
+
+Groups (:func:`duplicate_groups`) are made of the pairs: ``connected`` (the default) joins every
+two pictures a chain of pairs links (connected components, by union-find), so a group may hold two
+members below the threshold to each other when a third is near both; ``complete`` takes the pairs
+best first and joins two groups only when each member of one pairs with each member of the other
+(greedy complete linkage), so every member is at the threshold or above to every other one of its
+group. Each member carries its best score: the highest cosine of a pair it has inside its group.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
 from alexnet_zoo.retrieval.vector_checks import positive_int
 
-__all__ = ["DEDUPE_BLOCK", "Pair", "check_threshold", "duplicate_pairs"]
+__all__ = ["DEDUPE_BLOCK", "GROUPINGS", "Group", "Member", "Pair", "check_threshold", "duplicate_groups",
+           "duplicate_pairs"]
 
 DEDUPE_BLOCK = 16_384  # vectors decoded and searched at a time by duplicates(): bounded memory at any N
 Pair = tuple[int, int, float]
+Member = tuple[int, float]  # (id, best score inside its group)
+Group = list[Member]
+GROUPINGS = ("connected", "complete")
 Decode = Callable[[int, int], np.ndarray]  # (lo, hi) -> the stored vectors of ids lo..hi-1
 RangeSearch = Callable[[np.ndarray, float], tuple[np.ndarray, np.ndarray, np.ndarray]]  # -> (lims, scores, ids)
 Knn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]  # (queries, k) -> (scores, ids)
@@ -98,3 +109,44 @@ def _best_first(found: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> list[
     a, b, s = a[first], b[first], s[first]
     order = np.lexsort((b, a, -s))
     return [(int(i), int(j), float(v)) for i, j, v in zip(a[order], b[order], s[order])]
+
+
+def duplicate_groups(pairs: Iterable[Pair], grouping: str = "connected") -> list[Group]:
+    """Groups of two or more ids from ``pairs`` (i, j, cosine), largest first (then best score, then
+    smallest id); members best score first, then by id. ``grouping``: see the module's docstring."""
+    if grouping not in GROUPINGS:
+        raise ValueError(f"grouping must be one of {', '.join(GROUPINGS)}, got {grouping!r}")
+    pairs = sorted(((int(i), int(j), float(s)) for i, j, s in pairs), key=lambda p: (-p[2], p[0], p[1]))
+    if any(i == j or i < 0 or j < 0 for i, j, _ in pairs):
+        raise ValueError("pairs must join two different ids >= 0")
+    parent: dict[int, int] = {}
+    members: dict[int, list[int]] = {}  # complete: root -> its members
+    linked = {(i, j) for i, j, _ in pairs} | {(j, i) for i, j, _ in pairs}
+    for i, j, _ in pairs:
+        a, b = _root(parent, i), _root(parent, j)
+        if a == b:
+            continue
+        if grouping == "complete":
+            ga, gb = members.setdefault(a, [a]), members.setdefault(b, [b])
+            if not all((x, y) in linked for x in ga for y in gb):
+                continue
+            members[a] = ga + gb
+            del members[b]
+        parent[b] = a
+    best: dict[int, float] = {}
+    for i, j, s in pairs:  # best first: the first pair inside a group a member meets is its best
+        if _root(parent, i) == _root(parent, j):
+            best.setdefault(i, s)
+            best.setdefault(j, s)
+    groups: dict[int, Group] = {}
+    for i in sorted(best, key=lambda m: (-best[m], m)):
+        groups.setdefault(_root(parent, i), []).append((i, best[i]))
+    return sorted(groups.values(), key=lambda g: (-len(g), -g[0][1], min(m for m, _ in g)))
+
+
+def _root(parent: dict[int, int], i: int) -> int:
+    """The representative of ``i``'s group, halving the path on the way (union-find)."""
+    while parent.get(i, i) != i:
+        parent[i] = parent.get(parent[i], parent[i])
+        i = parent[i]
+    return i
