@@ -31,17 +31,15 @@ def _arch_options(parser: argparse.ArgumentParser, where: str) -> Iterator[tuple
 
 def test_the_arch_table_is_defined_once():
     from alexnet_zoo.benchmarks.imagenet import build_parser as imagenet_parser
-    from alexnet_zoo.benchmarks.retrieval import build_parser as retrieval_parser
     from alexnet_zoo.cli.main import build_parser
     from alexnet_zoo.train.args import get_args_parser
 
     options = [*_arch_options(build_parser(), "alexnet-zoo"), *_arch_options(get_args_parser(), "train"),
-               *_arch_options(imagenet_parser(), "benchmarks.imagenet"),
-               *_arch_options(retrieval_parser(), "benchmarks.retrieval")]
+               *_arch_options(imagenet_parser(), "benchmarks.imagenet")]
     where = {w for w, _ in options}
     # the parsers that take a model: a walk that found none of them would prove nothing
     assert {"alexnet-zoo summary", "alexnet-zoo classify", "alexnet-zoo extract", "alexnet-zoo weights convert",
-            "train", "benchmarks.imagenet", "benchmarks.retrieval"} <= where
+            "train", "benchmarks.imagenet"} <= where
     assert {w: list(a.choices) for w, a in options} == {w: sorted(ARCHS) for w, _ in options}
     assert set(DEFAULT_PREPROCESSING) == set(ARCHS)
 
@@ -151,8 +149,8 @@ def _cycles(graph: dict[str, set[str]]) -> list[set[str]]:
 # rank and import neither each other; the tools (cli, the published benchmark recipes) share theirs.
 RANKS = {"alexnet_zoo.errors": 0, "alexnet_zoo.paths": 0, "alexnet_zoo.devices": 0, "alexnet_zoo.ops": 1,
          "alexnet_zoo.data": 2, "alexnet_zoo.models": 3, "alexnet_zoo.weights": 4, "alexnet_zoo.factory": 5,
-         "alexnet_zoo.eval": 6, "alexnet_zoo.retrieval": 7, "alexnet_zoo.train": 7, "alexnet_zoo.cli": 8,
-         "alexnet_zoo.benchmarks": 8, "alexnet_zoo": 9}
+         "alexnet_zoo.eval": 6, "alexnet_zoo.retrieval": 7, "alexnet_zoo.train": 7, "alexnet_zoo.serve": 8,
+         "alexnet_zoo.cli": 9, "alexnet_zoo.benchmarks": 9, "alexnet_zoo": 10}
 TOOLS = {"alexnet_zoo.cli", "alexnet_zoo.benchmarks"}
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 80
 

@@ -270,9 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
-    from alexnet_zoo.cli.search import add_commands  # extract, index build|query|dedupe
-
-    add_commands(commands)
+    from alexnet_zoo.cli import search, serve  # extract, index build|query|dedupe; serve (FastAPI loads when it runs)
+    for registrar in (search, serve):
+        registrar.add_commands(commands)
 
     # `train` has its own parser (alexnet_zoo.train.args); main() forwards its arguments untouched
     commands.add_parser("train", add_help=False,
