@@ -17,6 +17,7 @@ __all__ = [
     "CorruptFeatures",
     "CorruptIndex",
     "DownloadFailed",
+    "ExportError",
     "ExtractionMismatch",
     "GroundTruthError",
     "IndexMismatch",
@@ -135,6 +136,13 @@ class ExtractionMismatch(RetrievalError):
 
 class CorruptFeatures(ExtractionMismatch):
     """A features folder whose manifest or shard files are damaged, foreign or disagree."""
+
+
+# ---- export ----------------------------------------------------------------------------------------
+
+class ExportError(AlexNetZooError, ValueError):
+    """A model or setting an export cannot write (an opset outside onnx's range, an input too small
+    for the network, a model that is no AlexNet); the message says what was expected."""
 
 
 # ---- reporting -------------------------------------------------------------------------------------

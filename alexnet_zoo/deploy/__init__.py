@@ -1,0 +1,7 @@
+"""Deployment: the model written for other runtimes - an ONNX graph of standard operators
+(onnx_graph) and a traced TorchScript program (torchscript) - each carrying what a consumer needs
+besides the weights (the preprocessing, the architecture, the weights' name and the class labels:
+metadata), so it runs without this package.
+
+May import: factory, weights, models, data, ops and the foundation modules.
+"""
