@@ -31,15 +31,17 @@ def _arch_options(parser: argparse.ArgumentParser, where: str) -> Iterator[tuple
 
 def test_the_arch_table_is_defined_once():
     from alexnet_zoo.benchmarks.imagenet import build_parser as imagenet_parser
+    from alexnet_zoo.benchmarks.retrieval import build_parser as retrieval_parser
     from alexnet_zoo.cli.main import build_parser
     from alexnet_zoo.train.args import get_args_parser
 
     options = [*_arch_options(build_parser(), "alexnet-zoo"), *_arch_options(get_args_parser(), "train"),
-               *_arch_options(imagenet_parser(), "benchmarks.imagenet")]
+               *_arch_options(imagenet_parser(), "benchmarks.imagenet"),
+               *_arch_options(retrieval_parser(), "benchmarks.retrieval")]
     where = {w for w, _ in options}
     # the parsers that take a model: a walk that found none of them would prove nothing
     assert {"alexnet-zoo summary", "alexnet-zoo classify", "alexnet-zoo extract", "alexnet-zoo weights convert",
-            "train", "benchmarks.imagenet"} <= where
+            "train", "benchmarks.imagenet", "benchmarks.retrieval"} <= where
     assert {w: list(a.choices) for w, a in options} == {w: sorted(ARCHS) for w, _ in options}
     assert set(DEFAULT_PREPROCESSING) == set(ARCHS)
 
