@@ -270,8 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
-    from alexnet_zoo.cli import search, serve  # extract, index build|query|dedupe; serve (FastAPI loads when it runs)
-    for registrar in (search, serve):
+    from alexnet_zoo.cli import deploy, search, serve  # extract, index, serve (FastAPI loads when it runs), export
+    for registrar in (search, serve, deploy):
         registrar.add_commands(commands)
 
     # `train` has its own parser (alexnet_zoo.train.args); main() forwards its arguments untouched
