@@ -258,7 +258,7 @@ def test_cli_labels_table_target_and_curve(dup_index, tmp_path, capsys):
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [int(r["found"]) for r in rows] == [r["found"] for r in report["table"]]
     assert main([*argv, "--target-precision", "0.9"]) == 0
-    assert f"lowest threshold with precision >= 0.9: {target:.4f}" in capsys.readouterr().out
+    assert f"lowest threshold with precision >= 0.9: {target:.6f}" in capsys.readouterr().out
 
 
 def test_cli_dedupe_refusals(dup_index, tmp_path, capsys):

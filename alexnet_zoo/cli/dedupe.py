@@ -133,7 +133,7 @@ def _evaluate(args: argparse.Namespace, index: VectorIndex) -> int:
         print(f"{curve.positives} true pairs among {len(labels)} labelled of {len(index.paths)} pictures")
         if target is not None:
             at = report["at_target"]
-            print(f"lowest threshold with precision >= {args.target_precision}: {target:.4f} (precision "
+            print(f"lowest threshold with precision >= {args.target_precision}: {target:.6f} (precision "
                   f"{at['precision']:.4f}, recall {at['recall']:.4f}, {at['found']} pairs)")
     if args.curve:
         from alexnet_zoo.retrieval.pr_curve import draw_pr_curve  # Pillow: only for --curve

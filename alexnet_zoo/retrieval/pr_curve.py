@@ -29,7 +29,7 @@ def draw_pr_curve(points: Sequence[tuple[float, float, float]], out: str | os.Pa
     (written atomically); ``target``: a precision drawn as a dashed line."""
     image = Image.new("RGB", (_W, _H), "white")
     draw = ImageDraw.Draw(image)
-    draw.text((_LEFT, 6), title[:80] or "near-duplicate pairs: precision vs recall", fill="black")
+    draw.text((_LEFT + 60, 4), title[:70] or "near-duplicate pairs: precision vs recall", fill="black")
     draw.rectangle((_LEFT, _TOP, _RIGHT, _BOTTOM), outline="black")
     for tick in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
         x, y = _px(tick, tick)
@@ -38,12 +38,12 @@ def draw_pr_curve(points: Sequence[tuple[float, float, float]], out: str | os.Pa
         draw.line((x, _BOTTOM, x, _BOTTOM + 4), fill="black")
         draw.text((x - 8, _BOTTOM + 6), f"{tick:.1f}", fill="black")
     draw.text(((_LEFT + _RIGHT) // 2 - 20, _H - 16), "recall", fill="black")
-    draw.text((4, _TOP - 16), "precision", fill="black")
+    draw.text((4, _TOP - 12), "precision", fill="black")
     if target is not None:
         _, y = _px(0, target)
         for x in range(_LEFT, _RIGHT, 8):
             draw.line((x, y, min(x + 4, _RIGHT), y), fill=_RED)
-        draw.text((_RIGHT - 120, y - 14), f"target {target:g}", fill=_RED)
+        draw.text((_LEFT + 6, y + 2), f"target {target:g}", fill=_RED)
     if not points:
         draw.text((_LEFT + 10, _TOP + 10), "no pairs found (or no true pairs labelled)", fill=_GREY)
     pixels = [_px(r, p) for _, r, p in points]
@@ -53,7 +53,7 @@ def draw_pr_curve(points: Sequence[tuple[float, float, float]], out: str | os.Pa
     for n, ((threshold, _, _), (x, y)) in enumerate(zip(points, pixels)):
         draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=_BLUE)
         if n % step == 0 or n == len(points) - 1:
-            draw.text((x + 4, y + 2), f"{threshold:.3f}", fill="black")
+            draw.text((x + 4 if x < _RIGHT - 56 else x - 48, y + 2), f"{threshold:.4f}", fill="black")
     out = Path(out)
     atomic_write(out, lambda tmp: image.save(tmp, format="PNG"))
     return out
