@@ -75,6 +75,8 @@ RULES = [
     Rule(r"python -m alexnet_zoo\.benchmarks\.imagenet --data \.\./shared/data/imagenet_samples --limit 50", "run",
          "4 WNID-named pictures; random weights", rewrite=VAL, append="--pretrained none"),
     Rule(r"python -m alexnet_zoo\.benchmarks\.imagenet .*", "parse", rewrite=VAL),
+    Rule(r"python -m alexnet_zoo\.benchmarks\.retrieval --dataset .*", "parse",
+         "the datasets and the default weights are not here"),
     Rule(r"alexnet-zoo evaluate .*", "parse", rewrite=VAL),
     # README: features and search on 6 small pictures with local random weights
     Rule(r"alexnet-zoo extract ~/photos --out feats --layer fc7", "run", "6 pictures; local random weights",
