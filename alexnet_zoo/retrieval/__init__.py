@@ -6,7 +6,9 @@ groups, queries and result grids.
 the index modules ``index`` (VectorIndex), ``index_policy`` (which index), ``index_tuning`` (the
 exact oracle and nprobe / efSearch), ``index_gpu`` (faiss-GPU placement), ``index_dedupe``
 (near-duplicates), ``index_folder`` (the folder on disk), ``path_lists`` and ``vector_checks``;
-``query`` (search by picture) and ``grids`` (pictures of results). The command line is
+``query`` (search by picture) and ``grids`` (pictures of results); ``benchmark_sets`` (the
+retrieval benchmarks' layouts), ``metrics`` (AP, N-S, recall@k; numpy only) and ``benchmark_eval``
+(a benchmark run by exact search). The command line is
 :mod:`alexnet_zoo.cli.search`.
 
 May import: eval, factory, weights, models, data, ops and the foundation modules; the index modules
