@@ -88,6 +88,12 @@ RULES = [
     Rule(r"alexnet-zoo extract photos/ --out feats --pretrained bvlc_in1k .*", "parse"),
     Rule(r"alexnet-zoo index build feats --out photos\.index --kind auto --memory 4GB", "parse"),
     Rule(r"alexnet-zoo index (query|dedupe) photos\.index .*", "parse"),
+    # README and docs/serve.md: a server runs until stopped, so its commands are parsed; the refusal runs
+    Rule(r'pip install -e "\.\[serve\]"', "skip", "the serve extra is in .[test], which .ci/run installs"),
+    Rule(r"alexnet-zoo serve photos\.index --host 0\.0\.0\.0", "run", "refused before anything loads", expect=2,
+         expect_stderr="--no-auth"),
+    Rule(r"alexnet-zoo serve photos\.index.*", "parse"),
+    Rule(r"python:\nfrom alexnet_zoo\.serve\.app import create_app\n", "run", "the README's index and local weights"),
     # docs/retrieval.md: the grid walkthrough, as written
     Rule(r"python -c \"import torch; from alexnet_zoo import alexnet; .*save_pretrained\(alexnet\(\), 'grid/random-seed0'\)\"", "run"),
     Rule(r"python - <<'EOF'.*", "run"),
