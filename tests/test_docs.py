@@ -109,6 +109,12 @@ RULES = [
          rewrite=(("ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 ", ""),)),
     Rule(r"alexnet-zoo weights publish .*", "parse", "the synopsis with its [optional] parts given",
          rewrite=(("[", ""), ("]", ""))),
+    # docs/deploy.md and the README: exports of the README's local random weights run; downloads are parsed
+    Rule(r"alexnet-zoo export --pretrained my-weights --format (onnx|torchscript) --out alexnet\.(onnx|pt)", "run"),
+    Rule(r"alexnet-zoo export (--arch alexnet_owt )?--pretrained (bvlc|tv)_in1k .*", "parse"),
+    Rule(r"python:\nfrom alexnet_zoo import alexnet\nfrom alexnet_zoo\.deploy\.onnx_graph import export_onnx\n", "run"),
+    Rule(r"python:\nimport json\n\nimport numpy as np\nimport onnxruntime as ort\n", "run",
+         "reads the alexnet.onnx the export above wrote"),
     # Python snippets run as written, with local weights in place of downloads
     Rule(r"python:\nfrom alexnet_zoo import alexnet\nmodel = alexnet\(\)\.eval\(\)", "run"),
     Rule(r"python:\nfrom alexnet_zoo import alexnet, alexnet_owt, load_image\n", "run",
