@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help=f"a folder of real pictures (default {DEFAULT_DATA}, where present)")
     parser.add_argument("--count", type=int, default=200, help="pictures taken from it (each a group)")
     parser.add_argument("--pretrained", default="default", help="weights; 'none' for random ones")
+    parser.add_argument("--seed", type=int, default=0, help="of the random weights, so a run can be repeated")
     parser.add_argument("--threshold", type=float, default=0.9, help="the chosen threshold to report")
     parser.add_argument("--low", type=float, default=0.5, help="the lowest threshold searched")
     parser.add_argument("--target-precision", type=float, default=0.95)
@@ -141,11 +142,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         work = args.work or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
         paths, groups = build_set(args.data, args.count, work)
+        torch.manual_seed(args.seed)
         vectors = layer_vectors(args.pretrained, paths, args.batch_size)
         layers = {layer: score_layer(vectors[layer], paths, groups, args) for layer in LAYERS}
     report = {"command": " ".join([os.path.basename(sys.executable), *sys.argv]) if argv is None else argv,
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "environment": environment("cpu", pretrained=args.pretrained, data=str(args.data), count=args.count,
+              "environment": environment("cpu", pretrained=args.pretrained, seed=args.seed, data=str(args.data), count=args.count,
                                          threshold=args.threshold, low=args.low,
                                          target_precision=args.target_precision),
               "pictures": len(paths), "groups": int(groups.max() + 1), "alterations": list(ALTERATIONS),

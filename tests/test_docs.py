@@ -100,6 +100,11 @@ RULES = [
     Rule(r"alexnet-zoo extract grid/pics .*", "run"),
     Rule(r"alexnet-zoo index build grid/feats .*", "run"),
     Rule(r"alexnet-zoo index query grid/pics\.index .*", "run"),
+    # docs/retrieval.md: near-duplicate groups and calibration on the grid's pictures and copies, as written
+    Rule(r"python benchmarks/dedupe\.py --data tests/data/retrieval .*", "run"),
+    Rule(r"alexnet-zoo extract grid/dupes .*", "run"),
+    Rule(r"alexnet-zoo index build grid/dupes\.feats .*", "run"),
+    Rule(r"alexnet-zoo index dedupe grid/dupes\.index .*", "run"),
     # benchmarks: the short one runs with one round at batch 1, the rest are parsed
     Rule(r"python benchmarks/throughput\.py --json docs/throughput\.json", "run", "one round at batch 1",
          append="--rounds 1 --batch-sizes 1"),
