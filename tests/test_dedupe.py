@@ -108,6 +108,8 @@ def test_complete_grouping_of_an_angle_chain():
     assert [i for i, _ in group] == [0, 1, 2]
     assert [s for _, s in group] == pytest.approx([0.97, 0.97, 0.96], abs=1e-5)
     assert [[i for i, _ in g] for g in index.groups(0.95, grouping="complete")] == [[0, 1]]
+    with pytest.raises(ValueError, match="grouping must be one of"):
+        index.groups(0.95, grouping="average")
 
 
 # ---- calibration ----------------------------------------------------------------------------------

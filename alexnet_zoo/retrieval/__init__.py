@@ -5,8 +5,9 @@ groups, queries and result grids.
 ``features`` (the extractor), ``extraction`` (the job) and ``shards`` (the features folder format);
 the index modules ``index`` (VectorIndex), ``index_policy`` (which index), ``index_tuning`` (the
 exact oracle and nprobe / efSearch), ``index_gpu`` (faiss-GPU placement), ``index_dedupe``
-(near-duplicates), ``index_folder`` (the folder on disk), ``path_lists`` and ``vector_checks``;
-``query`` (search by picture) and ``grids`` (pictures of results); ``benchmark_sets`` (the
+(near-duplicate pairs and groups), ``dedupe_eval`` (pairs scored against labelled groups),
+``index_folder`` (the folder on disk), ``path_lists`` and ``vector_checks``; ``query`` (search by
+picture), ``grids`` (pictures of results) and ``pr_curve`` (a precision-recall PNG); ``benchmark_sets`` (the
 retrieval benchmarks' layouts), ``metrics`` (AP, N-S, recall@k; numpy only) and ``benchmark_eval``
 (a benchmark run by exact search). The command line is
 :mod:`alexnet_zoo.cli.search`.

@@ -270,6 +270,7 @@ class VectorIndex:
         """Near-duplicate groups of :meth:`duplicates`' pairs: lists of (id, best score), largest
         first; ``grouping`` "connected" (components) or "complete" (every member at ``threshold`` to
         every other), see :mod:`~alexnet_zoo.retrieval.index_dedupe`."""
+        duplicate_groups([], grouping)  # a wrong grouping is refused before the search, not after it
         return duplicate_groups(self.duplicates(threshold, k, block=block), grouping)
 
     # ---- folders -----------------------------------------------------------------------------
