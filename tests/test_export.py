@@ -146,6 +146,19 @@ def test_fixed_input_size_adapts_pool5(tmp_path):
     assert json.loads({p.key: p.value for p in proto.metadata_props}["input_sides"]) == [256]
 
 
+def test_a_model_without_classifier_exports_its_fc7(tmp_path):
+    torch.manual_seed(0)
+    model = alexnet(num_classes=0, hidden=64).eval()
+    x = torch.randn(3, 3, 227, 227) * 60
+    with torch.no_grad():
+        ref = model(x)
+    session = _session(export_onnx(model, tmp_path / "fc7.onnx"))
+    assert [o.name for o in session.get_outputs()] == ["features"]
+    assert _relative_error(session.run(None, {"images": x.numpy()})[0], ref) <= TOLERANCE
+    meta = parse_metadata(session.get_modelmeta().custom_metadata_map)
+    assert meta["num_classes"] == 0 and meta["labels"] == [] and "fc7" in meta["output"]
+
+
 def test_export_refuses_bad_settings(tmp_path):
     model = alexnet()
     with pytest.raises(ExportError, match="opset 7"):

@@ -125,7 +125,7 @@ def build_onnx(model: AlexNet, *, opset: int = DEFAULT_OPSET, dynamic_batch: boo
     g = _Graph()
     with torch.no_grad():
         _head(g, model, _features(g, model, "images"), input_size)
-    g.nodes[-1].output[0] = "logits" if model.num_classes else "fc7"  # the public name of the last tensor
+    g.nodes[-1].output[0] = "logits" if model.num_classes else "features"  # the public name of the last tensor
     batch = "batch" if dynamic_batch else 1
     h, w = (input_size, input_size) if input_size is not None else ("height", "width")
     width = model.num_classes or model.config.hidden
@@ -144,11 +144,12 @@ def build_onnx(model: AlexNet, *, opset: int = DEFAULT_OPSET, dynamic_batch: boo
 
 def export_onnx(model: AlexNet, path: str | os.PathLike, *, opset: int | None = DEFAULT_OPSET,
                 dynamic_batch: bool = True, input_size: int | None = None, weights: str | None = None) -> Path:
-    """Write ``model`` to ``path`` as an ONNX graph, atomically. Input ``images`` (N, 3, H, W) float32,
-    preprocessed as the metadata's ``preprocessing`` says; output ``logits`` (fc8; ``fc7`` without a
-    classifier). ``opset``: None for :data:`DEFAULT_OPSET`. ``dynamic_batch``: any N (else 1). ``input_size``: H = W fixed to it, with pool5
-    adapted to 6x6 as the model does; None: any side whose pool5 is 6x6 (the metadata lists them).
-    ``weights`` names the weights in the metadata (default: the name the model knows)."""
+    """Write ``model`` to ``path`` as an ONNX graph, atomically. Input ``images`` (N, 3, H, W)
+    float32, preprocessed as the metadata's ``preprocessing`` says; output ``logits`` (fc8), or
+    ``features`` (fc7 after ReLU) for a model without a classifier. ``opset``: None for
+    :data:`DEFAULT_OPSET`. ``dynamic_batch``: any N (else 1). ``input_size``: H = W fixed to it,
+    with pool5 adapted to 6x6 as the model does; None: any side whose pool5 is 6x6 (the metadata
+    lists them). ``weights`` names the weights in the metadata (default: the name the model knows)."""
     import onnx
 
     opset = DEFAULT_OPSET if opset is None else opset
