@@ -8,10 +8,12 @@ at quality 20, +40% brightness, a 5 degree rotation, a text-and-box overlay). po
 fc6 and fc7 vectors of all of them come from one forward pass, L2-normalised, into an exact cosine
 index each; the pairs down to ``--low`` are scored against the groups
 (:mod:`alexnet_zoo.retrieval.dedupe_eval`): P / R / F1 at ``--threshold``, and the lowest
-threshold whose precision reaches ``--target-precision``. The pictures and their ``labels.csv``
-stay in ``--work`` when one is named, for ``alexnet-zoo index dedupe --labels``.
+threshold whose precision reaches ``--target-precision``. ``--pca D`` scores each layer again
+after PCA whitening to D dimensions learned on ``--pca-count`` *other* pictures of the folder (not
+in the duplicate set; Babenko et al. 2014 learn it on separate data). The pictures and their
+``labels.csv`` stay in ``--work`` when one is named, for ``alexnet-zoo index dedupe --labels``.
 
-    PYTHONPATH=. python benchmarks/dedupe.py --count 200 --json docs/dedupe_benchmark.json
+    PYTHONPATH=. python benchmarks/dedupe.py --count 50 --pca 64 --json docs/dedupe_benchmark.json
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from alexnet_zoo.retrieval.extraction import list_images
 from alexnet_zoo.retrieval.features import FeatureExtractor
 from alexnet_zoo.retrieval.index import VectorIndex
 
-__all__ = ["ALTERATIONS", "altered", "main"]
+__all__ = ["ALTERATIONS", "altered", "main", "pca_whitening", "whitened"]
 
 LAYERS = ("pool5", "fc6", "fc7")
 ALTERATIONS = ("crop_centre", "crop_corner", "rescale", "jpeg", "brighter", "rotate", "overlay")
@@ -119,7 +121,24 @@ def score_layer(x: np.ndarray, paths: list[str], groups: np.ndarray, args: argpa
                            key=lambda r: r["f1"], default=None)}
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def pca_whitening(train: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, projection) of PCA whitening to ``dim`` dimensions learned on ``train``: centred
+    vectors times the top principal directions, each divided by the square root of its variance
+    (eigenvalue power -0.5, as Babenko et al. 2014 and faiss ``PCAMatrix(eigen_power=-0.5)``)."""
+    if not 1 <= dim < len(train):
+        raise ValueError(f"PCA to {dim} dimensions needs more than {dim} training vectors, got {len(train)}")
+    mean = train.mean(axis=0, dtype=np.float64)
+    _, s, vt = np.linalg.svd(train - mean, full_matrices=False)
+    variance = s[:dim] ** 2 / (len(train) - 1)
+    return mean, vt[:dim].T / np.sqrt(variance + 1e-9 * variance[0])
+
+
+def whitened(x: np.ndarray, mean: np.ndarray, projection: np.ndarray) -> np.ndarray:
+    y = (x - mean) @ projection
+    return y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=None,
                         help=f"a folder of real pictures (default {DEFAULT_DATA}, where present)")
@@ -129,33 +148,52 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threshold", type=float, default=0.9, help="the chosen threshold to report")
     parser.add_argument("--low", type=float, default=0.5, help="the lowest threshold searched")
     parser.add_argument("--target-precision", type=float, default=0.95)
+    parser.add_argument("--pca", type=int, default=0, help="also with PCA whitening to this many dimensions")
+    parser.add_argument("--pca-count", type=int, default=100,
+                        help="--pca: learned on this many other pictures of --data (after the --count)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--work", type=Path, default=None, help="keep the pictures and labels.csv here")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    if not 0 < args.low <= args.threshold <= 1 or args.count < 2:
-        parser.error("expected 0 < --low <= --threshold <= 1 and --count >= 2")
+    if not 0 < args.low <= args.threshold <= 1 or args.count < 2 or args.pca < 0:
+        parser.error("expected 0 < --low <= --threshold <= 1, --count >= 2 and --pca >= 0")
     if args.data is None and not DEFAULT_DATA.is_dir():
         parser.error(f"no --data folder named and no {DEFAULT_DATA} here")
     args.data = args.data or DEFAULT_DATA
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = _parse(argv)
+    train = list_images(str(args.data))[args.count:args.count + args.pca_count] if args.pca else []
+    if args.pca and len(train) <= args.pca:
+        raise SystemExit(f"--pca {args.pca}: {args.data} has {len(train)} pictures after the first {args.count}; "
+                         f"PCA to {args.pca} dimensions needs more")
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
         paths, groups = build_set(args.data, args.count, work)
         torch.manual_seed(args.seed)
-        vectors = layer_vectors(args.pretrained, paths, args.batch_size)
-        layers = {layer: score_layer(vectors[layer], paths, groups, args) for layer in LAYERS}
+        vectors = layer_vectors(args.pretrained, paths + train, args.batch_size)
+        layers = {}
+        for layer in LAYERS:
+            x = vectors[layer][:len(paths)]
+            layers[layer] = score_layer(x, paths, groups, args)
+            if args.pca:
+                w = whitened(x, *pca_whitening(vectors[layer][len(paths):], args.pca))
+                layers[f"{layer}+pcaw{args.pca}"] = score_layer(w, paths, groups, args)
     report = {"command": " ".join([os.path.basename(sys.executable), *sys.argv]) if argv is None else argv,
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "environment": environment("cpu", pretrained=args.pretrained, seed=args.seed, data=str(args.data), count=args.count,
-                                         threshold=args.threshold, low=args.low,
-                                         target_precision=args.target_precision),
+              "environment": environment("cpu", pretrained=args.pretrained, seed=args.seed, data=str(args.data),
+                                         count=args.count, threshold=args.threshold, low=args.low,
+                                         target_precision=args.target_precision, pca=args.pca,
+                                         pca_trained_on=len(train)),
               "pictures": len(paths), "groups": int(groups.max() + 1), "alterations": list(ALTERATIONS),
               "true_pairs": int(pair_curve([], groups).positives), "layers": layers}
     for layer, r in layers.items():
         at, cal = r["at_threshold"], r["at_calibrated"]
-        print(f"{layer:5s} ({r['dim']:>5}-d)  at {args.threshold}: P {_fmt(at['precision'])} R {_fmt(at['recall'])} "
-              f"F1 {_fmt(at['f1'])}  |  precision >= {args.target_precision} from "
+        print(f"{layer:12s} ({r['dim']:>5}-d)  at {args.threshold}: P {_fmt(at['precision'])} "
+              f"R {_fmt(at['recall'])} F1 {_fmt(at['f1'])}  |  precision >= {args.target_precision} from "
               + ("no threshold" if cal is None else f"{r['calibrated_threshold']:.4f}: R {_fmt(cal['recall'])}"))
     if args.json:
         write_json(args.json, report)

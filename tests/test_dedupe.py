@@ -272,6 +272,8 @@ def test_cli_dedupe_refusals(dup_index, tmp_path, capsys):
     assert "bad.csv:2: 'not-indexed.jpg' is not in the index" in capsys.readouterr().err
     assert main(["index", "dedupe", str(ix), "--target-precision", "0.9"]) == 2
     assert "--labels" in capsys.readouterr().err
+    assert main(["index", "dedupe", str(ix), "--labels", str(labels), "--grid", str(tmp_path / "g.png")]) == 2
+    assert "--curve PNG" in capsys.readouterr().err and not (tmp_path / "g.png").exists()
     for argv in (["--groups", "--labels", str(labels)], ["--json", "--csv"], ["--groups", "single"],
                  ["--labels", str(labels), "--target-precision", "1.5"], ["--labels", str(labels), "--step", "0"]):
         with pytest.raises(SystemExit) as stop:

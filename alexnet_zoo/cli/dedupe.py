@@ -150,6 +150,8 @@ def _evaluate(args: argparse.Namespace, index: VectorIndex) -> int:
 def _dedupe(args: argparse.Namespace) -> int:
     if (args.target_precision is not None or args.curve) and not args.labels:
         raise ValueError("--target-precision and --curve evaluate against --labels GROUPS.csv; name one")
+    if args.labels and args.grid:
+        raise ValueError("--grid draws pairs or groups, not a --labels evaluation (that is --curve PNG)")
     index = VectorIndex.load(args.index, device=args.device)
     if args.labels:
         return _evaluate(args, index)
