@@ -121,7 +121,7 @@ def duplicate_groups(pairs: Iterable[Pair], grouping: str = "connected") -> list
         raise ValueError("pairs must join two different ids >= 0")
     parent: dict[int, int] = {}
     members: dict[int, list[int]] = {}  # complete: root -> its members
-    linked = {(i, j) for i, j, _ in pairs} | {(j, i) for i, j, _ in pairs}
+    linked = {(i, j) for i, j, _ in pairs} | {(j, i) for i, j, _ in pairs} if grouping == "complete" else set()
     for i, j, _ in pairs:
         a, b = _root(parent, i), _root(parent, j)
         if a == b:
