@@ -1,0 +1,218 @@
+"""`alexnet-zoo serve` under load: N concurrent clients against a running server.
+
+An index of ``--count`` vectors (conv5, average-pooled over space: 256-d, the served features'
+dimension, so picture queries search it for real) is built once into ``--workdir`` from the clustered mixture of
+``benchmarks/retrieval.py``, its paths cycling over a few generated pictures; then the server is
+started as a user starts it (``alexnet-zoo serve``, its own process, local random weights) and
+``--clients`` asyncio clients (httpx) send ``--requests`` id queries (``GET /api/neighbours/ID``)
+and then ``--picture-requests`` picture queries (``POST /api/search``, raw bodies). Reported:
+requests/s, p50 / p99 latency, errors, the server's resident memory before and after each phase,
+and the model-bound rate (pictures/s of the same extractor, precision and batch size, measured in
+this process before the server starts) that picture-query throughput is compared with.
+
+    PYTHONPATH=. python benchmarks/serve_load.py --count 1000000 --clients 8 --json docs/serve_load.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import torch
+from _environment import environment  # benchmarks/_environment.py, beside this script
+from PIL import Image, ImageDraw
+from retrieval import mixture  # benchmarks/retrieval.py, beside this script
+
+from alexnet_zoo import alexnet
+from alexnet_zoo.paths import write_json
+from alexnet_zoo.retrieval.features import FeatureExtractor
+from alexnet_zoo.retrieval.index import VectorIndex
+
+__all__ = ["main"]
+
+
+def _pictures(folder: Path, n: int) -> list[Path]:
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        img = Image.new("RGB", (320, 240), tuple(int(v) for v in rng.integers(0, 255, 3)))
+        draw = ImageDraw.Draw(img)
+        for _ in range(6):
+            x, y = int(rng.integers(0, 280)), int(rng.integers(0, 200))
+            draw.ellipse([x, y, x + int(rng.integers(20, 120)), y + int(rng.integers(20, 120))],
+                         fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+        path = folder / f"p{i:03d}.jpg"
+        img.save(path, quality=90)
+        out.append(path)
+    return out
+
+
+def _build(work: Path, count: int, kind: str, memory: str) -> tuple[Path, Path, list[Path]]:
+    """(index folder, weights folder, pictures), made once per (count, kind) and reused."""
+    from alexnet_zoo.weights.store import save_pretrained
+
+    weights, pictures = work / "weights", _pictures(work / "pictures", 32)
+    if not (weights / "config.json").exists():
+        torch.manual_seed(0)
+        save_pretrained(alexnet(), weights)
+    folder = work / f"index-{count}-{kind}"
+    if not (folder / "info.json").exists():
+        extractor = FeatureExtractor(alexnet(pretrained=weights), "conv5", device="cpu", weights=str(weights))
+        x = mixture(count, extractor.dim)
+        x[: len(pictures)] = extractor(pictures)  # the pictures' own vectors: their queries find them
+        paths = [str(pictures[i % len(pictures)]) for i in range(count)]
+        print(f"building a {kind} index of {count:,} vectors ...", file=sys.stderr, flush=True)
+        VectorIndex.build(x, paths, kind=kind, memory=memory, meta=extractor.info()).save(folder)
+    return folder, weights, pictures
+
+
+def _model_bound(folder: Path, weights: Path, pictures: list[Path], precision: str, batch: int,
+                 seconds: float = 10.0) -> float:
+    """Pictures/s of the served extractor on full batches of preprocessed pictures (no HTTP, no decoding)."""
+    from alexnet_zoo.retrieval.query import extractor_for
+
+    info = json.loads((folder / "info.json").read_text())
+    extractor = extractor_for({**info, "precision": precision}, pretrained=str(weights), device="cpu")
+    stacked = torch.stack([extractor.prepare(Image.open(pictures[i % len(pictures)]).convert("RGB"))
+                           for i in range(batch)])
+    extractor.embed_batch(stacked)  # warm-up
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        extractor.embed_batch(stacked)
+        done += batch
+    return done / (time.perf_counter() - start)
+
+
+def _rss(pid: int) -> int:
+    """Resident memory of process ``pid`` in bytes (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def _load(url: str, clients: int, requests: int, make: Any) -> dict[str, Any]:
+    """``requests`` requests from ``clients`` concurrent clients; ``make(client, i)`` sends request i."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    counter = iter(range(requests))
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        for i in counter:
+            start = time.perf_counter()
+            try:
+                response = await make(client, i)
+                if response.status_code != 200:
+                    errors.append(f"{response.status_code} {response.text[:200]}")
+            except httpx.HTTPError as err:
+                errors.append(repr(err))
+            latencies.append(time.perf_counter() - start)
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(client_loop(client) for _ in range(clients)))
+        elapsed = time.perf_counter() - start
+    ms = np.array(latencies) * 1000
+    return {"requests": requests, "clients": clients, "seconds": round(elapsed, 2),
+            "requests_per_second": round(requests / elapsed, 1), "p50_ms": round(float(np.percentile(ms, 50)), 2),
+            "p99_ms": round(float(np.percentile(ms, 99)), 2), "errors": len(errors), "first_errors": errors[:5]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(folder: Path, weights: Path, precision: str, batch: int) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "alexnet_zoo.cli", "serve", str(folder), "--port", str(port),
+                                "--pretrained", str(weights), "--precision", precision, "--device", "cpu",
+                                "--max-batch", str(batch)])
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the server exited with status {process.returncode}")
+        try:
+            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    process.kill()
+    raise SystemExit("the server did not answer within 600 s")
+
+
+def _phases(url: str, pid: int, args: argparse.Namespace, count: int, pictures: list[bytes]) -> dict[str, Any]:
+    rng = random.Random(0)
+    ids = [rng.randrange(count) for _ in range(args.requests)]
+
+    def by_id(client: httpx.AsyncClient, i: int) -> Any:
+        return client.get(f"/api/neighbours/{ids[i]}", params={"k": 10})
+
+    def by_picture(client: httpx.AsyncClient, i: int) -> Any:
+        return client.post("/api/search", params={"k": 10}, content=pictures[i % len(pictures)],
+                           headers={"content-type": "image/jpeg"})
+
+    out: dict[str, Any] = {}
+    asyncio.run(_load(url, args.clients, min(200, args.requests), by_id))  # warm-up: connections, caches
+    asyncio.run(_load(url, args.clients, min(4 * args.max_batch, args.picture_requests), by_picture))
+    out["rss_before_bytes"] = _rss(pid)
+    out["id_queries"] = asyncio.run(_load(url, args.clients, args.requests, by_id))
+    out["rss_after_id_queries_bytes"] = _rss(pid)
+    out["picture_queries"] = asyncio.run(_load(url, args.clients, args.picture_requests, by_picture))
+    out["rss_after_picture_queries_bytes"] = _rss(pid)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=1_000_000, help="vectors in the index")
+    parser.add_argument("--kind", default="auto", choices=("auto", "exact", "ivfpq", "hnsw"))
+    parser.add_argument("--memory", default="4GB", help="the index's memory budget (as for index build)")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=10_000, help="id queries")
+    parser.add_argument("--picture-requests", type=int, default=2_000, help="picture queries")
+    parser.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16"))
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "serve_load")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    folder, weights, pictures = _build(args.workdir, args.count, args.kind, args.memory)
+    bound = _model_bound(folder, weights, pictures, args.precision, args.max_batch)
+    info = json.loads((folder / "info.json").read_text())
+    process, url = _start(folder, weights, args.precision, args.max_batch)
+    try:
+        phases = _phases(url, process.pid, args, info["count"], [p.read_bytes() for p in pictures])
+    finally:
+        process.terminate()
+        process.wait(60)
+    pictures_rate = phases["picture_queries"]["requests_per_second"]
+    report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "environment": environment("cpu", **{k: str(v) for k, v in vars(args).items()}),
+              "index": {k: info[k] for k in ("count", "dim", "factory", "kind", "recall_at_10", "bytes_per_vector")},
+              "model_bound_pictures_per_second": round(bound, 1), **phases,
+              "picture_throughput_vs_model_bound": round(pictures_rate / bound, 3),
+              "memory_growth_bytes": phases["rss_after_picture_queries_bytes"] - phases["rss_before_bytes"]}
+    print(json.dumps(report, indent=2))
+    if args.json:
+        write_json(args.json, report)
+    return report
+
+
+if __name__ == "__main__":
+    main()
