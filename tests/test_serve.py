@@ -293,3 +293,36 @@ def test_binding_beyond_localhost_needs_a_token_or_no_auth(served, capsys):
         main(["serve", str(served[0]), "--token", "t", "--no-auth"])
     with pytest.raises(SystemExit):
         main(["serve", str(served[0]), "--port", "70000"])
+
+
+def test_the_command_serves_until_stopped(served):
+    """`alexnet-zoo serve` as a user runs it: its own process, a free port, answering over HTTP."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    folder, weights, paths, _ = served
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "alexnet_zoo.cli", "serve", str(folder), "--port", str(port),
+                                "--pretrained", str(weights), "--device", "cpu"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, health = time.monotonic() + 300, None
+        while health is None and time.monotonic() < deadline and process.poll() is None:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).json()
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert health == {"status": "ok", "count": len(paths), "pending": 0}, process.poll()
+        found = httpx.post(f"http://127.0.0.1:{port}/api/search?k=1", content=REAL[0].read_bytes(),
+                           headers={"content-type": "image/png"}, timeout=60).json()
+        assert found["results"][0]["path"] == paths[0]
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=60)
+    assert "alexnet-zoo serve: loading the index" in err and "ready:" in err  # the start-up progress lines
