@@ -15,12 +15,8 @@ __all__ = ["environment"]
 
 
 def environment(device: str = "cpu", **settings: Any) -> dict[str, Any]:
-    """The machine's facts, then ``device`` (with the GPU's name for a CUDA device) and ``settings``."""
-    env: dict[str, Any] = {**machine_facts(), "device": device, **settings}
-    if device.startswith("cuda"):
-        import torch
-
-        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    """The machine's facts with ``device`` (and the GPU's name for a CUDA device), then ``settings``."""
+    env: dict[str, Any] = {**machine_facts(device), **settings}
     try:
         env["load_average"] = [round(v, 2) for v in os.getloadavg()]
     except OSError:  # not every OS has one

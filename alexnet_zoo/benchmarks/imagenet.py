@@ -80,14 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def environment(device: str, workers: int, batch_size: int, precision: str) -> dict[str, Any]:
     """What a timing depends on: the machine and this run's settings."""
-    import torch
-
     from alexnet_zoo.ops.capabilities import machine_facts
 
-    env = {**machine_facts(), "device": device, "workers": workers, "batch_size": batch_size, "precision": precision}
-    if device.startswith("cuda"):
-        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    return env
+    return {**machine_facts(device), "workers": workers, "batch_size": batch_size, "precision": precision}
 
 
 def _evenly(samples: Sequence[Any], n: int | None) -> list[Any]:

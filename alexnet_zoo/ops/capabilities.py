@@ -80,16 +80,23 @@ def cpu_capabilities() -> CpuCapabilities:
                            onednn_bf16, native)
 
 
-def machine_facts() -> dict[str, Any]:
+def machine_facts(device: str | None = None) -> dict[str, Any]:
     """What a timing depends on, for every report that records one (the evaluation recipe, the speed
-    scripts in benchmarks/): versions, the CPU's model name, cores and torch's threads."""
+    scripts in benchmarks/): versions, the CPU's model name, cores and torch's threads, and with
+    ``device`` that device (and the GPU's name for a CUDA device)."""
     try:
         vision = importlib.metadata.version("torchvision")  # without importing it (1.2 s of torch._dynamo)
     except importlib.metadata.PackageNotFoundError:
         vision = None
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": vision,
-            "platform": platform.platform(), "cpu": cpu_capabilities().model or platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads()}
+    facts: dict[str, Any] = {
+        "python": platform.python_version(), "torch": torch.__version__, "torchvision": vision,
+        "platform": platform.platform(), "cpu": cpu_capabilities().model or platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "threads": torch.get_num_threads()}
+    if device is not None:
+        facts["device"] = device
+        if device.startswith("cuda"):
+            facts["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return facts
 
 
 @functools.cache
