@@ -174,6 +174,140 @@ def test_two_torchrun_ranks_equal_one_process(model, tmp_path):
     assert json.loads((tmp_path / "two" / "manifest.json").read_text())["complete"]
 
 
+# ---- a folder that grows: incremental extraction --------------------------------------------------
+
+def _grow(folder: Path) -> None:
+    """The source changes: three pictures join, one picture and the broken file leave."""
+    for i, path in enumerate(generated(folder.parent / "later", n=9, seed=1)[6:]):
+        path.rename(folder / f"new-{i}.png")
+    (folder / "gen-01.png").unlink()
+    (folder / "broken.jpg").unlink()
+    (folder / "also-broken.jpg").write_bytes(b"GIF89a not really")
+
+
+def _grown_folder(model, tmp_path: Path) -> tuple[Path, Path]:
+    """(source, features folder) after a first complete extraction of six pictures and a broken file."""
+    generated(tmp_path / "imgs", n=6)
+    (tmp_path / "imgs" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    first = extract_to_shards(_extractor(model), tmp_path / "imgs", tmp_path / "feat", shard_size=2, progress=False)
+    assert first["complete"] and first["count"] == 6 and len(first["failures"]) == 1
+    _grow(tmp_path / "imgs")
+    return tmp_path / "imgs", tmp_path / "feat"
+
+
+def test_incremental_extract_equals_a_full_extract_of_the_final_folder(model, tmp_path, capsys):
+    from alexnet_zoo.cli.main import main
+    from alexnet_zoo.retrieval.shards import live_count
+    from alexnet_zoo.weights.store import save_pretrained
+
+    source, feat = _grown_folder(model, tmp_path)
+    before = {p.name: p.stat().st_mtime_ns for p in feat.glob("shard-*")}
+    grown = extract_to_shards(_extractor(model), source, feat, shard_size=2, progress=True)
+    assert "extract feat: 4 new, 1 removed" in capsys.readouterr().err  # the three pictures and also-broken.jpg
+    assert {p.name: p.stat().st_mtime_ns for p in feat.glob("shard-*")} == before  # old shards untouched
+    assert grown["version"] == 3 and grown["count"] == 9 and live_count(grown) == 8
+    assert grown["removed"] == [{"row": 1, "path": str(source / "gen-01.png")}]
+    assert grown["increments"][0]["inputs"] == 4 and grown["increments"][0]["removed"] == 1
+    assert [Path(f["path"]).name for f in grown["failures"]] == ["also-broken.jpg"]
+    assert (feat / "failures.txt").read_text().startswith(str(source / "also-broken.jpg"))
+    assert not list(feat.glob("manifest-inc-*")) and not list(feat.glob(".*tmp"))
+    vectors, paths, manifest = read_features(feat)
+    full = extract_to_shards(_extractor(model), source, tmp_path / "full", shard_size=2, progress=False)
+    v_full, p_full, _ = read_features(tmp_path / "full")
+    assert sorted(paths) == p_full and len(paths) == live_count(manifest) == 8
+    row = {p: i for i, p in enumerate(p_full)}
+    np.testing.assert_array_equal(vectors, v_full[[row[p] for p in paths]])
+    assert manifest["failures"] == full["failures"]
+    every, all_paths, _ = read_features(feat, removed=True)  # the removed rows too, as stored
+    assert len(all_paths) == 9 and all_paths[1] == str(source / "gen-01.png") and every.shape == (9, 256)
+    assert extract_to_shards(_extractor(model), source, feat, shard_size=2, progress=False) == grown  # nothing new
+    # the command: another picture joins; it alone is extracted, and the summary says what the folder holds
+    weights = save_pretrained(model, tmp_path / "w")
+    cli = tmp_path / "cli"
+    args = ["extract", str(source), "--out", str(cli), "--pretrained", str(weights), "--layer", "conv5",
+            "--workers", "0", "--quiet", "--dtype", "float32", "--precision", "fp32"]
+    assert main(args) == 0
+    generated(tmp_path / "one-more", n=1, seed=7)[0].rename(source / "zz-last.png")
+    assert main(args) == 0
+    assert "9 vectors" in capsys.readouterr().out.splitlines()[-1]
+    assert read_features(cli)[1][-1] == str(source / "zz-last.png")
+
+
+def test_an_incremental_run_needs_the_folders_settings(model, tmp_path):
+    source, feat = _grown_folder(model, tmp_path)
+    for other in (FeatureExtractor(model, "fc7", device="cpu"),
+                  FeatureExtractor(model, "conv5", pool="max", device="cpu"),
+                  FeatureExtractor(model, "conv5", device="cpu", dtype="float16"),
+                  FeatureExtractor(model, "conv5", device="cpu",
+                                   precision="bf16" if _extractor(model).precision == "fp32" else "fp32")):
+        with pytest.raises(ExtractionMismatch, match="adding pictures needs the same model"):
+            extract_to_shards(other, source, feat, shard_size=2, progress=False)
+    assert json.loads((feat / "manifest.json").read_text())["version"] == 2  # untouched
+    assert not list(feat.glob("inc-*"))
+
+
+def test_a_crash_in_an_incremental_run_then_rerun_gives_the_uninterrupted_folder(model, tmp_path, monkeypatch):
+    import shutil
+
+    source, feat = _grown_folder(model, tmp_path)
+    shutil.copytree(feat, tmp_path / "crash")
+    shutil.copytree(feat, tmp_path / "stop")
+    whole = extract_to_shards(_extractor(model), source, feat, shard_size=1, progress=False)
+    stopped = extract_to_shards(_extractor(model), source, tmp_path / "stop", shard_size=1, max_shards=2,
+                                progress=False)
+    assert not stopped["complete"] and stopped["increment"] == 1 and len(stopped["shards"]) == 2
+    assert len(read_features(tmp_path / "stop")[1]) == len(read_features(tmp_path / "stop", removed=True)[1]) == 6
+    crashing = _extractor(model)
+    calls = {"n": 0}
+    embed = crashing.embed_batch
+
+    def dies_on_the_third_batch(batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("killed")
+        return embed(batch)
+
+    monkeypatch.setattr(crashing, "embed_batch", dies_on_the_third_batch)
+    with pytest.raises(RuntimeError, match="killed"):
+        extract_to_shards(crashing, source, tmp_path / "crash", shard_size=1, progress=False)
+    assert json.loads((tmp_path / "crash" / "manifest.json").read_text())["version"] == 2  # not folded
+    for folder in (tmp_path / "crash", tmp_path / "stop"):
+        assert extract_to_shards(_extractor(model), source, folder, shard_size=1, progress=False) == whole
+        assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in feat.iterdir())
+        for npy in feat.glob("inc-*"):
+            assert (folder / npy.name).read_bytes() == npy.read_bytes()
+
+
+def test_incremental_runs_on_ranks_equal_one_process(model, tmp_path):
+    """Ranks of a torchrun job (here in turn, without a process group: the last to finish folds)."""
+    source, feat = _grown_folder(model, tmp_path)
+    one = extract_to_shards(_extractor(model), source, feat, shard_size=2, progress=False)
+    ranks = [_extractor(model), _extractor(model)]
+    generated(tmp_path / "ranked-src", n=6)
+    for rank, extractor in enumerate(ranks):  # a first run on two ranks, into a new folder
+        extract_to_shards(extractor, tmp_path / "ranked-src", tmp_path / "ranked", shard_size=2, rank=rank,
+                          world_size=2, progress=False)
+    read_features(tmp_path / "ranked")  # merges the ranks
+    _grow_plain(tmp_path / "ranked-src", source)
+    parts = [extract_to_shards(e, tmp_path / "ranked-src", tmp_path / "ranked", shard_size=2, rank=r, world_size=2,
+                               progress=False) for r, e in enumerate(ranks)]
+    assert parts[0]["increment"] == 1 and parts[1]["increments"][0]["world_size"] == 2
+    assert [s["name"] for s in parts[1]["shards"]][-2:] == ["inc-00001-rank-00000-shard-00000",
+                                                             "inc-00001-rank-00001-shard-00000"]
+    v, p, grown = read_features(tmp_path / "ranked")
+    assert grown["removed"] == [{"row": 1, "path": str(tmp_path / "ranked-src" / "gen-01.png")}]
+    assert [Path(x).name for x in p] == [Path(x).name for x in read_features(feat)[1]]
+    np.testing.assert_array_equal(v, read_features(feat)[0])
+    assert one["increments"][0]["world_size"] == 1
+
+
+def _grow_plain(folder: Path, like: Path) -> None:
+    """``folder`` changed as :func:`_grow` changed ``like``: the same pictures join and leave."""
+    (folder / "gen-01.png").unlink()
+    for path in sorted(like.glob("new-*.png")) + [like / "also-broken.jpg"]:
+        (folder / path.name).write_bytes(path.read_bytes())
+
+
 # ---- faults tried on purpose: odd names, non-files, numbers, devices, provenance, storage ----------
 
 TERMINATORS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # every character str.splitlines() splits on
@@ -349,7 +483,8 @@ def _features_folder(model, tmp_path: Path) -> Path:
     (lambda m: m["shards"][0].update(count=5), r"shards\[0\] must be"),
     (lambda m: m.update(shards={"a": 1}), "shards must be a list"),
     (lambda m: m.update(failures=[1]), "failures must be a list of {path, error}"),
-    (lambda m: m.update(version=3), "version must be 1 or 2"),
+    (lambda m: m.update(version=4), "version must be 1, 2 or 3"),
+    (lambda m: m.update(removed=[]), "removed must be absent below version 3"),
     (lambda m: m.update(inputs_sha256="abc"), "inputs_sha256 must be 64 hex digits"),
     (lambda m: m.update(slice=[0, 10 ** 6]), "slice must be"),
     (lambda m: m.update(complete="yes"), "complete must be true or false"),

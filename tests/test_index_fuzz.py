@@ -23,7 +23,7 @@ from alexnet_zoo.retrieval.index_folder import parse_info
 from alexnet_zoo.retrieval.index_policy import KINDS
 from alexnet_zoo.retrieval.path_lists import read_path_list, write_path_list
 from alexnet_zoo.retrieval.shards import check_npy as _check_npy
-from alexnet_zoo.retrieval.shards import parse_manifest, read_features
+from alexnet_zoo.retrieval.shards import live_count, parse_manifest, read_features
 from alexnet_zoo.retrieval.vector_checks import METRICS
 
 FUZZ = settings(max_examples=150, deadline=None, database=None,  # no example files left in the checkout
@@ -194,6 +194,20 @@ def _features_folder(folder: Path) -> dict:
     return manifest
 
 
+def _grown_folder(folder: Path) -> dict:
+    """:func:`_features_folder` grown by an incremental run: one shard more, and a row removed."""
+    manifest = _features_folder(folder)
+    np.save(folder / "inc-00001-shard-00000.npy", np.ones((2, 8), np.float16))
+    with open(folder / "inc-00001-shard-00000.paths.jsonl", "wb") as f:
+        write_path_list(f, ["e.jpg", "f.jpg"])
+    manifest.update(version=3, count=5, increments=[{"inputs": 2, "inputs_sha256": "1" * 64, "world_size": 1,
+                                                     "removed": 1}],
+                    removed=[{"row": 1, "path": "b\n.jpg"}])
+    manifest["shards"].append({"name": "inc-00001-shard-00000", "start": 0, "stop": 2, "count": 2})
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return manifest
+
+
 @FUZZ
 @given(st.binary(max_size=2048))
 def test_manifest_any_bytes(data):
@@ -207,19 +221,26 @@ def test_manifest_any_bytes(data):
 
 
 @FUZZ
-@given(st.data())
-def test_manifest_mutated_fields_read_or_fail_typed(tmp_path_factory, data):
+@given(st.data(), st.booleans())
+def test_manifest_mutated_fields_read_or_fail_typed(tmp_path_factory, data, grown):
+    """A first extraction's manifest, or a grown one (increments, removed rows), with fields changed."""
     folder = tmp_path_factory.mktemp("feat")
-    manifest = _mutate(_features_folder(folder), data)
+    manifest = _mutate((_grown_folder if grown else _features_folder)(folder), data)
+    if grown and data.draw(st.booleans()):  # the fields only a grown manifest has, changed inside
+        for key in ("increments", "removed"):
+            if isinstance(manifest.get(key), list) and manifest[key] and isinstance(manifest[key][0], dict):
+                manifest[key][0] = _mutate(manifest[key][0], data)
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with bounded_memory():
         try:
             vectors, paths, read = read_features(folder)
+            every = read_features(folder, removed=True)[1]
         except ExtractionMismatch as err:
             assert str(folder) in str(err)
         else:
-            assert vectors.shape == (read["count"], read["dim"]) and len(paths) == read["count"]
-            assert all(isinstance(p, str) for p in paths)
+            assert vectors.shape == (live_count(read), read["dim"]) and len(paths) == live_count(read)
+            assert len(every) == read["count"] and all(isinstance(p, str) for p in paths)
+            assert [every[r["row"]] for r in read.get("removed", [])] == [r["path"] for r in read.get("removed", [])]
 
 
 @FUZZ
@@ -253,8 +274,12 @@ def test_shard_npy_any_bytes_or_any_header(tmp_path_factory, data):
 
 
 def test_a_valid_features_folder_reads_back(tmp_path):
-    """The hand-made folder the fuzz tests mutate is itself valid (else they would test nothing)."""
+    """The hand-made folders the fuzz tests mutate are themselves valid (else they would test nothing)."""
     _features_folder(tmp_path / "f")
     vectors, paths, manifest = read_features(tmp_path / "f")
     assert vectors.shape == (3, 8) and paths == ["a.jpg", "b\n.jpg", "c\u2028.jpg"] and manifest["complete"]
+    _grown_folder(tmp_path / "g")
+    vectors, paths, manifest = read_features(tmp_path / "g")
+    assert vectors.shape == (4, 8) and paths == ["a.jpg", "c\u2028.jpg", "e.jpg", "f.jpg"] and live_count(manifest) == 4
+    assert read_features(tmp_path / "g", removed=True)[1][1] == "b\n.jpg"
     assert os.path.exists(tmp_path / "f" / "shard-00001.paths.jsonl")

@@ -26,7 +26,7 @@ from alexnet_zoo.retrieval.features import FeatureExtractor
 from alexnet_zoo.retrieval.index import VectorIndex
 from alexnet_zoo.retrieval.index_policy import KINDS, parse_size
 from alexnet_zoo.retrieval.query import extractor_for, index_device, weights_claim, weights_reference
-from alexnet_zoo.retrieval.shards import printable, provenance, read_features
+from alexnet_zoo.retrieval.shards import live_count, printable, provenance, read_features
 from alexnet_zoo.retrieval.vector_checks import zero_rows
 
 __all__ = ["add_commands"]
@@ -67,8 +67,11 @@ def _extract(args: argparse.Namespace) -> int:
                                  weights_spec=weights_claim(args.pretrained, model))
     manifest = extract_to_shards(extractor, args.source, args.out, shard_size=args.shard_size, workers=args.workers,
                                  loader=args.loader, progress=not args.quiet)
-    print(f"{_show(args.source)} -> {_show(args.out)}: {manifest['count']} vectors of {manifest['dim']} ({args.layer}, "
-          f"{args.dtype}), {len(manifest['shards'])} shards, {len(manifest['failures'])} unreadable")
+    grown = f", {len(manifest.get('removed', []))} removed, {len(manifest.get('increments', []))} incremental runs" \
+        if "increments" in manifest else ""
+    print(f"{_show(args.source)} -> {_show(args.out)}: {live_count(manifest)} vectors of {manifest['dim']} "
+          f"({args.layer}, {args.dtype}), {len(manifest['shards'])} shards, {len(manifest['failures'])} unreadable"
+          f"{grown}")
     return 0
 
 
@@ -121,7 +124,8 @@ _SOURCE_HELP = ("a folder (recursive), a glob pattern, or a list file: .txt with
 
 def add_commands(commands: Any) -> None:
     """Register ``extract`` and ``index build|query|dedupe`` on the CLI's subparsers."""
-    extract = commands.add_parser("extract", help="features of a folder / list / glob of images, as resumable shards")
+    extract = commands.add_parser("extract", help="features of a folder / list / glob of images, as resumable shards; "
+                                                  "rerun on a finished --out to add the source's new pictures")
     extract.add_argument("source", help=_SOURCE_HELP)
     extract.add_argument("--out", type=Path, required=True)
     extract.add_argument("--arch", choices=sorted(ARCHS), default="alexnet")

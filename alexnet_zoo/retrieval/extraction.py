@@ -5,7 +5,9 @@ The inputs are a folder, a list file, a glob pattern or a list of paths (:func:`
 Each shard is written atomically and the manifest is rewritten after it, so a rerun skips the
 finished shards and no row is missing or repeated; an input that is no readable picture is listed
 with its reason, never the end of the job. Under ``torchrun`` each rank takes a contiguous slice
-of the sorted file list and writes its own shards and manifest; rank 0 merges them. The folder
+of the sorted file list and writes its own shards and manifest; rank 0 merges them. A finished
+folder grows: a rerun on a source that gained or lost pictures extracts only the new ones
+(:mod:`alexnet_zoo.retrieval.growth` says what is new and folds the run in). The folder
 format itself (manifest, shard files, reading them back) is :mod:`alexnet_zoo.retrieval.shards`.
 """
 
@@ -17,6 +19,7 @@ import json
 import os
 import stat
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +34,12 @@ from alexnet_zoo.data.transforms import ImagePreprocess
 from alexnet_zoo.errors import CorruptFeatures, ExtractionMismatch, failure_message
 from alexnet_zoo.paths import write_json
 from alexnet_zoo.retrieval.features import FeatureExtractor
+from alexnet_zoo.retrieval.growth import changes, fold_increment, part_manifest_name
 from alexnet_zoo.retrieval.path_lists import read_path_list
 from alexnet_zoo.retrieval.shards import (
     FAILURES,
     FORMAT,
+    GROWN_VERSION,
     MANIFEST,
     VERSION,
     Shard,
@@ -162,23 +167,44 @@ def _check_count(value: Any, name: str, low: int) -> int:
     return value
 
 
-def _resume(out: Path, manifest_name: str, settings: dict[str, Any]) -> dict[str, Any]:
+def _resume(out: Path, manifest_name: str, settings: dict[str, Any], *, restart: bool = False) -> dict[str, Any]:
     """The manifest to continue: the one already in ``out`` when it was written with the same
-    ``settings`` (an :class:`ExtractionMismatch` when not), else a new, empty one."""
+    ``settings`` (else an :class:`ExtractionMismatch`, or with ``restart`` a new one: an unfinished
+    incremental run for an older list of new pictures), else a new, empty one."""
     manifest: dict[str, Any] = {"format": FORMAT, "version": VERSION, **settings, "count": 0, "shards": [],
                                 "failures": [], "complete": False}
     if (out / manifest_name).is_file():
         old = read_manifest(out, manifest_name)
-        if old.get("version", 1) != VERSION:
+        if old.get("version", 1) not in (VERSION, GROWN_VERSION):
             raise ExtractionMismatch(f"{out}: holds an extraction of an older alexnet_zoo (format version "
                                      f"{old.get('version', 1)}); use another --out folder or remove it")
         differing = [k for k in settings if old.get(k) != settings[k]]
-        if differing:
+        if differing and not restart:
             raise ExtractionMismatch(f"{out}: holds an extraction with other {', '.join(differing)} "
                                      f"({', '.join(f'{k}={old.get(k)!r}' for k in differing)}); "
                                      "use another --out folder or remove it")
-        manifest = old
+        manifest = manifest if differing else old
     return manifest
+
+
+def _grown_base(out: Path) -> dict[str, Any] | None:
+    """``out``'s manifest.json when it holds a finished extraction (one to grow), else None."""
+    if not (out / MANIFEST).is_file():
+        return None
+    base = read_manifest(out)
+    if base.get("version", 1) not in (VERSION, GROWN_VERSION):
+        raise ExtractionMismatch(f"{out}: holds an extraction of an older alexnet_zoo (format version "
+                                 f"{base.get('version', 1)}); use another --out folder or remove it")
+    return base if base["complete"] and "increment" not in base else None
+
+
+def _check_same_settings(out: Path, base: dict[str, Any], info: dict[str, Any]) -> None:
+    differing = [k for k in info if base.get(k) != info[k]]
+    if differing:
+        raise ExtractionMismatch(f"{out}: holds features of other {', '.join(differing)} "
+                                 f"({', '.join(f'{k}={base.get(k)!r}' for k in differing)}); adding pictures "
+                                 "needs the same model, weights, layer, pooling, preprocessing, dtype and precision: "
+                                 "pass those, or use another --out folder")
 
 
 def _extract_rows(extractor: FeatureExtractor, dataset: _Files, start: int, stop: int, bar: tqdm, *,
@@ -198,17 +224,85 @@ def _extract_rows(extractor: FeatureExtractor, dataset: _Files, start: int, stop
     return array, rows, failures
 
 
+@dataclass(frozen=True)
+class _Run:
+    """One extraction run: ``number`` 0 is a folder's first, 1.. its incremental ones."""
+
+    number: int
+    rank: int
+    world_size: int
+    shard_size: int
+    workers: int
+    loader: LoaderMode
+    max_shards: int | None
+    progress: bool
+
+    def names(self) -> tuple[str, str, str | None]:
+        """(shard name prefix, manifest name, failures file name or None: written at the fold)."""
+        ranked = self.world_size > 1
+        if self.number:
+            return (f"inc-{self.number:05d}-{_prefix(self.rank, self.world_size)}",
+                    part_manifest_name(self.number, self.rank, self.world_size), None)
+        prefix = _prefix(self.rank, self.world_size)
+        return (prefix, f"manifest-{prefix[:-1]}.json" if ranked else MANIFEST,
+                f"failures-{prefix[:-1]}.txt" if ranked else FAILURES)
+
+
+def _extract_run(extractor: FeatureExtractor, paths: list[str], out: Path, run: _Run, desc: str) -> dict[str, Any]:
+    """Extract this rank's slice of ``paths`` in shards, continuing its manifest; returns it."""
+    starts = np.linspace(0, len(paths), run.world_size + 1).astype(int)  # contiguous slices, in rank order
+    lo, hi = int(starts[run.rank]), int(starts[run.rank + 1])
+    prefix, manifest_name, failures_name = run.names()
+    settings = {**extractor.info(), "inputs": len(paths), "inputs_sha256": _digest(paths),
+                "shard_size": run.shard_size, "rank": run.rank, "world_size": run.world_size, "slice": [lo, hi]}
+    manifest = _resume(out, manifest_name, {**settings, **({"increment": run.number} if run.number else {})},
+                       restart=run.number > 0)
+    done = manifest["shards"][-1]["stop"] if manifest["shards"] else lo
+    dataset = _Files(paths, extractor.preprocess)
+    bar = tqdm(total=hi - lo, initial=done - lo, unit="img", disable=not run.progress or run.rank != 0, desc=desc)
+    new = 0
+    while done < hi and (run.max_shards is None or new < run.max_shards):
+        stop = min(done + run.shard_size, hi)
+        array, rows, failures = _extract_rows(extractor, dataset, done, stop, bar, workers=run.workers,
+                                              loader=run.loader)
+        name = f"{prefix}shard-{len(manifest['shards']):05d}"
+        write_npy(out / f"{name}.npy", array)
+        write_paths(out / f"{name}.paths.jsonl", rows)
+        manifest["shards"].append(Shard(name, done, stop, len(rows)).__dict__)
+        manifest["count"] += len(rows)
+        manifest["failures"] += failures
+        done, new = stop, new + 1
+        manifest["complete"] = done >= hi
+        write_json(out / manifest_name, manifest)
+        if failures_name:
+            write_failures(out / failures_name, manifest["failures"])
+    bar.close()
+    if lo == hi and not (out / manifest_name).is_file():  # an empty slice still says it is done
+        manifest["complete"] = True
+        write_json(out / manifest_name, manifest)
+    return manifest
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def extract_to_shards(extractor: FeatureExtractor, source: str | os.PathLike | Sequence[str | os.PathLike],
                       out: str | os.PathLike, *, shard_size: int = 10_000, workers: int = 0,
                       rank: int | None = None, world_size: int | None = None, max_shards: int | None = None,
                       progress: bool = True, merge: bool = True, loader: LoaderMode = "auto") -> dict[str, Any]:
-    """Extract every image of ``source`` into shards under ``out``; returns this rank's manifest.
+    """Extract every image of ``source`` into shards under ``out``; returns the folder's manifest
+    (this rank's while the run is unfinished, or under torchrun on ranks other than 0).
 
     Rerunning continues after the last finished shard (the settings and file list must match).
-    ``max_shards`` stops after that many new shards (a time limit, or a test of resuming). Under
-    torchrun, ranks meet at a barrier and rank 0 merges the manifests (``merge=False`` skips it).
-    ``workers`` decode as :func:`alexnet_zoo.data.batching.iterate_batches`'s ``loader`` mode says.
-    Inputs that are no readable picture are listed in the manifest's failures and failures.txt."""
+    Once the folder is complete, a rerun on a source that gained pictures extracts only those, as
+    an incremental run in shards of its own, and records the rows of pictures gone from the source
+    as removed (:mod:`alexnet_zoo.retrieval.growth`); the model, weights, layer, pooling,
+    preprocessing, dtype and precision must be the folder's. ``max_shards`` stops after that many
+    new shards (a time limit, or a test of resuming). Under torchrun, ranks meet at a barrier and
+    rank 0 merges the manifests (``merge=False`` skips it). ``workers`` decode as
+    :func:`alexnet_zoo.data.batching.iterate_batches`'s ``loader`` mode says. Inputs that are no
+    readable picture are listed in the manifest's failures and failures.txt."""
     _check_count(shard_size, "shard_size", 1)
     _check_count(workers, "workers", 0)
     if max_shards is not None:
@@ -221,41 +315,31 @@ def extract_to_shards(extractor: FeatureExtractor, source: str | os.PathLike | S
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = list_images(source)
-    starts = np.linspace(0, len(paths), world_size + 1).astype(int)  # contiguous slices, in rank order
-    lo, hi = int(starts[rank]), int(starts[rank + 1])
-    prefix = _prefix(rank, world_size)
-    manifest_name = MANIFEST if world_size == 1 else f"manifest-{prefix[:-1]}.json"
-    manifest = _resume(out, manifest_name, {**extractor.info(), "inputs": len(paths), "inputs_sha256": _digest(paths),
-                                            "shard_size": shard_size, "rank": rank, "world_size": world_size,
-                                            "slice": [lo, hi]})
-    done = manifest["shards"][-1]["stop"] if manifest["shards"] else lo
-    dataset = _Files(paths, extractor.preprocess)
-    bar = tqdm(total=hi - lo, initial=done - lo, unit="img", disable=not progress or rank != 0,
-               desc=f"extract {out.name}")
-    new = 0
-    while done < hi and (max_shards is None or new < max_shards):
-        stop = min(done + shard_size, hi)
-        array, rows, failures = _extract_rows(extractor, dataset, done, stop, bar, workers=workers, loader=loader)
-        name = f"{prefix}shard-{len(manifest['shards']):05d}"
-        write_npy(out / f"{name}.npy", array)
-        write_paths(out / f"{name}.paths.jsonl", rows)
-        manifest["shards"].append(Shard(name, done, stop, len(rows)).__dict__)
-        manifest["count"] += len(rows)
-        manifest["failures"] += failures
-        done, new = stop, new + 1
-        manifest["complete"] = done >= hi
-        write_json(out / manifest_name, manifest)
-        write_failures(out / (FAILURES if world_size == 1 else f"failures-{prefix[:-1]}.txt"), manifest["failures"])
-    bar.close()
-    if lo == hi and not (out / manifest_name).is_file():  # an empty slice still says it is done
-        manifest["complete"] = True
-        write_json(out / manifest_name, manifest)
-    if world_size > 1 and merge and torch.distributed.is_available() and torch.distributed.is_initialized():
+    base = _grown_base(out)
+    if base is None:
+        run = _Run(0, rank, world_size, shard_size, workers, loader, max_shards, progress)
+        manifest = _extract_run(extractor, paths, out, run, f"extract {out.name}")
+        if world_size > 1 and merge and _distributed():
+            torch.distributed.barrier()
+            if rank == 0 and all(_rank_complete(out, r) for r in range(world_size)):
+                merge_ranks(out)
+            torch.distributed.barrier()
+        return manifest
+    _check_same_settings(out, base, extractor.info())
+    change = changes(out, base, paths)
+    if not change.any(base):
+        return base
+    number = len(base.get("increments", [])) + 1
+    run = _Run(number, rank, world_size, shard_size, workers, loader, max_shards, progress)
+    part = _extract_run(extractor, change.new, out, run,
+                        f"extract {out.name}: {len(change.new)} new, {len(change.removed)} removed")
+    if world_size > 1 and _distributed():
         torch.distributed.barrier()
-        if rank == 0 and all(_rank_complete(out, r) for r in range(world_size)):
-            merge_ranks(out)
+        grown = fold_increment(out, base, number, change) if rank == 0 else None
         torch.distributed.barrier()
-    return manifest
+    else:
+        grown = fold_increment(out, base, number, change) if part["complete"] else None
+    return grown or part
 
 
 def _rank_complete(out: Path, rank: int) -> bool:
