@@ -131,11 +131,12 @@ def test_groups_csv(tmp_path):
 
 
 @pytest.mark.parametrize(("text", "phrase"), [
-    ("a.jpg,cat\nb.jpg\n", r"groups\.csv:2: 'b\.jpg': expected 'path,group'"),
-    ("a.jpg,cat\nb.jpg,cat,x\n", r"groups\.csv:2: .*two cells"),
+    ("a.jpg,cat\nb.jpg\n", r"groups\.csv:2: expected 'path,group' .* 1 field\(s\): 'b\.jpg'"),
+    ("a.jpg,cat\nb.jpg,cat,x\n", r"groups\.csv:2: .*two fields"),
     ("a.jpg,cat\nnope.jpg,cat\n", r"groups\.csv:2: 'nope\.jpg': expected an image file in"),
     ("a.jpg,cat\n../a.jpg,cat\n", r"groups\.csv:2: '\.\./a\.jpg': expected a path inside"),
-    ("a.jpg,cat\na.jpg,dog\n", r"groups\.csv:2: 'a\.jpg': expected each image once \(it is on line 1 too\)"),
+    ("a.jpg,cat\na.jpg,dog\n", r"groups\.csv:2: 'a\.jpg' is listed twice \(first on line 1\)"),
+    ("a.jpg,cat\n./a.jpg,dog\n", r"groups\.csv:2: '\./a\.jpg' is listed twice \(first on line 1\)"),
     ("a.jpg,cat\nb.jpg,dog\n", "no group holds two images"),
     ('a.jpg,cat\n"b.jpg,cat\n', r"groups\.csv:\d+: "),
 ])

@@ -19,7 +19,6 @@ expected. Images are listed in sorted order, which is also the order ties rank i
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from collections import defaultdict
@@ -29,6 +28,7 @@ from pathlib import Path
 from alexnet_zoo.data.images import IMAGE_SUFFIXES
 from alexnet_zoo.errors import GroundTruthError
 from alexnet_zoo.paths import read_bounded
+from alexnet_zoo.retrieval.group_csv import read_group_csv
 
 __all__ = ["DATASETS", "BenchmarkSet", "Query", "read_benchmark", "read_groups", "read_holidays", "read_oxford",
            "read_ukbench"]
@@ -252,41 +252,13 @@ def read_oxford(root: str | os.PathLike, dataset: str = "oxford5k") -> Benchmark
 
 # ---- a user's own groups ------------------------------------------------------------------------------
 
-PATH_HEADERS, GROUP_HEADERS = {"path", "filename", "file", "image"}, {"group", "group_id", "label"}
-
-
-def _group_rows(path: Path, root: Path) -> list[tuple[int, Path, str]]:
-    rows, seen = [], {}
-    reader = csv.reader(_lines(path))
-    try:
-        for cells in reader:
-            lineno = reader.line_num
-            if not any(c.strip() for c in cells):
-                continue
-            cells = [c.strip() for c in cells]
-            if lineno == 1 and cells[0].lower() in PATH_HEADERS and cells[1:2] and cells[1].lower() in GROUP_HEADERS:
-                continue
-            if len(cells) != 2 or not cells[0] or not cells[1]:
-                raise _bad(path, lineno, ",".join(cells), "'path,group' (two cells, neither empty)")
-            image = Path(cells[0])
-            if image.is_absolute() or ".." in image.parts:
-                raise _bad(path, lineno, cells[0], f"a path inside {root}, relative to it")
-            if not (root / image).is_file() or image.suffix.lower() not in IMAGE_SUFFIXES:
-                raise _bad(path, lineno, cells[0], f"an image file in {root}")
-            if image in seen:
-                raise _bad(path, lineno, cells[0], f"each image once (it is on line {seen[image]} too)")
-            seen[image] = lineno
-            rows.append((lineno, root / image, cells[1]))
-    except csv.Error as err:
-        raise GroundTruthError(f"{path}:{reader.line_num}: not CSV ({err}); expected 'path,group' lines") from err
-    return rows
-
-
 def read_groups(groups: str | os.PathLike, root: str | os.PathLike) -> BenchmarkSet:
     """A CSV ``path,group`` (a header line ``path,group`` or ``filename,group_id`` is skipped; paths
-    relative to ``root``), in the file's order."""
+    relative to ``root``), in the file's order: the shared reader,
+    :func:`alexnet_zoo.retrieval.group_csv.read_group_csv`, with those two checks."""
     groups, root = Path(groups), _folder(root)
-    rows = _group_rows(groups, root)
+    rows = [(r.line, root / r.path, r.group) for r in read_group_csv(
+        groups, limit=MAX_TEXT_BYTES, error=GroundTruthError, header="optional", root=root, suffixes=IMAGE_SUFFIXES)]
     members: dict[str, list[int]] = defaultdict(list)
     for i, (_, _, group) in enumerate(rows):
         members[group].append(i)

@@ -9,23 +9,20 @@ nothing is found), recall = true found / true pairs, F1 their harmonic mean; the
 down the sorted scores give these at every threshold at once, and the lowest threshold whose
 precision reaches a target (the most recall for that precision) exactly. imagededup's reference
 metrics are for rankings of single queries; for groups the pair counts are the ones that decide.
-Torch-free: numpy, stdlib and alexnet_zoo.errors / paths only.
+Torch-free: numpy, stdlib, alexnet_zoo.errors and the CSV reader only.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from alexnet_zoo.errors import LabelFileError
-from alexnet_zoo.paths import read_bounded
+from alexnet_zoo.retrieval.group_csv import read_group_csv
 
 __all__ = ["LABELS_LIMIT", "PairCurve", "label_ids", "pair_curve", "read_groups_csv"]
 
@@ -33,39 +30,10 @@ LABELS_LIMIT = 512 * 2 ** 20  # a label file of ten million short lines fits; a 
 
 
 def read_groups_csv(path: str | os.PathLike) -> dict[str, tuple[str, int]]:
-    """``{path: (group, line)}`` from a ``path,group`` CSV; every fault is a :class:`LabelFileError`
-    naming the file, the line and what was expected."""
-    path = Path(path)
-    data = read_bounded(path, LABELS_LIMIT, LabelFileError, "a path,group label file")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise LabelFileError(f"{path}:{line}: not UTF-8 text (byte {err.start}); expected a UTF-8 path,group "
-                             "CSV") from None
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    labels: dict[str, tuple[str, int]] = {}
-    try:
-        for row in reader:
-            line = reader.line_num
-            if line == 1 and [c.strip() for c in row] == ["path", "group"]:
-                continue
-            if line == 1:
-                raise LabelFileError(f"{path}:1: expected the header 'path,group', got {','.join(row)[:80]!r}")
-            if not row or not any(c.strip() for c in row):
-                continue
-            if len(row) != 2 or not row[0] or not row[1].strip():
-                raise LabelFileError(f"{path}:{line}: expected 'path,group' (two fields, neither empty), got "
-                                     f"{len(row)} field(s): {','.join(row)[:80]!r}")
-            if row[0] in labels:
-                raise LabelFileError(f"{path}:{line}: {row[0][:80]!r} is listed twice (first on line "
-                                     f"{labels[row[0]][1]}); a picture belongs to one group")
-            labels[row[0]] = (row[1].strip(), line)
-    except csv.Error as err:
-        raise LabelFileError(f"{path}:{reader.line_num}: not valid CSV ({err}); expected 'path,group'") from None
-    if not labels:
-        raise LabelFileError(f"{path}: no labelled pictures in it; expected a 'path,group' header and rows")
-    return labels
+    """``{path: (group, line)}`` from a ``path,group`` CSV with its header, paths verbatim
+    (:func:`alexnet_zoo.retrieval.group_csv.read_group_csv`); every fault is a
+    :class:`LabelFileError` naming the file, the line and what was expected."""
+    return {row.path: (row.group, row.line) for row in read_group_csv(path, limit=LABELS_LIMIT, header="required")}
 
 
 def label_ids(labels: dict[str, tuple[str, int]], paths: Sequence[str], file: str | os.PathLike) -> np.ndarray:
