@@ -80,3 +80,63 @@ def test_groups_and_the_command_line_error(tmp_path):
                           check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "groups.csv:3: 'missing.jpg': expected an image file" in done.stderr
+
+
+def test_copydays_figures_per_attack_family_checked_by_hand():
+    """Four database rows (three originals, a distractor) as unit axes; each query's vector puts its
+    original at a chosen rank, so every AP is known: one positive at rank r (1-based) scores
+    (0 + 1/r) / 2 by compute_ap's trapezoids, 1 at rank 1."""
+    from pathlib import Path
+
+    from alexnet_zoo.retrieval.benchmark_eval import evaluate_rankings, summarize
+    from alexnet_zoo.retrieval.benchmark_sets import BenchmarkSet, Query
+
+    database = np.eye(4, dtype=np.float32)
+    plan = [("jpeg/10", 0, []), ("jpeg/10", 1, [3]), ("crops/50", 2, []), ("strong", 0, [1, 2])]  # (level, own, above)
+    queries, vectors = [], []
+    for i, (level, own, above) in enumerate(plan):
+        v = np.zeros(4, np.float32)
+        v[own] = 0.5
+        for j, other in enumerate(above):
+            v[other] = 0.9 - 0.1 * j
+        vectors.append(v / np.linalg.norm(v))
+        queries.append(Query(f"{level}/{i}", Path(f"{i}.jpg"), frozenset({own}), family=level))
+    bset = BenchmarkSet("copydays", Path("."), tuple(Path(f"{n}.jpg") for n in "abcd"), tuple(queries), "map")
+    results = evaluate_rankings(database, np.stack(vectors), bset, (1,), progress=False)
+    assert [r.ap for r in results] == pytest.approx([1.0, 0.25, 1.0, 1 / 6])
+    figures = summarize(results, (1,), bset.queries)
+    assert figures["families"] == {"jpeg": {"queries": 2, "mAP": pytest.approx(0.625)},
+                                   "crops": {"queries": 1, "mAP": pytest.approx(1.0)},
+                                   "strong": {"queries": 1, "mAP": pytest.approx(1 / 6)}}
+    assert figures["levels"]["jpeg/10"]["mAP"] == pytest.approx(0.625)
+    assert figures["mAP"] == pytest.approx((1 + 0.25 + 1 + 1 / 6) / 4) and figures["recall_at"]["1"] == 0.5
+    assert "families" not in summarize(results, (1,))  # datasets without attacks: as before
+
+
+def test_copydays_end_to_end_on_real_pictures(tmp_path):
+    """A small Copydays layout made from the CC0 test pictures: attacked copies made here."""
+    from pathlib import Path
+
+    real = sorted((Path(__file__).parent / "data" / "retrieval").glob("*.png"))[:2] + \
+        [Path(__file__).parent / "data" / "retrieval" / "rocket.jpg"]
+    root = tmp_path / "copydays"
+    for folder in ("original", "jpegqual/10", "crops/50", "strong", "distractors"):
+        (root / folder).mkdir(parents=True)
+    for block, path in zip(("2000", "2001", "2002"), real):
+        img = Image.open(path).convert("RGB").resize((120, 90))
+        img.save(root / "original" / f"{block}00.jpg", quality=95)
+        img.save(root / "jpegqual" / "10" / f"{block}00.jpg", quality=10)
+        img.crop((17, 13, 103, 77)).save(root / "crops" / "50" / f"{block}00.jpg", quality=95)
+        img.rotate(180).save(root / "strong" / f"{block}01.jpg", quality=75)
+    _pictures(root / "distractors", ["d1.jpg", "d2.jpg"], [0, 1])
+    per_query = tmp_path / "q.csv"
+    report = main(["--dataset", "copydays", "--data", str(root), "--distractors", "1", "--layer", "pool5",
+                   "--csv", str(per_query), "--recall-k", "1", *FAST])
+    assert report["dataset"] == "copydays" and report["queries"] == 9 and report["data"]["images"] == 4
+    assert set(report["families"]) == {"jpeg", "crops", "strong"} and set(report["levels"]) == {
+        "jpeg/10", "crops/50", "strong"}
+    assert all(part["queries"] == 3 for part in report["families"].values())
+    aps = [float(r["ap"]) for r in csv.DictReader(per_query.open())]
+    assert report["mAP"] == pytest.approx(np.mean(aps), abs=1e-5)
+    assert report["families"]["jpeg"]["mAP"] == pytest.approx(np.mean(aps[:3]), abs=1e-5)
+    assert report["data"]["distractors"] == "1" and any("distractor" in n for n in report["data"]["notes"])

@@ -154,3 +154,62 @@ def test_read_benchmark_dispatch(tmp_path):
         read_benchmark("holidays", tmp_path, tmp_path / "g.csv")
     with pytest.raises(GroundTruthError, match="not a folder"):
         read_benchmark("ukbench", tmp_path / "absent")
+
+
+# ---- INRIA Copydays -----------------------------------------------------------------------------------
+
+def _copydays(root):
+    """original/ with three blocks; two JPEG copies at quality 10, two 50% crops, two strong copies."""
+    _touch(root / "original", "200000.jpg", "200100.jpg", "200200.jpg")
+    _touch(root / "jpegqual" / "10", "200000.jpg", "200100.jpg")
+    _touch(root / "crops" / "50", "200000.jpg", "200200.jpg")
+    _touch(root / "strong", "200001.jpg", "200203.jpg")
+    _touch(root / "distractors", "x1.jpg", "sub/x2.png", "x3.jpg")
+
+
+def test_copydays_queries_are_the_attacked_copies_and_their_originals_the_positives(tmp_path):
+    _copydays(tmp_path)
+    s = read_benchmark("copydays", tmp_path)
+    assert [p.name for p in s.images] == ["200000.jpg", "200100.jpg", "200200.jpg"] and s.primary == "map"
+    assert [(q.name, q.family, sorted(q.positives), sorted(q.junk), q.index) for q in s.queries] == [
+        ("jpeg/10/200000", "jpeg/10", [0], [], None), ("jpeg/10/200100", "jpeg/10", [1], [], None),
+        ("crops/50/200000", "crops/50", [0], [], None), ("crops/50/200200", "crops/50", [2], [], None),
+        ("strong/200001", "strong", [0], [], None), ("strong/200203", "strong", [2], [], None)]
+    assert "3 original picture(s); the full Copydays has 157" in s.notes
+    with_count = read_benchmark("copydays", tmp_path, distractors="2")  # the first two of distractors/
+    assert [p.relative_to(tmp_path / "distractors").as_posix() for p in with_count.images[3:]] == ["sub/x2.png",
+                                                                                                  "x1.jpg"]
+    folder = read_benchmark("copydays", tmp_path, distractors=tmp_path / "distractors")
+    assert len(folder.images) == 6 and "3 distractor(s) in the database" in folder.notes
+    (tmp_path / "jpeg").mkdir()  # the folder names a mirror may use are read as the same family
+    assert len(read_benchmark("copydays", tmp_path).queries) == 6
+
+
+@pytest.mark.parametrize(("change", "phrase"), [
+    (lambda r: _touch(r / "strong", "209901.jpg"), r"209901\.jpg: no original of this copy.*block NNNN"),
+    (lambda r: _touch(r / "crops" / "50", "200300.jpg"), r"200300\.jpg: no original of this copy.*name of an original"),
+    (lambda r: _touch(r / "jpegqual" / "best", "200000.jpg"), r"jpegqual/best: expected only level folders.*quality"),
+    (lambda r: _touch(r / "crops", "200000.jpg"), r"crops/200000\.jpg: expected only level folders.*percent"),
+    (lambda r: _touch(r / "original", "holiday.jpg"), r"holiday\.jpg: not a name of this dataset"),
+])
+def test_copydays_refusals(tmp_path, change, phrase):
+    _copydays(tmp_path)
+    change(tmp_path)
+    with pytest.raises(GroundTruthError, match=phrase):
+        read_benchmark("copydays", tmp_path)
+
+
+def test_copydays_layout_and_options_refused(tmp_path):
+    _touch(tmp_path / "pics", "200000.jpg")
+    with pytest.raises(GroundTruthError, match="no original/ folder"):
+        read_benchmark("copydays", tmp_path / "pics")
+    _touch(tmp_path / "cd" / "original", "200000.jpg")
+    with pytest.raises(GroundTruthError, match="no attacked copies; expected jpegqual/"):
+        read_benchmark("copydays", tmp_path / "cd")
+    _copydays(tmp_path / "cd")
+    with pytest.raises(GroundTruthError, match=r"distractors: 3 pictures; expected at least the 9 asked for"):
+        read_benchmark("copydays", tmp_path / "cd", distractors="9")
+    with pytest.raises(GroundTruthError, match="nowhere: not a folder"):
+        read_benchmark("copydays", tmp_path / "cd", distractors=tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="--distractors is for --dataset copydays"):
+        read_benchmark("holidays", tmp_path / "cd", distractors="2")

@@ -4,7 +4,9 @@
         --layer fc6 --json holidays.json --csv holidays_queries.csv
 
 ``--dataset``: ``holidays`` (INRIA Holidays, mAP), ``ukbench`` (N-S score out of 4), ``oxford5k`` and
-``paris6k`` (mAP with junk ignored, queries cropped to their boxes), ``groups`` (a user's CSV of
+``paris6k`` (mAP with junk ignored, queries cropped to their boxes), ``copydays`` (INRIA Copydays:
+the attacked copies as queries against the originals and ``--distractors``; mAP of each attack
+family and level, and over all), ``groups`` (a user's CSV of
 ``path,group``, mAP). The layouts are :mod:`alexnet_zoo.retrieval.benchmark_sets`'; the figures
 :mod:`alexnet_zoo.retrieval.metrics`' (the reference ``compute_ap`` and N-S). Features come from
 :class:`~alexnet_zoo.retrieval.features.FeatureExtractor`; the search is exact. PCA and PCA
@@ -38,12 +40,16 @@ LAYERS = ("fc7", "fc6", "pool5")  # the layers Babenko et al. compare (their lay
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The benchmark's options."""
     parser.add_argument("--dataset", choices=DATASETS, required=True,
-                        help="holidays, ukbench, oxford5k, paris6k: the dataset's own layout and ground truth; "
+                        help="holidays, ukbench, oxford5k, paris6k, copydays: the dataset's own layout and "
+                             "ground truth; "
                              "groups: your own labelled set (--groups)")
     parser.add_argument("--data", type=Path, required=True,
                         help="the dataset's folder (its images; for oxford5k / paris6k also gt_files/)")
     parser.add_argument("--groups", type=Path, default=None,
                         help="--dataset groups: CSV of path,group lines, paths relative to --data")
+    parser.add_argument("--distractors", default=None, metavar="DIR_OR_COUNT",
+                        help="--dataset copydays: a folder of pictures added to the database, or a count: the first "
+                             "N (sorted) of --data/distractors/")
     parser.add_argument("--layer", choices=LAYERS, default="fc7", help="the layer whose activations are the vector")
     parser.add_argument("--pretrained", default="default",
                         help="weight name, hf-hub:org/repo, local folder or file; 'default' (the arch's default "
@@ -82,6 +88,9 @@ def _print_figures(figures: dict[str, Any], primary: str) -> None:
     print(f"mAP {figures['mAP']:.4f} over {figures['queries']:,} queries")
     for k, value in figures["recall_at"].items():
         print(f"recall@{k} {value:.4f}   precision@{k} {figures['precision_at'][k]:.4f}")
+    for key in ("families", "levels"):
+        for name, part in figures.get(key, {}).items():
+            print(f"  {name:<12} mAP {part['mAP']:.4f} over {part['queries']:,} queries")
 
 
 def _write_csv(target: Path, bset: Any, results: Sequence[Any], ks: Sequence[int]) -> None:
@@ -108,7 +117,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from alexnet_zoo.retrieval.features import FeatureExtractor, weights_label
 
     ks = sorted(set(args.recall_k))
-    bset = read_benchmark(args.dataset, args.data, args.groups)
+    bset = read_benchmark(args.dataset, args.data, args.groups, args.distractors)
     print(bset.describe())
     for note in bset.notes:
         print(f"note: {note}")
@@ -124,11 +133,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results = evaluate_rankings(database, queries, bset, ks, cosine=not args.no_normalize,
                                 progress=not args.no_progress)
     seconds = time.perf_counter() - start
-    figures = summarize(results, ks)
+    figures = summarize(results, ks, bset.queries)
     _print_figures(figures, bset.primary)
     report = {"dataset": bset.dataset, "primary": "ns_score" if bset.primary == "ns" else "mAP", **figures,
               "data": {"root": str(bset.root), "images": len(bset.images), "queries": len(bset.queries),
-                       "notes": list(bset.notes), "groups": str(args.groups) if args.groups else None},
+                       "notes": list(bset.notes), "groups": str(args.groups) if args.groups else None,
+                       "distractors": args.distractors},
               "features": extractor.info(), "measure": "euclidean" if args.no_normalize else "cosine",
               "query_flip": args.query_flip, "search": "exact (numpy)", "weights": weights,
               "arch": model.pretrained_cfg.get("architecture", args.arch), "seconds": seconds,

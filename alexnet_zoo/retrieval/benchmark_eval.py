@@ -130,11 +130,21 @@ def evaluate_rankings(database: np.ndarray, queries: np.ndarray, bset: Benchmark
     return results
 
 
-def summarize(results: Sequence[QueryResult], ks: Sequence[int]) -> dict[str, Any]:
-    """The benchmark's figures: mAP, mean recall@k and precision@k, and N-S where counted."""
+def summarize(results: Sequence[QueryResult], ks: Sequence[int],
+              queries: Sequence[Query] = ()) -> dict[str, Any]:
+    """The benchmark's figures: mAP, mean recall@k and precision@k, and N-S where counted. Given
+    the ``queries`` of a dataset with attacks (Copydays), also the mAP of each attack family
+    ("jpeg", "crops", "strong": over all its levels) and of each level ("jpeg/10"), as its papers
+    report them; "mAP" is then over every attacked copy."""
     out: dict[str, Any] = {"queries": len(results), "mAP": mean_average_precision([r.ap for r in results]),
                            "recall_at": {str(k): float(np.mean([r.recall[k] for r in results])) for k in ks},
                            "precision_at": {str(k): float(np.mean([r.precision[k] for r in results])) for k in ks}}
     if results and results[0].ns is not None:
         out["ns_score"] = float(np.mean([r.ns for r in results]))
+    if any(q.family for q in queries):
+        for key, label in (("families", lambda f: f.split("/")[0]), ("levels", lambda f: f)):
+            aps: dict[str, list[float]] = {}
+            for q, r in zip(queries, results):
+                aps.setdefault(label(q.family), []).append(r.ap)
+            out[key] = {name: {"queries": len(v), "mAP": mean_average_precision(v)} for name, v in aps.items()}
     return out

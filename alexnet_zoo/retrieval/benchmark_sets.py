@@ -11,8 +11,12 @@ and the queries with their positives and junk (indices into the database).
 * ``groups``: a CSV ``path,group`` of a user's own labelled set; every image of a group of two or more
   is a query, the rest of its group its positives, itself skipped; singletons are distractors.
 
-Copydays is not read: its crop / JPEG / strong-attack folders could not be established with
-confidence from its distribution. Every file is treated as hostile: anything not as the format
+* INRIA Copydays: ``original/`` (157 pictures ``NNNN00.jpg``) and the attacked copies, the queries:
+  ``jpegqual/<quality>/`` and ``crops/<percent cropped>/`` (each copy named as its original), and
+  ``strong/`` (229 copies ``NNNNxx.jpg``: the 4-digit block names the original). The database is the
+  originals, plus distractors: a folder of pictures, or a count of those in ``distractors/``.
+
+Every file is treated as hostile: anything not as the format
 says is a :class:`~alexnet_zoo.errors.GroundTruthError` naming the file, the line and what was
 expected. Images are listed in sorted order, which is also the order ties rank in.
 """
@@ -30,10 +34,10 @@ from alexnet_zoo.errors import GroundTruthError
 from alexnet_zoo.paths import read_bounded
 from alexnet_zoo.retrieval.group_csv import read_group_csv
 
-__all__ = ["DATASETS", "BenchmarkSet", "Query", "read_benchmark", "read_groups", "read_holidays", "read_oxford",
-           "read_ukbench"]
+__all__ = ["COPYDAYS_ATTACKS", "DATASETS", "BenchmarkSet", "Query", "read_benchmark", "read_copydays", "read_groups",
+           "read_holidays", "read_oxford", "read_ukbench"]
 
-DATASETS = ("holidays", "ukbench", "oxford5k", "paris6k", "groups")
+DATASETS = ("holidays", "ukbench", "oxford5k", "paris6k", "copydays", "groups")
 MAX_TEXT_BYTES = 64 * 2 ** 20  # the largest ground-truth file or groups CSV read (Oxford's are a few KiB)
 GT_FOLDERS = ("gt_files", "gt")
 Box = tuple[float, float, float, float]
@@ -43,7 +47,8 @@ Box = tuple[float, float, float, float]
 class Query:
     """One query: its picture (``box``: the region of it that is the query, Oxford / Paris), the
     database indices that count as found (``positives``) and those skipped (``junk``); ``index`` is
-    its own database row where the query is a database image as it is (its vector is reused)."""
+    its own database row where the query is a database image as it is (its vector is reused);
+    ``family`` the attack it is a copy under, where the dataset has attacks (Copydays)."""
 
     name: str
     image: Path
@@ -51,6 +56,7 @@ class Query:
     junk: frozenset[int] = frozenset()
     box: Box | None = None
     index: int | None = None
+    family: str = ""  # Copydays: the attack, "jpeg/<quality>", "crops/<percent>" or "strong"
 
 
 @dataclass(frozen=True)
@@ -250,6 +256,82 @@ def read_oxford(root: str | os.PathLike, dataset: str = "oxford5k") -> Benchmark
     return BenchmarkSet(dataset, folder, tuple(images), tuple(queries), "map", notes)
 
 
+# ---- INRIA Copydays: attacked copies of 157 originals ----------------------------------------------
+
+# family -> the folder names it has (the distribution's first; the second as a brief or a mirror names it)
+COPYDAYS_ATTACKS = {"jpeg": ("jpegqual", "jpeg"), "crops": ("crops", "crop"), "strong": ("strong",)}
+COPYDAYS_SIZES = {"original": 157, "strong": 229}  # pictures in the full distribution
+
+
+def _copydays_levels(root: Path, family: str) -> list[tuple[str, Path]]:
+    """(family label, folder) of each level of an attack: ``strong`` has none, the others a folder
+    a level named by its number (JPEG quality, percent of the surface cropped)."""
+    folder = next((root / n for n in COPYDAYS_ATTACKS[family] if (root / n).is_dir()), None)
+    if folder is None:
+        return []
+    if family == "strong":
+        return [("strong", folder)]
+    levels = []
+    for entry in sorted(folder.iterdir(), key=lambda p: (len(p.name), p.name)):
+        if entry.is_dir() and entry.name.isdigit() and 1 <= int(entry.name) <= 100:
+            levels.append((f"{family}/{int(entry.name)}", entry))
+        elif entry.is_dir() or entry.suffix.lower() in IMAGE_SUFFIXES:
+            raise GroundTruthError(f"{entry}: expected only level folders in {folder} (named by a number 1..100: "
+                                   f"{'JPEG quality' if family == 'jpeg' else 'percent cropped'})")
+    return levels
+
+
+def _distractors(root: Path, distractors: str | os.PathLike | None) -> list[Path]:
+    """Extra database pictures: all of a folder (recursive), or the first N of ``root/distractors``."""
+    if distractors is None:
+        return []
+    text = os.fspath(distractors)
+    folder, count = (root / "distractors", int(text)) if text.isdigit() else (Path(text), None)
+    if not folder.is_dir():
+        raise GroundTruthError(f"{folder}: not a folder; expected --distractors to be a folder of pictures or a count "
+                               f"of those in {root / 'distractors'}")
+    found = _images_in(folder, recursive=True)
+    if count is not None and len(found) < count:
+        raise GroundTruthError(f"{folder}: {len(found):,} pictures; expected at least the {count:,} asked for")
+    return found[:count] if count is not None else found
+
+
+def read_copydays(root: str | os.PathLike, distractors: str | os.PathLike | None = None) -> BenchmarkSet:
+    """INRIA Copydays: every attacked copy a query, its original the one positive (``strong``: the
+    originals of its block), the database the originals then the distractors."""
+    root = _folder(root)
+    if not (root / "original").is_dir():
+        raise GroundTruthError(f"{root}: no original/ folder; expected Copydays' original/ beside jpegqual/, crops/ "
+                               "and strong/")
+    _, originals, blocks = _named_images(root / "original", "original", HOLIDAYS_NAME,
+                                         "Copydays' NNNN00.jpg originals")
+    by_name = {p.stem: i for i, p in enumerate(originals)}
+    members: dict[str, set[int]] = defaultdict(set)
+    for i, block in enumerate(blocks):
+        members[block].add(i)
+    queries = []
+    for family in COPYDAYS_ATTACKS:
+        for label, folder in _copydays_levels(root, family):
+            for image in _images_in(folder):
+                match = HOLIDAYS_NAME.fullmatch(image.stem)
+                own = frozenset(members.get(match.group(1), ())) if match and family == "strong" else \
+                    frozenset({by_name[image.stem]}) if image.stem in by_name else frozenset()
+                if not own:
+                    raise GroundTruthError(f"{image}: no original of this copy in {root / 'original'}; expected "
+                                           + ("a block NNNN of an original NNNN00.jpg" if family == "strong"
+                                              else "the name of an original"))
+                queries.append(Query(f"{label}/{image.stem}", image, own, family=label))
+    if not queries:
+        raise GroundTruthError(f"{root}: no attacked copies; expected jpegqual/<quality>/, crops/<percent>/ or "
+                               "strong/ beside original/")
+    extra = _distractors(root, distractors)
+    counts = {"original": len(originals), "strong": sum(q.family == "strong" for q in queries)}
+    notes = tuple(f"{n:,} {k} picture(s); the full Copydays has {COPYDAYS_SIZES[k]}" for k, n in counts.items()
+                  if n and n != COPYDAYS_SIZES[k])
+    notes += (f"{len(extra):,} distractor(s) in the database",) if extra else ()
+    return BenchmarkSet("copydays", root, tuple(originals + extra), tuple(queries), "map", notes)
+
+
 # ---- a user's own groups ------------------------------------------------------------------------------
 
 def read_groups(groups: str | os.PathLike, root: str | os.PathLike) -> BenchmarkSet:
@@ -272,8 +354,15 @@ def read_groups(groups: str | os.PathLike, root: str | os.PathLike) -> Benchmark
     return BenchmarkSet("groups", root, tuple(image for _, image, _ in rows), queries, "map", notes)
 
 
-def read_benchmark(dataset: str, data: str | os.PathLike, groups: str | os.PathLike | None = None) -> BenchmarkSet:
+def read_benchmark(dataset: str, data: str | os.PathLike, groups: str | os.PathLike | None = None,
+                   distractors: str | os.PathLike | None = None) -> BenchmarkSet:
     """The reader for ``dataset`` (one of :data:`DATASETS`) on the folder ``data``."""
+    if distractors is not None and dataset != "copydays":
+        raise ValueError(f"--distractors is for --dataset copydays; {dataset} has its own database")
+    if dataset == "copydays":
+        if groups is not None:
+            raise ValueError("--groups is for --dataset groups; copydays has its own ground truth")
+        return read_copydays(data, distractors)
     if dataset == "groups":
         if groups is None:
             raise ValueError("--dataset groups needs --groups CSV (path,group lines)")
