@@ -172,6 +172,22 @@ def test_two_torchrun_ranks_equal_one_process(model, tmp_path):
     assert p1 == p2 and merged["count"] == one["count"] == 5 and merged["world_size"] == 2
     np.testing.assert_allclose(v1, v2, atol=1e-5)
     assert json.loads((tmp_path / "two" / "manifest.json").read_text())["complete"]
+    # the source grows: the ranks extract the new pictures only, and rank 0 folds their run in
+    for i, path in enumerate(generated(tmp_path / "later", n=8, seed=3)[5:]):
+        path.rename(tmp_path / "imgs" / f"new-{i}.png")
+    (tmp_path / "imgs" / "gen-02.png").unlink()
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                    str(script), str(weights), str(tmp_path / "imgs"), str(tmp_path / "two")],
+                   check=True, env=env, timeout=240, capture_output=True)
+    extract_to_shards(FeatureExtractor(alexnet(pretrained=weights), "conv5", device="cpu"), tmp_path / "imgs",
+                      tmp_path / "one", shard_size=2, progress=False)
+    v1, p1, grown_one = read_features(tmp_path / "one")
+    v2, p2, grown_two = read_features(tmp_path / "two")
+    assert p1 == p2 and len(p2) == 7 and str(tmp_path / "imgs" / "gen-02.png") not in p2
+    np.testing.assert_allclose(v1, v2, atol=1e-5)
+    assert grown_two["increments"][0]["world_size"] == 2 and grown_one["increments"][0]["world_size"] == 1
+    assert grown_two["removed"] == grown_one["removed"] == [{"row": 2, "path": str(tmp_path / "imgs" / "gen-02.png")}]
+    assert not list((tmp_path / "two").glob("manifest-inc-*"))
 
 
 # ---- a folder that grows: incremental extraction --------------------------------------------------

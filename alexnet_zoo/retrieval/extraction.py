@@ -335,10 +335,10 @@ def extract_to_shards(extractor: FeatureExtractor, source: str | os.PathLike | S
                         f"extract {out.name}: {len(change.new)} new, {len(change.removed)} removed")
     if world_size > 1 and _distributed():
         torch.distributed.barrier()
-        grown = fold_increment(out, base, number, change) if rank == 0 else None
+        grown = fold_increment(out, base, number, change, world_size) if rank == 0 else None
         torch.distributed.barrier()
     else:
-        grown = fold_increment(out, base, number, change) if part["complete"] else None
+        grown = fold_increment(out, base, number, change, world_size) if part["complete"] else None
     return grown or part
 
 

@@ -68,22 +68,25 @@ def part_manifest_name(number: int, rank: int, world_size: int) -> str:
     return f"manifest-inc-{number:05d}.json" if world_size == 1 else f"manifest-inc-{number:05d}-rank-{rank:05d}.json"
 
 
-def _finished_part(folder: Path, number: int) -> dict[str, Any] | None:
-    """Run ``number``'s manifest, its ranks joined, when every rank has finished; else None."""
-    names = sorted(p.name for p in folder.glob(f"manifest-inc-{number:05d}*.json"))
-    parts = [read_manifest(folder, name) for name in names]
-    if not parts or len(parts) != parts[0]["world_size"] or not all(p["complete"] for p in parts):
+def _finished_part(folder: Path, number: int, world_size: int) -> dict[str, Any] | None:
+    """Run ``number``'s manifest on ``world_size`` ranks, joined, when every rank has finished;
+    else None. (Manifests an interrupted attempt on another number of ranks left are not read.)"""
+    names = [part_manifest_name(number, rank, world_size) for rank in range(world_size)]
+    if not all((folder / name).is_file() for name in names):
         return None
-    return parts[0] if len(parts) == 1 else join_ranks(folder, parts)
+    parts = [read_manifest(folder, name) for name in names]
+    if not all(p["complete"] for p in parts):
+        return None
+    return parts[0] if world_size == 1 else join_ranks(folder, parts)
 
 
-def fold_increment(folder: str | os.PathLike, base: dict[str, Any], number: int,
-                   change: Changes) -> dict[str, Any] | None:
-    """Append finished incremental run ``number`` (its shards, failures and the ``change`` it was
-    run for) to ``base``, write the grown manifest and failures.txt, and remove the run's own
-    manifests; None (nothing written) while some rank of the run has not finished."""
+def fold_increment(folder: str | os.PathLike, base: dict[str, Any], number: int, change: Changes,
+                   world_size: int = 1) -> dict[str, Any] | None:
+    """Append finished incremental run ``number`` on ``world_size`` ranks (its shards, failures and
+    the ``change`` it was run for) to ``base``, write the grown manifest and failures.txt, and
+    remove the run's own manifests; None (nothing written) while some rank has not finished."""
     folder = Path(folder)
-    part = _finished_part(folder, number)
+    part = _finished_part(folder, number, world_size)
     if part is None:
         return None
     differing = [k for k in ("model", "weights", "layer", "pool", "normalized", "dtype", "precision", "dim",
