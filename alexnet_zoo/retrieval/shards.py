@@ -212,10 +212,9 @@ def _check_shards(m: dict[str, Any], bad: Any) -> None:
     """The slice, completeness and shards of a manifest: shards that tile their run's slice in order
     (a merged manifest: each rank's in order; a grown one: the first run's, then each increment's),
     uniquely named, whose counts sum to its count."""
-    if "slice" in m:
-        if not (isinstance(m["slice"], list) and len(m["slice"]) == 2 and all(_is_int(v) for v in m["slice"])
-                and 0 <= m["slice"][0] <= m["slice"][1] <= m["inputs"]):
-            raise bad("slice", f"[start, stop] within 0..{m['inputs']}", m["slice"])
+    if "slice" in m and not (isinstance(m["slice"], list) and len(m["slice"]) == 2
+                             and all(_is_int(v) for v in m["slice"]) and 0 <= m["slice"][0] <= m["slice"][1] <= m["inputs"]):
+        raise bad("slice", f"[start, stop] within 0..{m['inputs']}", m["slice"])
     if not isinstance(m.get("complete"), bool):
         raise bad("complete", "true or false", m.get("complete"))
     shards = m.get("shards")
