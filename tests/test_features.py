@@ -237,6 +237,13 @@ def test_incremental_extract_equals_a_full_extract_of_the_final_folder(model, tm
     every, all_paths, _ = read_features(feat, removed=True)  # the removed rows too, as stored
     assert len(all_paths) == 9 and all_paths[1] == str(source / "gen-01.png") and every.shape == (9, 256)
     assert extract_to_shards(_extractor(model), source, feat, shard_size=2, progress=False) == grown  # nothing new
+    generated(tmp_path / "again", n=2)[1].rename(source / "gen-01.png")  # a removed picture comes back
+    back = extract_to_shards(_extractor(model), source, feat, shard_size=2, progress=False)
+    assert back["removed"] == grown["removed"] and len(back["increments"]) == 2 and live_count(back) == 9
+    v_back, p_back, _ = read_features(feat)
+    assert p_back.count(str(source / "gen-01.png")) == 1 and p_back[-1] == str(source / "gen-01.png")
+    np.testing.assert_array_equal(v_back[-1], every[1])  # the same picture, the same vector as its removed row
+    (source / "gen-01.png").unlink()
     # the command: another picture joins; it alone is extracted, and the summary says what the folder holds
     weights = save_pretrained(model, tmp_path / "w")
     cli = tmp_path / "cli"

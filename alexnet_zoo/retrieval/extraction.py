@@ -167,6 +167,14 @@ def _check_count(value: Any, name: str, low: int) -> int:
     return value
 
 
+def _writable(out: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` when this version can continue or grow it (format 2 or 3), else an error."""
+    if manifest.get("version", 1) not in (VERSION, GROWN_VERSION):
+        raise ExtractionMismatch(f"{out}: holds an extraction of an older alexnet_zoo (format version "
+                                 f"{manifest.get('version', 1)}); use another --out folder or remove it")
+    return manifest
+
+
 def _resume(out: Path, manifest_name: str, settings: dict[str, Any], *, restart: bool = False) -> dict[str, Any]:
     """The manifest to continue: the one already in ``out`` when it was written with the same
     ``settings`` (else an :class:`ExtractionMismatch`, or with ``restart`` a new one: an unfinished
@@ -174,10 +182,7 @@ def _resume(out: Path, manifest_name: str, settings: dict[str, Any], *, restart:
     manifest: dict[str, Any] = {"format": FORMAT, "version": VERSION, **settings, "count": 0, "shards": [],
                                 "failures": [], "complete": False}
     if (out / manifest_name).is_file():
-        old = read_manifest(out, manifest_name)
-        if old.get("version", 1) not in (VERSION, GROWN_VERSION):
-            raise ExtractionMismatch(f"{out}: holds an extraction of an older alexnet_zoo (format version "
-                                     f"{old.get('version', 1)}); use another --out folder or remove it")
+        old = _writable(out, read_manifest(out, manifest_name))
         differing = [k for k in settings if old.get(k) != settings[k]]
         if differing and not restart:
             raise ExtractionMismatch(f"{out}: holds an extraction with other {', '.join(differing)} "
@@ -191,10 +196,7 @@ def _grown_base(out: Path) -> dict[str, Any] | None:
     """``out``'s manifest.json when it holds a finished extraction (one to grow), else None."""
     if not (out / MANIFEST).is_file():
         return None
-    base = read_manifest(out)
-    if base.get("version", 1) not in (VERSION, GROWN_VERSION):
-        raise ExtractionMismatch(f"{out}: holds an extraction of an older alexnet_zoo (format version "
-                                 f"{base.get('version', 1)}); use another --out folder or remove it")
+    base = _writable(out, read_manifest(out))
     return base if base["complete"] and "increment" not in base else None
 
 
