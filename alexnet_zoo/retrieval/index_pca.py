@@ -43,17 +43,8 @@ def learn_projection(train: np.ndarray, dim: int, *, whiten: bool, what: str, se
         raise InvalidVectors(f"PCA to {dim} dimensions needs at least {dim} training vectors, got {n} ({what}); "
                              "choose a smaller --pca or train it on more vectors (--pca-train)")
     rows = np.sort(np.random.default_rng(seed).choice(n, sample, replace=False)) if n > sample else np.arange(n)
-    mean = np.zeros(d_in)
-    for lo in range(0, len(rows), _CHUNK):
-        mean += train[rows[lo:lo + _CHUNK]].astype(np.float64).sum(axis=0)
-    mean /= len(rows)
-    cov = np.zeros((d_in, d_in))
-    for lo in range(0, len(rows), _CHUNK):
-        centred = train[rows[lo:lo + _CHUNK]].astype(np.float64) - mean
-        cov += centred.T @ centred
-    cov /= max(len(rows) - 1, 1)
-    values, vectors = np.linalg.eigh(cov)  # ascending
-    values, vectors = values[::-1][:dim], vectors[:, ::-1][:, :dim]
+    values, vectors, mean = _principal(train, rows)
+    values, vectors = values[:dim], vectors[:, :dim]
     if whiten:
         top = max(float(values[0]), 0.0)
         flat = np.flatnonzero(values <= _RANK_FLOOR * top) if top > 0 else np.arange(dim)
@@ -64,6 +55,27 @@ def learn_projection(train: np.ndarray, dim: int, *, whiten: bool, what: str, se
         vectors = vectors / np.sqrt(values)
     a = np.ascontiguousarray(vectors.T, dtype=np.float32)
     return a, (-(a.astype(np.float64) @ mean)).astype(np.float32)
+
+
+def _principal(train: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(variances, directions as columns, mean) of ``train[rows]``, largest variance first: by the
+    SVD of the centred rows when they are fewer than the dimensions (a 9216-d pool5 covariance
+    would cost far more), else by the covariance, accumulated :data:`_CHUNK` rows at a time."""
+    d_in = train.shape[1]
+    mean = np.zeros(d_in)
+    for lo in range(0, len(rows), _CHUNK):
+        mean += train[rows[lo:lo + _CHUNK]].astype(np.float64).sum(axis=0)
+    mean /= len(rows)
+    scale = max(len(rows) - 1, 1)
+    if len(rows) < d_in:
+        _, s, vt = np.linalg.svd(train[rows].astype(np.float64) - mean, full_matrices=False)
+        return s ** 2 / scale, vt.T, mean
+    cov = np.zeros((d_in, d_in))
+    for lo in range(0, len(rows), _CHUNK):
+        centred = train[rows[lo:lo + _CHUNK]].astype(np.float64) - mean
+        cov += centred.T @ centred
+    values, vectors = np.linalg.eigh(cov / scale)  # ascending
+    return values[::-1], vectors[:, ::-1], mean
 
 
 def learn_pca(x: np.ndarray, metric: Metric, dim: int, whiten: bool, train: np.ndarray | None, seed: int = 0
