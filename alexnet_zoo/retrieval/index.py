@@ -40,7 +40,7 @@ from alexnet_zoo.retrieval.index_gpu import (
     resolve_device,
     to_gpu,
 )
-from alexnet_zoo.retrieval.index_pca import Projection, learn_pca, project, projection_of, stored_index
+from alexnet_zoo.retrieval.index_pca import Projection, learn_pca, project, projection_of, stored_index, wrap
 from alexnet_zoo.retrieval.index_policy import KINDS, Kind, choose_factory, kind_of, parse_size, training_size
 from alexnet_zoo.retrieval.index_tuning import TARGET_RECALL, heldout_recall, sample_rows, search_grid, tune
 from alexnet_zoo.retrieval.index_update import check_source, remove_rows, rows_of, unseen_rows
@@ -99,8 +99,9 @@ class VectorIndex:
         factory = self.info.get("factory", "")
         if self.device != "gpu" or not gpu_supported(factory) or k > GPU_MAX_K or self._gpu_failed:
             return self.index
-        if self._gpu is None:
-            self._gpu = to_gpu(self.index, factory)
+        if self._gpu is None:  # with a PCA: a copy of the index behind it, wrapped again (see index_pca.wrap)
+            copy = to_gpu(self._stored() if "pca" in self.info else self.index, factory)
+            self._gpu = wrap(copy, self._projection(), self.info["metric"]) if copy and "pca" in self.info else copy
             self._gpu_failed = self._gpu is None
             if self._gpu is not None:
                 self._apply(self.info.get("search_params", {}))
@@ -220,7 +221,9 @@ class VectorIndex:
             raise InvalidVectors(f"{len(x)} vectors but {len(paths)} paths")
         ids = np.arange(len(self.paths), len(self.paths) + len(x), dtype=np.int64)
         self.index.add_with_ids(x, ids)
-        if self._gpu is not None:
+        if self._gpu is not None and "pca" in self.info:
+            self._gpu.add(x)  # the copy behind the PCA has no id map: its positions are the ids
+        elif self._gpu is not None:
             self._gpu.add_with_ids(x, ids)
         self.paths += list(paths)
         self.info["count"] = self.count
@@ -288,10 +291,10 @@ class VectorIndex:
         """The k nearest of indexed vectors given by id (each is among its own hits), searched as
         they are stored: after the PCA, when the index has one (:meth:`vectors`)."""
         k = positive_int(k, "k")
-        ids = [positive_int(i + 1, "id") - 1 if isinstance(i, (int, np.integer)) else i for i in ids]
-        bad = [i for i in ids if not isinstance(i, int) or not 0 <= i < self.count]
+        bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < self.count]
         if bad:
             raise ValueError(f"ids must be integers from 0 to {self.count - 1}, got {bad[:5]}")
+        ids = [int(i) for i in ids]
         stored = np.concatenate([self._decode(i, i + 1) for i in ids]) if ids else np.zeros((0, self.dim), np.float32)
         if "pca" not in self.info:
             return self.search(stored, k)

@@ -15,7 +15,7 @@ import faiss
 import numpy as np
 
 from alexnet_zoo.errors import RetrievalError
-from alexnet_zoo.retrieval.index_pca import Projection, wrap
+from alexnet_zoo.retrieval.index_pca import Projection, assemble, wrap
 from alexnet_zoo.retrieval.index_policy import new_index
 from alexnet_zoo.retrieval.vector_checks import Metric, faiss_metric
 
@@ -100,13 +100,18 @@ def gpu_parameters() -> Any:
 def filled(searched: np.ndarray, x: np.ndarray, factory: str, metric: Metric, projection: Projection | None,
            device: str, rng: np.random.Generator, size: int) -> tuple[faiss.IndexIDMap2, faiss.Index | None]:
     """(CPU index, its GPU copy or None) of ``factory`` trained on ``size`` of the ``searched``
-    vectors (those after the PCA) on ``device``, behind the PCA, filled with ``x`` under ids 0..n-1."""
+    vectors (those after the PCA) on ``device``, behind the PCA, holding row i under id i. With a
+    PCA the GPU copy is of the index behind it, wrapped again (:func:`~alexnet_zoo.retrieval.index_pca.wrap`)."""
     inner = new_index(searched.shape[1], factory, faiss_metric(metric))
     work = to_gpu(inner, factory) if device == "gpu" and gpu_supported(factory) else None
-    if not inner.is_trained:
-        (work if work is not None else inner).train(searched[np.sort(rng.choice(len(x), size, replace=False))])
     top = work if work is not None else inner
-    index = faiss.IndexIDMap2(wrap(top, projection, metric) if projection is not None else top)
+    if not inner.is_trained:
+        top.train(searched[np.sort(rng.choice(len(x), size, replace=False))])
+    if projection is not None:
+        top.add(searched)  # positions are the ids
+        cpu = from_gpu(work) if work is not None else inner
+        return assemble(cpu, projection, metric), (wrap(work, projection, metric) if work is not None else None)
+    index = faiss.IndexIDMap2(top)
     index.add_with_ids(x, np.arange(len(x), dtype=np.int64))
     if work is not None:  # keep the GPU one for searching, the CPU copy for saving and decoding
         return from_gpu(index), index

@@ -20,8 +20,8 @@ import numpy as np
 from alexnet_zoo.errors import CorruptIndex, InvalidVectors
 from alexnet_zoo.retrieval.vector_checks import Metric, check_vectors, positive_int, prepare
 
-__all__ = ["PCA_SAMPLE", "Projection", "check_chain", "learn_pca", "learn_projection", "project", "projection_of",
-           "stored_index", "wrap"]
+__all__ = ["PCA_SAMPLE", "Projection", "assemble", "check_chain", "learn_pca", "learn_projection", "project",
+           "projection_of", "stored_index", "wrap"]
 
 PCA_SAMPLE = 100_000  # training rows the covariance is taken over at most (a 4096-d covariance settles long before)
 _CHUNK = 8192  # rows of the covariance accumulated at a time: memory stays bounded at any training size
@@ -96,26 +96,44 @@ def learn_pca(x: np.ndarray, metric: Metric, dim: int, whiten: bool, train: np.n
 
 
 def project(x: np.ndarray, projection: Projection, metric: Metric) -> np.ndarray:
-    """Prepared (N, d_in) vectors in the index's space: A x + b, back to unit length for cosine."""
-    a, b = projection
-    y = np.ascontiguousarray(x @ a.T + b, dtype=np.float32)
+    """Prepared (N, d_in) vectors in the index's space: A x + b, back to unit length for cosine
+    (FAISS's own arithmetic, so the numbers are those of the vectors it adds and searches)."""
+    y = _linear(projection).apply(np.ascontiguousarray(x, dtype=np.float32))
     if metric == "cosine":
         faiss.normalize_L2(y)
     return y
 
 
-def wrap(inner: faiss.Index, projection: Projection, metric: Metric) -> faiss.IndexPreTransform:
-    """``inner`` (an index over the projected vectors) behind the projection: what the FAISS file holds."""
+def _linear(projection: Projection) -> faiss.LinearTransform:
     a, b = projection
     transform = faiss.LinearTransform(a.shape[1], a.shape[0], True)
-    faiss.copy_array_to_vector(a.ravel(), transform.A)
-    faiss.copy_array_to_vector(b, transform.b)
+    faiss.copy_array_to_vector(np.ascontiguousarray(a, dtype=np.float32).ravel(), transform.A)
+    faiss.copy_array_to_vector(np.ascontiguousarray(b, dtype=np.float32), transform.b)
     transform.is_trained = True
+    return transform
+
+
+def wrap(inner: faiss.Index, projection: Projection, metric: Metric) -> faiss.IndexPreTransform:
+    """``inner`` (an index over the projected vectors) behind the projection: what the FAISS file
+    holds, and what searches a GPU copy of ``inner`` (FAISS cannot clone an L2 normalisation, so a
+    GPU copy is made of ``inner`` alone and wrapped again)."""
     chain = faiss.IndexPreTransform(inner)
     if metric == "cosine":
-        chain.prepend_transform(faiss.NormalizationTransform(a.shape[0], 2.0))
-    chain.prepend_transform(transform)
+        chain.prepend_transform(faiss.NormalizationTransform(projection[0].shape[0], 2.0))
+    chain.prepend_transform(_linear(projection))
     return chain
+
+
+def assemble(inner: faiss.Index, projection: Projection, metric: Metric) -> faiss.IndexIDMap2:
+    """The saved form of an ``inner`` index already holding projected vectors: ids 0..n-1 over
+    :func:`wrap` (an IndexIDMap2 insists on an empty index, so the counts are handed over after)."""
+    chain = wrap(inner, projection, metric)
+    count, chain.ntotal = inner.ntotal, 0
+    index = faiss.IndexIDMap2(chain)
+    chain.ntotal = index.ntotal = count
+    faiss.copy_array_to_vector(np.arange(count, dtype=np.int64), index.id_map)
+    index.construct_rev_map()
+    return index
 
 
 def stored_index(index: faiss.IndexIDMap2, has_pca: bool) -> faiss.Index:

@@ -25,7 +25,7 @@ import numpy as np
 
 from alexnet_zoo.errors import IndexMismatch, RetrievalError
 
-from alexnet_zoo.retrieval.index_pca import Projection, stored_index, wrap
+from alexnet_zoo.retrieval.index_pca import Projection, assemble, stored_index
 from alexnet_zoo.retrieval.index_policy import new_index
 from alexnet_zoo.retrieval.vector_checks import Metric, faiss_metric
 
@@ -109,9 +109,9 @@ def _rebuilt_graph(index: faiss.IndexIDMap2, keep: np.ndarray, *, factory: str, 
     graph = stored_index(index, projection is not None)
     vectors = graph.reconstruct_n(0, graph.ntotal)[keep]
     fresh = new_index(graph.d, factory, faiss_metric(metric))
-    top = wrap(fresh, projection, metric) if projection is not None else fresh
-    rebuilt = faiss.IndexIDMap2(top)
-    fresh.add(vectors)  # the stored vectors are already in the graph's space: added under the PCA, not through it
-    top.ntotal = rebuilt.ntotal = fresh.ntotal
-    _reset_ids(rebuilt)
+    if projection is not None:  # the stored vectors are already projected: added under the PCA, not through it
+        fresh.add(vectors)
+        return assemble(fresh, projection, metric)
+    rebuilt = faiss.IndexIDMap2(fresh)
+    rebuilt.add_with_ids(vectors, np.arange(len(vectors), dtype=np.int64))
     return rebuilt
