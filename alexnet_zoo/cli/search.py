@@ -126,7 +126,7 @@ _SOURCE_HELP = ("a folder (recursive), a glob pattern, or a list file: .txt with
 
 
 def add_commands(commands: Any) -> None:
-    """Register ``extract`` and ``index build|query|dedupe`` on the CLI's subparsers."""
+    """Register ``extract`` and ``index build|query|dedupe|add|remove`` on the CLI's subparsers."""
     extract = commands.add_parser("extract", help="features of a folder / list / glob of images, as resumable shards")
     extract.add_argument("source", help=_SOURCE_HELP)
     extract.add_argument("--out", type=Path, required=True)
