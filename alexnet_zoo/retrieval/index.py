@@ -269,7 +269,7 @@ class VectorIndex:
         """Record rows added / removed since the recall was measured: recall_at_10 (and the PCA's
         recall against the original space) describe the rows of the build until it is rebuilt. An
         exact index without PCA finds the true neighbours whatever it holds, so it records nothing."""
-        if self.info["kind"] == "exact" and "pca" not in self.info or not added + removed:
+        if (self.info["kind"] == "exact" and "pca" not in self.info) or not added + removed:
             return
         since = self.info.get("changes_since_recall", {"added": 0, "removed": 0})
         self.info["changes_since_recall"] = {"added": since["added"] + added, "removed": since["removed"] + removed}
