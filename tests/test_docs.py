@@ -88,6 +88,8 @@ RULES = [
     Rule(r"alexnet-zoo extract photos/ --out feats --pretrained bvlc_in1k .*", "parse"),
     Rule(r"alexnet-zoo index build feats --out photos\.index --kind auto --memory 4GB", "parse"),
     Rule(r"alexnet-zoo index (query|dedupe) photos\.index .*", "parse"),
+    Rule(r"alexnet-zoo index build feats --out photos\.index --pca .*", "parse"),
+    Rule(r"alexnet-zoo index (add|remove) photos\.index .*", "parse"),
     # README and docs/serve.md: a server runs until stopped, so its commands are parsed; the refusal runs
     Rule(r'pip install -e "\.\[serve\]"', "skip", "the serve extra is in .[test], which .ci/run installs"),
     Rule(r"alexnet-zoo serve photos\.index --host 0\.0\.0\.0", "run", "refused before anything loads", expect=2,

@@ -158,10 +158,13 @@ def test_gpu_code_path_with_a_cpu_stand_in(monkeypatch, tmp_path):
     """faiss-gpu cannot run here: a CPU clone stands in for the GPU copy, so the orchestration
     (train and fill on the device, copy back, tuned parameters on both, search on the copy, save
     the CPU one) is exercised; the faiss-gpu calls themselves are one line each."""
+    import alexnet_zoo.retrieval.index_gpu as gpu_module
+
     moved = []
     monkeypatch.setattr(index_module, "gpu_count", lambda: 1)
-    monkeypatch.setattr(index_module, "to_gpu", lambda index, factory: moved.append(factory) or faiss.clone_index(index))
-    monkeypatch.setattr(index_module, "from_gpu", faiss.clone_index)
+    for module in (index_module, gpu_module):  # searches copy in index.py, builds train and fill in index_gpu.py
+        monkeypatch.setattr(module, "to_gpu", lambda index, factory: moved.append(factory) or faiss.clone_index(index))
+    monkeypatch.setattr(gpu_module, "from_gpu", faiss.clone_index)
     monkeypatch.setattr(index_module, "gpu_parameters", faiss.ParameterSpace)
     x = mixture(6000)
     paths = [str(i) for i in range(len(x))]
@@ -181,6 +184,18 @@ def test_gpu_code_path_with_a_cpu_stand_in(monkeypatch, tmp_path):
     np.testing.assert_array_equal(loaded.search_arrays(x[:50], 10)[1], gpu.search_arrays(x[:50], 10)[1])
     hnsw = VectorIndex.build(x[:3000], paths[:3000], kind="hnsw", queries=100)
     assert hnsw.device == "gpu" and hnsw._searcher(10) is hnsw.index and len(moved) == 2  # HNSW stays on the CPU
+    # with a PCA in front: the IVF behind it is trained and filled on the device, the whole chain copied back
+    whitened = {"kind": "ivfpq", "queries": 200, "pca": 16, "whiten": True}
+    cpu, gpu = VectorIndex.build(x, paths, device="cpu", **whitened), VectorIndex.build(x, paths, **whitened)
+    assert len(moved) == 3 and gpu.info["search_params"] == cpu.info["search_params"]
+    np.testing.assert_array_equal(gpu.search_arrays(x[:50], 10)[1], cpu.search_arrays(x[:50], 10)[1])
+    np.testing.assert_array_equal(gpu.vectors(0, 50), cpu.vectors(0, 50))
+    gpu.save(tmp_path / "pca")
+    loaded = VectorIndex.load(tmp_path / "pca", device="gpu")
+    np.testing.assert_array_equal(loaded.search_arrays(x[:50], 10)[1], cpu.search_arrays(x[:50], 10)[1])
+    assert len(moved) == 4 and loaded._gpu is not None  # the index behind the PCA copied, the PCA wrapped again
+    loaded.add(x[:5], list("abcde"))
+    assert loaded._gpu.ntotal == 6005 and {h.path for h in loaded.search(x[3], 2)[0]} == {"3", "d"}
 
 
 def test_duplicates_and_typed_errors(tmp_path):

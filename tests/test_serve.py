@@ -326,3 +326,17 @@ def test_the_command_serves_until_stopped(served):
         process.terminate()
         _, err = process.communicate(timeout=60)
     assert "alexnet-zoo serve: loading the index" in err and "ready:" in err  # the start-up progress lines
+
+
+def test_an_index_with_pca_whitening_is_served_through_it(served, tmp_path):
+    """Pictures and ids are searched through the index's PCA: an upload is projected like the
+    indexed vectors, a neighbour by id is searched by its stored (projected) vector."""
+    _, weights, paths, extractor = served
+    index = VectorIndex.build(extractor(paths), paths, meta=extractor.info(), pca=5, whiten=True)
+    index.save(tmp_path / "ix")
+    with TestClient(create_app(tmp_path / "ix", pretrained=str(weights), device="cpu", progress=False)) as c:
+        copy = len(paths) - 1
+        near = c.get(f"/api/neighbours/{copy}", params={"k": 3}).json()
+        assert near["results"][0]["id"] == 1 and near["results"][0]["score"] > 0.9999  # the copy's original
+        assert copy not in [h["id"] for h in near["results"]] and len(near["results"]) == 3
+        assert_serving(c, paths)

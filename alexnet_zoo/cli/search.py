@@ -1,5 +1,5 @@
 """The ``extract`` and ``index build|query`` commands of ``alexnet-zoo`` (``index dedupe`` is
-:mod:`alexnet_zoo.cli.dedupe`'s).
+:mod:`alexnet_zoo.cli.dedupe`'s, ``index add|remove`` :mod:`alexnet_zoo.cli.index_update`'s).
 
 Argument parsing and printing only: the work is :mod:`alexnet_zoo.retrieval`'s (extraction, the
 index, queries, grids), so ``cli/main.py`` only registers these commands.
@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from alexnet_zoo.cli.dedupe import add_dedupe_command
+from alexnet_zoo.cli.index_update import add_update_commands, pca_train_vectors, recall_line
 from alexnet_zoo.cli.options import bounded_int, device_arg
 from alexnet_zoo.data.batching import LOADER_HELP, LOADER_MODES
 from alexnet_zoo.eval.precision import PRECISIONS
@@ -76,13 +77,18 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
+    if args.pca is None and (args.whiten or args.pca_train is not None):
+        raise ValueError("--whiten and --pca-train need --pca D, the dimensions to project to")
     vectors, paths, manifest = read_features(args.features)
+    train = pca_train_vectors(args.pca_train, manifest) if args.pca_train is not None else None
     index = VectorIndex.build(vectors, paths, kind=args.kind, metric=args.metric, memory=args.memory,
-                              meta=provenance(manifest), device=args.device)
+                              meta=provenance(manifest), device=args.device, pca=args.pca, whiten=args.whiten,
+                              pca_train=train)
     index.save(args.out)
     info = index.info
-    print(f"{_show(args.features)} -> {_show(args.out)}: {info['factory']} over {info['count']} vectors, "
-          f"1-recall@10 {info['recall_at_10']:.3f}, {info['bytes_per_vector']} bytes/vector")
+    pca = f"PCA{'-whitened' if args.whiten else ''} to {args.pca} dims, " if args.pca is not None else ""
+    print(f"{_show(args.features)} -> {_show(args.out)}: {pca}{info['factory']} over {info['count']} vectors, "
+          f"{recall_line(info)}, {info['bytes_per_vector']} bytes/vector")
     return 0
 
 
@@ -123,7 +129,7 @@ _SOURCE_HELP = ("a folder (recursive), a glob pattern, or a list file: .txt with
 
 
 def add_commands(commands: Any) -> None:
-    """Register ``extract`` and ``index build|query|dedupe`` on the CLI's subparsers."""
+    """Register ``extract`` and ``index build|query|dedupe|add|remove`` on the CLI's subparsers."""
     extract = commands.add_parser("extract", help="features of a folder / list / glob of images, as resumable shards; "
                                                   "rerun on a finished --out to add the source's new pictures")
     extract.add_argument("source", help=_SOURCE_HELP)
@@ -150,7 +156,8 @@ def add_commands(commands: Any) -> None:
     extract.add_argument("--quiet", action="store_true", help="no progress bar")
     extract.set_defaults(run=_extract)
 
-    index = commands.add_parser("index", help="build, query and dedupe a FAISS index of extracted features")
+    index = commands.add_parser("index", help="build, query, dedupe, add to and remove from a FAISS index of "
+                                              "extracted features")
     isub = index.add_subparsers(dest="index_command", required=True)
     build = isub.add_parser("build", help="index a features folder")
     build.add_argument("features", type=Path)
@@ -161,6 +168,13 @@ def add_commands(commands: Any) -> None:
     build.add_argument("--memory", type=_memory, default="4GB", help="memory budget for the index, e.g. 4GB")
     build.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                        help="auto: train and fill exact / IVF indexes on a GPU when faiss-gpu sees one")
+    build.add_argument("--pca", type=bounded_int(1), default=None, metavar="D",
+                       help="project to D dimensions first (PCA; at most the vectors' dim and their count)")
+    build.add_argument("--whiten", action="store_true", help="with --pca: PCA whitening (each direction to unit "
+                                                             "variance, Babenko et al. 2014)")
+    build.add_argument("--pca-train", type=Path, default=None, metavar="FOLDER_OR_NPY",
+                       help="with --pca: learn it on these features (a features folder of the same model / layer, or "
+                            "an (N, dim) .npy) instead of the indexed ones")
     build.set_defaults(run=_build)
     query = isub.add_parser("query", help="nearest indexed images of query images",
                             epilog="exit status 1: some queries had a zero vector (no results; listed on stderr)")
@@ -178,3 +192,4 @@ def add_commands(commands: Any) -> None:
                             "(default: the best device here)")
     query.set_defaults(run=_query)
     add_dedupe_command(isub)
+    add_update_commands(isub)

@@ -10,8 +10,9 @@ so a folder built from other vectors is refused on load. Where faiss sees a GPU,
 indexes are trained, filled and searched on it and copied back to the CPU for saving
 (:mod:`~alexnet_zoo.retrieval.index_gpu`; ``device="cpu"`` opts out). The folder format and its
 crash safety are :mod:`~alexnet_zoo.retrieval.index_folder`'s, near-duplicates
-:mod:`~alexnet_zoo.retrieval.index_dedupe`'s. This module, like them, works on numpy arrays only
-and does not import torch.
+:mod:`~alexnet_zoo.retrieval.index_dedupe`'s, PCA (whitening) in front of the index
+:mod:`~alexnet_zoo.retrieval.index_pca`'s, removing rows :mod:`~alexnet_zoo.retrieval.index_update`'s.
+This module, like them, works on numpy arrays only and does not import torch.
 """
 
 from __future__ import annotations
@@ -26,39 +27,32 @@ from typing import Any
 import faiss
 import numpy as np
 
-from alexnet_zoo.errors import InvalidVectors, RetrievalError, ZeroQuery
+from alexnet_zoo.errors import IndexMismatch, InvalidVectors, RetrievalError
 from alexnet_zoo.retrieval.index_dedupe import DEDUPE_BLOCK, duplicate_groups, duplicate_pairs
 from alexnet_zoo.retrieval.index_folder import FORMAT, read_folder, recover, tidy, write_folder
 from alexnet_zoo.retrieval.index_gpu import (
     GPU_MAX_K,
     Device,
-    from_gpu,
+    filled,
     gpu_count,
     gpu_parameters,
     gpu_supported,
     resolve_device,
     to_gpu,
 )
-from alexnet_zoo.retrieval.index_policy import (
-    KINDS,
-    Kind,
-    choose_factory,
-    kind_of,
-    new_index,
-    parse_size,
-    training_size,
-)
+from alexnet_zoo.retrieval.index_pca import Projection, learn_pca, project, projection_of, stored_index, wrap
+from alexnet_zoo.retrieval.index_policy import KINDS, Kind, choose_factory, kind_of, parse_size, training_size
 from alexnet_zoo.retrieval.index_tuning import TARGET_RECALL, heldout_recall, sample_rows, search_grid, tune
+from alexnet_zoo.retrieval.index_update import check_source, remove_rows, rows_of, unseen_rows
 from alexnet_zoo.retrieval.vector_checks import (
     MAX_DIM,
     METRICS,
     Metric,
     check_paths,
     check_vectors,
-    faiss_metric,
     positive_int,
     prepare,
-    zero_rows,
+    refuse_zero,
 )
 
 __all__ = ["META_LIMIT", "SearchHit", "VectorIndex"]
@@ -67,7 +61,7 @@ __all__ = ["META_LIMIT", "SearchHit", "VectorIndex"]
 _IDENTITY = ("model", "weights", "layer", "pool", "dim")
 # info.json's own fields: what the index measures and names; a caller's identity cannot replace them
 _OWN = ("format", "factory", "dim", "metric", "count", "kind", "search_params", "recall_at_10", "recall_queries",
-        "build_seconds", "bytes_per_vector", "files")
+        "build_seconds", "bytes_per_vector", "files", "pca", "changes_since_recall")
 # the identity a caller hands build(): provenance is a few kB (shards.provenance of a manifest); a whole
 # manifest with a long failure list would make an info.json the loader then refuses (INFO_LIMIT)
 META_LIMIT = 1 << 20
@@ -105,8 +99,9 @@ class VectorIndex:
         factory = self.info.get("factory", "")
         if self.device != "gpu" or not gpu_supported(factory) or k > GPU_MAX_K or self._gpu_failed:
             return self.index
-        if self._gpu is None:
-            self._gpu = to_gpu(self.index, factory)
+        if self._gpu is None:  # with a PCA: a copy of the index behind it, wrapped again (see index_pca.wrap)
+            copy = to_gpu(self._stored() if "pca" in self.info else self.index, factory)
+            self._gpu = wrap(copy, self._projection(), self.info["metric"]) if copy and "pca" in self.info else copy
             self._gpu_failed = self._gpu is None
             if self._gpu is not None:
                 self._apply(self.info.get("search_params", {}))
@@ -122,12 +117,15 @@ class VectorIndex:
     def build(cls, vectors: np.ndarray, paths: list[str], *, kind: Kind = "auto", metric: Metric = "cosine",
               memory: int | str | None = None, meta: dict[str, Any] | None = None, queries: int = 500,
               train_size: int = 100_000, seed: int = 0, target_recall: float = TARGET_RECALL,
-              device: Device | str | None = "auto") -> VectorIndex:
+              device: Device | str | None = "auto", pca: int | None = None, whiten: bool = False,
+              pca_train: np.ndarray | None = None) -> VectorIndex:
         """Index ``vectors`` (row i = ``paths[i]``, id i). ``meta``: the vectors' identity (model /
         weights / layer / preprocessing ...), stored in info.json as given, except the fields the
         index writes itself. Approximate kinds are trained on a sample and tuned on ``queries``
         held-out rows against exact search. On a GPU device (:func:`resolve_device`) exact and IVF
-        kinds are trained and filled there, then copied back to the CPU."""
+        kinds are trained and filled there, then copied back to the CPU. ``pca``: project to that
+        many dimensions first (``whiten``: PCA whitening), learned on ``pca_train`` when given,
+        else on ``vectors`` (:mod:`~alexnet_zoo.retrieval.index_pca`)."""
         device = resolve_device(device, gpus=gpu_count())
         if metric not in METRICS:
             raise ValueError(f"metric must be 'cosine' or 'l2', got {metric!r}")
@@ -137,6 +135,8 @@ class VectorIndex:
         if isinstance(target_recall, bool) or not isinstance(target_recall, (int, float)) \
                 or not 0 < target_recall <= 1:
             raise ValueError(f"target_recall must be in (0, 1], got {target_recall!r}")
+        if pca is None and (whiten or pca_train is not None):
+            raise ValueError("whiten and pca_train need pca=D, the dimensions to project to")
         _check_meta(meta)
         x = check_vectors(vectors, None, "vectors")
         paths = check_paths(paths, "vectors")
@@ -148,26 +148,22 @@ class VectorIndex:
         if dim > MAX_DIM:
             raise InvalidVectors(f"vectors of dim {dim}: at most {MAX_DIM} is supported")
         x = prepare(x, metric)
-        factory = choose_factory(n, dim, kind, parse_size(memory) if memory is not None else None)
+        projection, pca_info = (None, None) if pca is None else learn_pca(x, metric, pca, whiten, pca_train, seed)
+        searched = x if projection is None else project(x, projection, metric)  # the vectors as the index sees them
+        factory = choose_factory(n, searched.shape[1], kind, parse_size(memory) if memory is not None else None)
         size = training_size(n, factory, kind, train_size)
         start = time.perf_counter()
-        inner = new_index(dim, factory, faiss_metric(metric))
         rng = np.random.default_rng(seed)
-        work = to_gpu(inner, factory) if device == "gpu" and gpu_supported(factory) else None
-        if not inner.is_trained:
-            sample = x[np.sort(rng.choice(n, size, replace=False))]
-            (work if work is not None else inner).train(sample)
-        index = faiss.IndexIDMap2(work if work is not None else inner)
-        index.add_with_ids(x, np.arange(n, dtype=np.int64))
-        gpu_index = None
-        if work is not None:  # keep the GPU one for searching, the CPU copy for saving and decoding
-            gpu_index, index = index, from_gpu(index)
+        index, gpu_index = filled(searched, x, factory, metric, projection, device, rng, size)
         info = {"format": FORMAT, **{k: v for k, v in (meta or {}).items() if k not in _OWN},
                 "factory": factory, "dim": dim, "metric": metric, "count": n, "kind": kind_of(factory)}
         self = cls(index, paths, info, device=device)
         self._gpu = gpu_index
-        self.info["search_params"] = self._tune(x, rng, queries, target_recall) if factory != "Flat" else {}
-        self.info["recall_at_10"] = self._measure(x, rng, queries) if factory != "Flat" else 1.0
+        space = None if projection is None else searched
+        self.info["search_params"] = self._tune(x, rng, queries, target_recall, space) if factory != "Flat" else {}
+        self.info["recall_at_10"] = self._measure(x, rng, queries, space) if factory != "Flat" else 1.0
+        if pca_info is not None:  # the whole pipeline, PCA included, against exact search of the original vectors
+            self.info["pca"] = {**pca_info, "recall_at_10_original": self._measure(x, rng, queries)}
         self.info["recall_queries"] = min(queries, n)
         self.info["build_seconds"] = round(time.perf_counter() - start, 3)
         self.info["bytes_per_vector"] = round(self._bytes() / n, 1)
@@ -183,17 +179,27 @@ class VectorIndex:
             if self._gpu is not None:
                 gpu_parameters().set_index_parameter(self._gpu, name, min(value, GPU_MAX_K))
 
-    def _tune(self, x: np.ndarray, rng: np.random.Generator, queries: int, target: float) -> dict[str, int]:
-        """The cheapest nprobe / efSearch whose recall on a tuning sample reaches ``target``."""
+    def _tune(self, x: np.ndarray, rng: np.random.Generator, queries: int, target: float,
+              space: np.ndarray | None) -> dict[str, int]:
+        """The cheapest nprobe / efSearch whose recall on a tuning sample reaches ``target``, against
+        exact search in the space the index searches (``space``: the vectors after its PCA)."""
         ids = sample_rows(len(x), rng, queries)
-        nlist = 0 if self.info["kind"] == "hnsw" else \
-            faiss.extract_index_ivf(faiss.downcast_index(self.index.index)).nlist
+        nlist = 0 if self.info["kind"] == "hnsw" else faiss.extract_index_ivf(self._stored()).nlist
         return tune(search_grid(self.info["kind"], nlist), target, len(ids), apply=self._apply,
-                    recall=lambda: heldout_recall(x, ids, self.info["metric"], self._knn))
+                    recall=lambda: heldout_recall(x, ids, self.info["metric"], self._knn, space))
 
-    def _measure(self, x: np.ndarray, rng: np.random.Generator, queries: int) -> float:
-        """Recall on a fresh sample (not the one the parameters were tuned on)."""
-        return round(heldout_recall(x, sample_rows(len(x), rng, queries), self.info["metric"], self._knn), 4)
+    def _measure(self, x: np.ndarray, rng: np.random.Generator, queries: int, space: np.ndarray | None = None
+                 ) -> float:
+        """Recall on a fresh sample (not the one the parameters were tuned on), against exact
+        search over ``space`` (default: the original vectors ``x``)."""
+        return round(heldout_recall(x, sample_rows(len(x), rng, queries), self.info["metric"], self._knn, space), 4)
+
+    def _stored(self) -> faiss.Index:
+        """The index that holds the vectors as searched (under the ids, and under the PCA if any)."""
+        return stored_index(self.index, "pca" in self.info)
+
+    def _projection(self) -> Projection | None:
+        return projection_of(self.index) if "pca" in self.info else None
 
     # ---- adding and searching ----------------------------------------------------------------
 
@@ -206,50 +212,112 @@ class VectorIndex:
         return int(self.index.d)
 
     def add(self, vectors: np.ndarray, paths: list[str]) -> np.ndarray:
-        """Append vectors; returns their ids (the next free ones: ids never change)."""
+        """Append vectors (through the PCA, when the index has one); returns their ids (the next
+        free ones: ids never change on adding). The stored recall is then marked stale (see
+        :meth:`_changed`)."""
         x = prepare(check_vectors(vectors, self.dim, "added vectors"), self.info["metric"])
         paths = check_paths(paths, "added vectors")
         if len(paths) != len(x):
             raise InvalidVectors(f"{len(x)} vectors but {len(paths)} paths")
         ids = np.arange(len(self.paths), len(self.paths) + len(x), dtype=np.int64)
         self.index.add_with_ids(x, ids)
-        if self._gpu is not None:
+        if self._gpu is not None and "pca" in self.info:
+            self._gpu.add(x)  # the copy behind the PCA has no id map: its positions are the ids
+        elif self._gpu is not None:
             self._gpu.add_with_ids(x, ids)
         self.paths += list(paths)
         self.info["count"] = self.count
+        self._changed(added=len(x))
         return ids
+
+    def add_new(self, vectors: np.ndarray, paths: list[str], *, meta: dict[str, Any] | None = None
+                ) -> tuple[np.ndarray, int]:
+        """:meth:`add` the rows whose path the index does not hold yet (nor an earlier row of the
+        same call); returns (their ids, how many were skipped). ``meta``: the new vectors'
+        identity (``shards.provenance`` of their manifest), refused unless it is the index's."""
+        x = check_vectors(vectors, None, "added vectors")
+        paths = check_paths(paths, "added vectors")
+        if x.shape[1] != self.dim:
+            raise IndexMismatch(f"the new vectors have dim {x.shape[1]}, the index holds dim {self.dim}")
+        if meta is not None:
+            _check_meta(meta)
+            check_source(meta, self.info, _OWN)
+        if len(paths) != len(x):
+            raise InvalidVectors(f"{len(x)} vectors but {len(paths)} paths")
+        rows = unseen_rows(paths, self.paths)
+        ids = self.add(x[rows], [paths[r] for r in rows]) if rows else np.zeros(0, np.int64)
+        return ids, len(paths) - len(rows)
+
+    def remove(self, paths: list[str]) -> int:
+        """Remove every row of these paths; returns how many. Ids are row numbers, so the rows after
+        a removed one are renumbered (the index is then the one a build over the remaining rows, in
+        order, with the same training, would be: :mod:`~alexnet_zoo.retrieval.index_update`). A path
+        the index lacks, or a removal that would leave it empty, is refused before any change."""
+        rows = rows_of(self.paths, check_paths(paths, "removed paths"))
+        if len(rows):
+            self.index = remove_rows(self.index, rows, factory=self.info["factory"], kind=self.info["kind"],
+                                     metric=self.info["metric"], projection=self._projection())
+            self._apply(self.info.get("search_params", {}))
+            self._gpu, self._gpu_failed = None, False  # a fresh GPU copy of the new rows on the next search
+            gone = set(rows.tolist())
+            self.paths = [p for i, p in enumerate(self.paths) if i not in gone]
+            self.info["count"] = self.count
+            self._changed(removed=len(rows))
+        return len(rows)
+
+    def _changed(self, added: int = 0, removed: int = 0) -> None:
+        """Record rows added / removed since the recall was measured: recall_at_10 (and the PCA's
+        recall against the original space) describe the rows of the build until it is rebuilt. An
+        exact index without PCA finds the true neighbours whatever it holds, so it records nothing."""
+        if (self.info["kind"] == "exact" and "pca" not in self.info) or not added + removed:
+            return
+        since = self.info.get("changes_since_recall", {"added": 0, "removed": 0})
+        self.info["changes_since_recall"] = {"added": since["added"] + added, "removed": since["removed"] + removed}
 
     def search_arrays(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids), each (Q, min(k, count)), best first; missing hits are id -1. A zero query
-        of a cosine index raises :class:`ZeroQuery` (it has no direction: any hits would be arbitrary)."""
+        of a cosine index raises :class:`ZeroQuery` (it has no direction: any hits would be arbitrary).
+        Queries are in the vectors' own space: the index applies its PCA, if any."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be an integer >= 1, got {k!r}")
-        q = check_vectors(queries, self.dim, "queries")
-        if self.info["metric"] == "cosine":
-            zero = zero_rows(q)
-            if zero.size:
-                raise ZeroQuery(f"queries: rows {zero[:10].tolist()} are zero vectors ({zero.size} of {len(q)}); a "
-                                "zero vector has no cosine with anything, so its hits would be arbitrary (the "
-                                "layer's activations are all zero for that picture: try another layer)",
-                                zero.tolist())
+        q = refuse_zero(check_vectors(queries, self.dim, "queries"), self.info["metric"])
         return self._knn(prepare(q, self.info["metric"]), int(k))
 
     def search(self, queries: np.ndarray, k: int = 10) -> list[list[SearchHit]]:
         """The k nearest (k capped at the index size) of each query, best first, -1 hits dropped."""
-        scores, ids = self.search_arrays(queries, k)
+        return self._hits(*self.search_arrays(queries, k))
+
+    def search_ids(self, ids: list[int], k: int = 10) -> list[list[SearchHit]]:
+        """The k nearest of indexed vectors given by id (each is among its own hits), searched as
+        they are stored: after the PCA, when the index has one (:meth:`vectors`)."""
+        k = positive_int(k, "k")
+        bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < self.count]
+        if bad:
+            raise ValueError(f"ids must be integers from 0 to {self.count - 1}, got {bad[:5]}")
+        ids = [int(i) for i in ids]
+        stored = np.concatenate([self._decode(i, i + 1) for i in ids]) if ids else np.zeros((0, self.dim), np.float32)
+        if "pca" not in self.info:
+            return self.search(stored, k)
+        q = prepare(refuse_zero(stored, self.info["metric"]), self.info["metric"])
+        return self._hits(*self._stored().search(q, min(k, self.count)))
+
+    def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[list[SearchHit]]:
         return [[SearchHit(int(i), self.paths[int(i)], float(s)) for s, i in zip(srow, irow) if i >= 0]
                 for srow, irow in zip(scores, ids)]
 
     def _decode(self, lo: int, hi: int) -> np.ndarray:
         """Stored vectors of ids ``lo..hi-1`` in one call (exact for Flat and HNSW, decoded
-        approximations for PQ). Ids are row numbers, so the inner index's positions are the ids
-        and its ``reconstruct_n`` applies (IVF: one pass over the lists, no direct map; PCA undone)."""
+        approximations for PQ; after the index's PCA, when it has one). Ids are row numbers, so the
+        stored index's positions are the ids and its ``reconstruct_n`` applies (IVF: one pass over
+        the lists, no direct map; a PCAR of an IVF-PQ factory undone)."""
+        stored = self._stored()
         if hi <= lo:
-            return np.zeros((0, self.dim), np.float32)
-        return faiss.downcast_index(self.index.index).reconstruct_n(lo, hi - lo)
+            return np.zeros((0, stored.d), np.float32)
+        return stored.reconstruct_n(lo, hi - lo)
 
     def vectors(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """The stored vectors of ids ``start..stop-1`` (all by default), see :meth:`_decode`."""
+        """The stored vectors of ids ``start..stop-1`` (all by default), see :meth:`_decode`: of the
+        index's PCA dimension when it has one (search them with :meth:`search_ids`)."""
         stop = self.count if stop is None else min(stop, self.count)
         return self._decode(start, stop)
 
@@ -259,11 +327,17 @@ class VectorIndex:
 
         The stored vectors are decoded ``block`` at a time and searched against the index, so memory
         stays bounded and a million vectors take minutes (:mod:`~alexnet_zoo.retrieval.index_dedupe`):
-        exact and IVF indexes by a range search, HNSW by the ``k`` nearest of each vector."""
+        exact and IVF indexes by a range search, HNSW by the ``k`` nearest of each vector. With a PCA
+        the cosines are those after it (whitened, if so built), searched under it."""
         if self.info["metric"] != "cosine":
             raise RetrievalError(f"near-duplicates need a cosine index; this one is {self.info['metric']}")
+        if "pca" in self.info:
+            stored = self._stored()
+            range_search, knn = stored.range_search, lambda q, k: stored.search(q, min(k, self.count))
+        else:
+            range_search, knn = self.index.range_search, self._knn
         return duplicate_pairs(self.count, self.info["kind"], threshold, decode=self._decode,
-                               range_search=self.index.range_search, knn=self._knn, k=k, block=block)
+                               range_search=range_search, knn=knn, k=k, block=block)
 
     def groups(self, threshold: float = 0.95, k: int = 10, *, grouping: str = "connected",
                block: int = DEDUPE_BLOCK) -> list[list[tuple[int, float]]]:

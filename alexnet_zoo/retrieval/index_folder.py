@@ -28,6 +28,7 @@ import numpy as np
 
 from alexnet_zoo.errors import CorruptIndex, IndexMismatch, RetrievalError
 from alexnet_zoo.paths import read_bounded
+from alexnet_zoo.retrieval.index_pca import check_chain
 from alexnet_zoo.retrieval.index_policy import KINDS, kind_of
 from alexnet_zoo.retrieval.path_lists import read_legacy_path_list, read_path_list, write_path_list
 from alexnet_zoo.retrieval.vector_checks import MAX_DIM, METRICS
@@ -95,7 +96,24 @@ def parse_info(data: bytes, source: str | os.PathLike = INFO_FILE) -> dict[str, 
         raise bad("files", "{\"index\": \"index.<id>.faiss\", \"paths\": \"paths.<id>.jsonl\"} (one 16-hex id, "
                   "no folders)", info["files"])
     _check_provenance(info, bad)
+    _check_updates(info, bad)
     return {**info, "kind": kind, "search_params": dict(params)}
+
+
+def _check_updates(info: dict[str, Any], bad: Callable[[str, str, Any], CorruptIndex]) -> None:
+    """``pca`` (the projection in front of the index) and ``changes_since_recall``, where present."""
+    pca = info.get("pca")
+    if "pca" in info and not (isinstance(pca, dict) and _is_int(pca.get("dim"), 1, info["dim"])
+                              and pca.get("whiten") in (True, False) and isinstance(pca.get("whiten"), bool)
+                              and _is_int(pca.get("trained_on"), pca["dim"], 2 ** 48)
+                              and pca.get("train") in ("indexed", "separate")
+                              and _is_number(pca.get("recall_at_10_original", 1), 0, 1)):
+        raise bad("pca", f"an object with dim (1..{info['dim']}), whiten (true / false), trained_on (>= dim), "
+                  "train ('indexed' / 'separate') and recall_at_10_original (0..1)", pca)
+    since = info.get("changes_since_recall")
+    if "changes_since_recall" in info and not (isinstance(since, dict) and set(since) == {"added", "removed"}
+                                               and all(_is_int(v, 0, 2 ** 48) for v in since.values())):
+        raise bad("changes_since_recall", "an object of added and removed counts (integers >= 0)", since)
 
 
 def _files_ok(files: Any) -> bool:
@@ -139,6 +157,11 @@ def check_index(index: faiss.Index, info: dict[str, Any], source: Path) -> None:
     if not isinstance(index, faiss.IndexIDMap2):
         raise CorruptIndex(f"{source}: a {type(index).__name__}; expected the IndexIDMap2 `index build` writes")
     inner = faiss.downcast_index(index.index)
+    if "pca" in info:
+        inner = check_chain(inner, info["pca"], info["dim"], info["metric"], source)
+    elif isinstance(inner, faiss.IndexPreTransform) and not isinstance(
+            faiss.downcast_VectorTransform(inner.chain.at(0)), faiss.PCAMatrix):  # an IVF-PQ factory's PCAR is one
+        raise CorruptIndex(f"{source}: a transform in front of the index that {INFO_FILE} names no \"pca\" for")
     kind = ("exact" if isinstance(inner, faiss.IndexFlat) else "hnsw" if isinstance(inner, faiss.IndexHNSW)
             else "ivfpq" if faiss.try_extract_index_ivf(inner) is not None else "other")
     if index.ntotal != info["count"] or index.d != info["dim"] or index.metric_type != expected_metric \

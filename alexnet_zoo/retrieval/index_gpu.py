@@ -3,7 +3,7 @@
 
 Exact and IVF indexes are trained, filled and searched on the GPU and copied back to the CPU for
 saving; HNSW graphs stay on the CPU. A faiss-cpu build, or a machine whose CUDA driver is missing,
-simply counts no GPU. numpy-free and torch-free: faiss only.
+simply counts no GPU. Torch-free: faiss and numpy only.
 """
 
 from __future__ import annotations
@@ -12,11 +12,15 @@ import warnings
 from typing import Any, Literal
 
 import faiss
+import numpy as np
 
 from alexnet_zoo.errors import RetrievalError
+from alexnet_zoo.retrieval.index_pca import Projection, assemble, wrap
+from alexnet_zoo.retrieval.index_policy import new_index
+from alexnet_zoo.retrieval.vector_checks import Metric, faiss_metric
 
-__all__ = ["GPU_MAX_K", "Device", "from_gpu", "gpu_count", "gpu_parameters", "gpu_supported", "resolve_device",
-           "to_gpu"]
+__all__ = ["GPU_MAX_K", "Device", "filled", "from_gpu", "gpu_count", "gpu_parameters", "gpu_supported",
+           "resolve_device", "to_gpu"]
 
 Device = Literal["auto", "cpu", "gpu"]
 GPU_MAX_K = 2048  # faiss-gpu's k-selection limit (k and nprobe); larger searches run on the CPU copy
@@ -91,3 +95,24 @@ def from_gpu(index: faiss.Index) -> faiss.Index:
 def gpu_parameters() -> Any:
     """The parameter setter of GPU indexes (nprobe through their IDMap / PCA layers)."""
     return faiss.GpuParameterSpace()
+
+
+def filled(searched: np.ndarray, x: np.ndarray, factory: str, metric: Metric, projection: Projection | None,
+           device: str, rng: np.random.Generator, size: int) -> tuple[faiss.IndexIDMap2, faiss.Index | None]:
+    """(CPU index, its GPU copy or None) of ``factory`` trained on ``size`` of the ``searched``
+    vectors (those after the PCA) on ``device``, behind the PCA, holding row i under id i. With a
+    PCA the GPU copy is of the index behind it, wrapped again (:func:`~alexnet_zoo.retrieval.index_pca.wrap`)."""
+    inner = new_index(searched.shape[1], factory, faiss_metric(metric))
+    work = to_gpu(inner, factory) if device == "gpu" and gpu_supported(factory) else None
+    top = work if work is not None else inner
+    if not inner.is_trained:
+        top.train(searched[np.sort(rng.choice(len(x), size, replace=False))])
+    if projection is not None:
+        top.add(searched)  # positions are the ids
+        cpu = from_gpu(work) if work is not None else inner
+        return assemble(cpu, projection, metric), (wrap(work, projection, metric) if work is not None else None)
+    index = faiss.IndexIDMap2(top)
+    index.add_with_ids(x, np.arange(len(x), dtype=np.int64))
+    if work is not None:  # keep the GPU one for searching, the CPU copy for saving and decoding
+        return from_gpu(index), index
+    return index, None

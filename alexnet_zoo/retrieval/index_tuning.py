@@ -39,12 +39,15 @@ def sample_rows(n: int, rng: np.random.Generator, queries: int) -> np.ndarray:
     return np.sort(rng.choice(n, min(queries, n), replace=False))
 
 
-def heldout_recall(x: np.ndarray, ids: np.ndarray, metric: Metric, knn: Knn) -> float:
+def heldout_recall(x: np.ndarray, ids: np.ndarray, metric: Metric, knn: Knn, space: np.ndarray | None = None
+                   ) -> float:
     """1-recall@10 of rows ``ids`` of the indexed (prepared) ``x`` used as queries through ``knn``,
-    their own row excluded from both sides."""
+    their own row excluded from both sides. The truth is exact search over ``space`` (the same rows
+    as another index sees them: after its PCA), or over ``x`` itself."""
     if len(x) < 2:
         return 1.0  # no other vector to find
-    _, truth = faiss.knn(x[ids], x, min(2, len(x)), metric=faiss_metric(metric))
+    space = x if space is None else space
+    _, truth = faiss.knn(space[ids], space, min(2, len(space)), metric=faiss_metric(metric))
     first = np.where(truth[:, 0] == ids, truth[:, -1], truth[:, 0])
     _, found = knn(x[ids], 11)
     found = [[f for f in row if f != q][:10] for row, q in zip(found, ids)]

@@ -13,10 +13,10 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
-from alexnet_zoo.errors import InvalidVectors
+from alexnet_zoo.errors import InvalidVectors, ZeroQuery
 
 __all__ = ["MAX_DIM", "METRICS", "Metric", "check_paths", "check_vectors", "faiss_metric", "positive_int", "prepare",
-           "zero_rows"]
+           "refuse_zero", "zero_rows"]
 
 Metric = Literal["cosine", "l2"]
 METRICS = ("cosine", "l2")
@@ -41,6 +41,16 @@ def zero_rows(x: np.ndarray) -> np.ndarray:
     """The rows of (N, dim) vectors that are all zero: no direction, so no cosine ranking."""
     x = np.asarray(x)
     return np.flatnonzero(~(x != 0).any(axis=1)) if x.ndim == 2 and x.shape[1] else np.arange(len(x))
+
+
+def refuse_zero(q: np.ndarray, metric: Metric) -> np.ndarray:
+    """``q``, unless a cosine index is asked about zero vectors: :class:`ZeroQuery` naming the rows."""
+    zero = zero_rows(q) if metric == "cosine" else np.zeros(0, np.int64)
+    if zero.size:
+        raise ZeroQuery(f"queries: rows {zero[:10].tolist()} are zero vectors ({zero.size} of {len(q)}); a zero "
+                        "vector has no cosine with anything, so its hits would be arbitrary (the layer's "
+                        "activations are all zero for that picture: try another layer)", zero.tolist())
+    return q
 
 
 def prepare(x: np.ndarray, metric: Metric) -> np.ndarray:

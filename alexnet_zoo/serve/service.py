@@ -66,6 +66,10 @@ class Service:
         with self._search_lock:
             return self.index.search(vectors, k)
 
+    def _search_ids(self, item: int, k: int) -> list[list[SearchHit]]:
+        with self._search_lock:  # by the stored vector, in the index's own space (after its PCA, if any)
+            return self.index.search_ids([item], k)
+
     async def by_picture(self, picture: torch.Tensor, k: int) -> list[SearchHit]:
         """The k nearest indexed pictures of a decoded upload (uint8 RGB (3, H, W))."""
         prepared = await asyncio.to_thread(self.extractor.prepare, picture)
@@ -83,7 +87,7 @@ class Service:
         if self.index.info["metric"] == "cosine" and zero_rows(vector).size:
             raise ApiError(422, "zero_vector", f"indexed picture {item} has a zero vector: it has no neighbours",
                            "the id of a picture with non-zero features")
-        hits = (await asyncio.to_thread(self._search, vector, k + 1))[0]
+        hits = (await asyncio.to_thread(self._search_ids, item, k + 1))[0]
         return [h for h in hits if h.id != item][:k]
 
     async def groups(self, threshold: float, grouping: str) -> tuple[int, list[Group]]:
