@@ -313,6 +313,36 @@ def weights(tmp_path_factory):
     return save_pretrained(alexnet(), tmp_path_factory.mktemp("w") / "random-seed0")
 
 
+
+def test_extract_again_then_index_add_keeps_the_index_in_step_with_its_folder(weights, tmp_path, capsys):
+    """The whole growth loop: pictures join and leave a folder; extract (incremental) + index add
+    give the index a rebuild of the final folder would give."""
+    source = tmp_path / "pics"
+    made = generated(source, n=6, seed=4)
+    feats, ix = tmp_path / "feats", tmp_path / "ix"
+    extract = ["extract", str(source), "--out", str(feats), "--pretrained", str(weights), "--layer", "pool5",
+               "--workers", "0", "--quiet"]
+    assert main(extract) == 0
+    assert main(["index", "build", str(feats), "--out", str(ix), "--kind", "exact"]) == 0
+    made[2].unlink()
+    generated(tmp_path / "more", n=2, seed=5)[0].rename(source / "zz-new.png")
+    assert main(extract) == 0
+    capsys.readouterr()
+    assert main(["index", "add", str(ix), str(feats)]) == 0
+    assert "added 1 vectors, skipped 5 already indexed, removed 1 gone from the source; 6 vectors" in \
+        capsys.readouterr().out
+    assert main(["index", "add", str(ix), str(feats)]) == 0  # again: nothing to do
+    assert "added 0 vectors, skipped 6 already indexed, removed 0 gone from the source" in capsys.readouterr().out
+    updated = VectorIndex.load(ix)
+    fresh = tmp_path / "fresh"
+    assert main(["extract", str(source), "--out", str(tmp_path / "fresh.feats"), *extract[4:]]) == 0
+    assert main(["index", "build", str(tmp_path / "fresh.feats"), "--out", str(fresh), "--kind", "exact"]) == 0
+    rebuilt = VectorIndex.load(fresh)
+    assert sorted(updated.paths) == rebuilt.paths and str(made[2]) not in updated.paths
+    order = [updated.paths.index(p) for p in rebuilt.paths]
+    np.testing.assert_allclose(updated.vectors()[order], rebuilt.vectors(), rtol=0, atol=1e-4)  # fp16 rows, other batches
+
+
 def test_cli_pca_build_add_remove_end_to_end(weights, tmp_path, capsys):
     first, second, other = tmp_path / "first", tmp_path / "second", tmp_path / "train"
     first.mkdir()
@@ -340,10 +370,10 @@ def test_cli_pca_build_add_remove_end_to_end(weights, tmp_path, capsys):
     capsys.readouterr()
     # add: the second folder's pictures; adding it again skips them all
     assert main(["index", "add", str(ix), f"{second}.feats"]) == 0
-    assert "added 5 vectors, skipped 0 already indexed; 13 vectors" in capsys.readouterr().out
+    assert "added 5 vectors, skipped 0 already indexed, removed 0 gone from the source; 13 vectors" in capsys.readouterr().out
     assert main(["index", "add", str(ix), f"{second}.feats"]) == 0
     out = capsys.readouterr().out
-    assert "added 0 vectors, skipped 5 already indexed; 13 vectors" in out and "5 added and 0 removed since" in out
+    assert "added 0 vectors, skipped 5 already indexed, removed 0 gone from the source; 13 vectors" in out and "5 added and 0 removed since" in out
     # remove by --paths and by --paths-file
     assert main(["index", "remove", str(ix), "--paths", str(second / REAL[0].name)]) == 0
     assert "removed 1 vectors; 12 left" in capsys.readouterr().out

@@ -19,7 +19,7 @@ from alexnet_zoo.retrieval.extraction import read_list
 from alexnet_zoo.retrieval.index import VectorIndex
 from alexnet_zoo.retrieval.shards import MANIFEST, printable, provenance, read_features
 
-__all__ = ["PCA_SOURCE", "add_update_commands", "pca_train_vectors", "recall_line"]
+__all__ = ["PCA_SOURCE", "add_update_commands", "gone_paths", "pca_train_vectors", "recall_line"]
 
 # the fields a --pca-train folder must share with the indexed features: the same network, weights,
 # layer and preprocessing (storage dtype and arithmetic precision may differ)
@@ -69,10 +69,21 @@ def _add(args: argparse.Namespace) -> int:
         ids, skipped = index.add_new(vectors, paths, meta=provenance(manifest))
     except IndexMismatch as err:
         raise IndexMismatch(f"{args.features}: {err}") from None
+    gone = gone_paths(manifest, paths, index.paths)
+    removed = index.remove(gone) if gone else 0
     index.save(args.index)
     print(f"{printable(str(args.features))} -> {printable(str(args.index))}: added {len(ids)} vectors, skipped "
-          f"{skipped} already indexed; {index.count} vectors, {recall_line(index.info)}")
+          f"{skipped} already indexed, removed {removed} gone from the source; {index.count} vectors, "
+          f"{recall_line(index.info)}")
     return 0
+
+
+def gone_paths(manifest: dict[str, Any], live: list[str], indexed: list[str]) -> list[str]:
+    """The indexed paths that a grown features folder records as gone from its source (and that are
+    not live in it again): ``index add`` drops them, so extract + index add keep an index in step
+    with a folder of pictures."""
+    alive, held = set(live), set(indexed)
+    return sorted(({r["path"] for r in manifest.get("removed", [])} - alive) & held)
 
 
 def _remove(args: argparse.Namespace) -> int:
@@ -88,10 +99,13 @@ def _remove(args: argparse.Namespace) -> int:
 
 def add_update_commands(isub: Any) -> None:
     """Register ``index add`` and ``index remove`` on the ``index`` command's subparsers."""
-    add = isub.add_parser("add", help="add a features folder's new pictures to a saved index (no rebuild)",
+    add = isub.add_parser("add", help="add a features folder's new pictures to a saved index and drop the ones its source lost "
+                               "(no rebuild)",
                           description="Paths the index already holds are skipped (and counted); features of another "
                                       "model, weights, layer, dim or preprocessing are refused. The index's PCA, if "
-                                      "any, is applied to the new vectors; the stored recall is marked stale.")
+                                      "any, is applied to the new vectors; pictures the folder records as gone from its "
+                                      "source (a rerun of `extract` on a changed folder) are removed from the index; "
+                                      "the stored recall is marked stale.")
     add.add_argument("index", type=Path)
     add.add_argument("features", type=Path, help="a features folder from `alexnet-zoo extract`")
     add.set_defaults(run=_add)
