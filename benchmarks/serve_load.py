@@ -1,10 +1,11 @@
 """`alexnet-zoo serve` under load: N concurrent clients against a running server.
 
 An index of ``--count`` vectors (conv5, average-pooled over space: 256-d, the served features'
-dimension, so picture queries search it for real) is built once into ``--workdir`` from the clustered mixture of
-``benchmarks/retrieval.py``, its paths cycling over a few generated pictures; then the server is
-started as a user starts it (``alexnet-zoo serve``, its own process, local random weights) and
-``--clients`` asyncio clients (httpx) send ``--requests`` id queries (``GET /api/neighbours/ID``)
+dimension, so picture queries search it for real) is built once into ``--workdir`` from the
+clustered mixture of ``benchmarks/retrieval.py``, its paths cycling over a few generated pictures;
+then the server is started as a user starts it (``alexnet-zoo serve``, its own process, local
+random weights) and ``--clients`` asyncio clients (keep-alive HTTP/1.1 on asyncio streams) send
+``--requests`` id queries (``GET /api/neighbours/ID``)
 and then ``--picture-requests`` picture queries (``POST /api/search``, raw bodies). Reported:
 requests/s, p50 / p99 latency, errors, the server's resident memory before and after each phase,
 and the model-bound rate (pictures/s of the same extractor, precision and batch size, measured in
@@ -104,28 +105,65 @@ def _rss(pid: int) -> int:
     return 0
 
 
+class _Connection:
+    """One keep-alive HTTP/1.1 connection of one client: a request written whole, its response read
+    by Content-Length (the server's JSON always has one). Written here rather than httpx because
+    the clients share the server's two cores: httpx spent about 1.7 ms of CPU a request, more than
+    the server itself, and what the load generator burns is taken from the server it measures."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def request(self, method: str, target: str, body: bytes = b"", content_type: str = "") -> tuple[int, bytes]:
+        if self.streams is None:
+            self.streams = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self.streams
+        head = f"{method} {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Length: {len(body)}\r\n"
+        writer.write((head + (f"Content-Type: {content_type}\r\n" if content_type else "") + "\r\n").encode()
+                     + body)
+        try:
+            lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
+            data = await reader.readexactly(int(headers["content-length"]))
+        except (asyncio.IncompleteReadError, KeyError, ValueError):
+            await self.close()
+            raise
+        if headers.get("connection") == "close":
+            await self.close()
+        return int(lines[0].split()[1]), data
+
+    async def close(self) -> None:
+        if self.streams is not None:
+            self.streams[1].close()
+            self.streams = None
+
+
 async def _load(url: str, clients: int, requests: int, make: Any) -> dict[str, Any]:
-    """``requests`` requests from ``clients`` concurrent clients; ``make(client, i)`` sends request i."""
+    """``requests`` requests from ``clients`` concurrent clients, each on its own connection;
+    ``make(i)`` is request i as (method, target, body, content type). A 200 must be JSON with results."""
     latencies: list[float] = []
     errors: list[str] = []
     counter = iter(range(requests))
+    host, port = url.removeprefix("http://").rsplit(":", 1)
 
-    async def client_loop(client: httpx.AsyncClient) -> None:
+    async def client_loop() -> None:
+        connection = _Connection(host, int(port))
         for i in counter:
             start = time.perf_counter()
             try:
-                response = await make(client, i)
-                if response.status_code != 200:
-                    errors.append(f"{response.status_code} {response.text[:200]}")
-            except httpx.HTTPError as err:
+                status, body = await asyncio.wait_for(connection.request(*make(i)), 120)
+                if status != 200 or "results" not in json.loads(body):
+                    errors.append(f"{status} {body[:200]!r}")
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, KeyError, ValueError) as err:
                 errors.append(repr(err))
+                await connection.close()
             latencies.append(time.perf_counter() - start)
+        await connection.close()
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
-        start = time.perf_counter()
-        await asyncio.gather(*(client_loop(client) for _ in range(clients)))
-        elapsed = time.perf_counter() - start
+    start = time.perf_counter()
+    await asyncio.gather(*(client_loop() for _ in range(clients)))
+    elapsed = time.perf_counter() - start
     ms = np.array(latencies) * 1000
     return {"requests": requests, "clients": clients, "seconds": round(elapsed, 2),
             "requests_per_second": round(requests / elapsed, 1), "p50_ms": round(float(np.percentile(ms, 50)), 2),
@@ -161,12 +199,11 @@ def _phases(url: str, pid: int, args: argparse.Namespace, count: int, pictures: 
     rng = random.Random(0)
     ids = [rng.randrange(count) for _ in range(args.requests)]
 
-    def by_id(client: httpx.AsyncClient, i: int) -> Any:
-        return client.get(f"/api/neighbours/{ids[i]}", params={"k": 10})
+    def by_id(i: int) -> tuple[str, str, bytes, str]:
+        return "GET", f"/api/neighbours/{ids[i]}?k=10", b"", ""
 
-    def by_picture(client: httpx.AsyncClient, i: int) -> Any:
-        return client.post("/api/search", params={"k": 10}, content=pictures[i % len(pictures)],
-                           headers={"content-type": "image/jpeg"})
+    def by_picture(i: int) -> tuple[str, str, bytes, str]:
+        return "POST", "/api/search?k=10", pictures[i % len(pictures)], "image/jpeg"
 
     out: dict[str, Any] = {}
     asyncio.run(_load(url, args.clients, min(200, args.requests), by_id))  # warm-up: connections, caches
@@ -176,6 +213,14 @@ def _phases(url: str, pid: int, args: argparse.Namespace, count: int, pictures: 
     out["rss_after_id_queries_bytes"] = _rss(pid)
     out["picture_queries"] = asyncio.run(_load(url, args.clients, args.picture_requests, by_picture))
     out["rss_after_picture_queries_bytes"] = _rss(pid)
+    if args.memory_run:  # does the picture phase's growth level off? RSS after every --memory-step more
+        curve, done = [], 0
+        while done < args.memory_run:
+            step = min(args.memory_step, args.memory_run - done)
+            errors = asyncio.run(_load(url, args.clients, step, by_picture))["errors"]
+            done += step
+            curve.append({"picture_queries": done, "rss_bytes": _rss(pid), "errors": errors})
+        out["memory_run"] = curve
     return out
 
 
@@ -187,6 +232,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=10_000, help="id queries")
     parser.add_argument("--picture-requests", type=int, default=2_000, help="picture queries")
+    parser.add_argument("--memory-run", type=int, default=0,
+                        help="picture queries after the timed phases, the server's RSS read every --memory-step")
+    parser.add_argument("--memory-step", type=int, default=500)
     parser.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16"))
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "serve_load")
