@@ -9,7 +9,12 @@ random weights) and ``--clients`` asyncio clients (keep-alive HTTP/1.1 on asynci
 and then ``--picture-requests`` picture queries (``POST /api/search``, raw bodies). Reported:
 requests/s, p50 / p99 latency, errors, the server's resident memory before and after each phase,
 and the model-bound rate (pictures/s of the same extractor, precision and batch size, measured in
-this process before the server starts) that picture-query throughput is compared with.
+this process before the server starts) that picture-query throughput is compared with; the
+server's CPU time per id query (its own cost, steadier than latency on a shared machine);
+``--memory-run N`` more picture queries with the RSS read every ``--memory-step`` (does growth
+level off?); ``--baseline DIR`` (a source tree of another version, e.g. ``git worktree add DIR
+COMMIT``) id queries against that version's server and this one's, alternately, ``--rounds`` times,
+with this one's ratio to it.
 
     PYTHONPATH=. python benchmarks/serve_load.py --count 1000000 --clients 8 --json docs/serve_load.json
 """
@@ -176,11 +181,41 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(folder: Path, weights: Path, precision: str, batch: int) -> tuple[subprocess.Popen, str]:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc): the server's own cost,
+    which the machine's other load does not change the way it changes latency."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _server_stack() -> dict[str, str | None]:
+    """Versions of what uvicorn serves with here (it uses httptools and uvloop when installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+    return {name: of(name) for name in ("uvicorn", "fastapi", "httptools", "uvloop")}
+
+
+def _start(folder: Path, weights: Path, precision: str, batch: int, source: Path | None = None
+           ) -> tuple[subprocess.Popen, str]:
+    """The server as a user starts it; ``source``: run the alexnet_zoo of that source tree instead."""
     port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "alexnet_zoo.cli", "serve", str(folder), "--port", str(port),
-                                "--pretrained", str(weights), "--precision", precision, "--device", "cpu",
-                                "--max-batch", str(batch)])
+    env = dict(os.environ)
+    if source is not None:  # and run there: `python -m` puts the working folder before PYTHONPATH
+        env["PYTHONPATH"] = os.pathsep.join([str(source.resolve()), env.get("PYTHONPATH", "")])
+    if source is not None:
+        where = subprocess.run([sys.executable, "-c", "import alexnet_zoo; print(alexnet_zoo.__file__)"], env=env,
+                               cwd=source.resolve(), capture_output=True, text=True, check=True).stdout.strip()
+        if not Path(where).resolve().is_relative_to(source.resolve()):
+            raise SystemExit(f"--baseline {source}: its server would import alexnet_zoo from {where}")
+    process = subprocess.Popen([sys.executable, "-m", "alexnet_zoo.cli", "serve", str(folder.resolve()), "--port",
+                                str(port), "--pretrained", str(weights.resolve()), "--precision", precision,
+                                "--device", "cpu", "--max-batch", str(batch)], env=env,
+                               cwd=None if source is None else source.resolve())
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -195,12 +230,42 @@ def _start(folder: Path, weights: Path, precision: str, batch: int) -> tuple[sub
     raise SystemExit("the server did not answer within 600 s")
 
 
-def _phases(url: str, pid: int, args: argparse.Namespace, count: int, pictures: list[bytes]) -> dict[str, Any]:
+def _id_queries(url: str, pid: int, clients: int, requests: int, count: int) -> dict[str, Any]:
+    """``requests`` id queries (random ids, k=10), with the server's CPU time a request."""
     rng = random.Random(0)
-    ids = [rng.randrange(count) for _ in range(args.requests)]
+    ids = [rng.randrange(count) for _ in range(requests)]
+    before = _cpu_seconds(pid)
+    out = asyncio.run(_load(url, clients, requests, lambda i: ("GET", f"/api/neighbours/{ids[i]}?k=10", b"", "")))
+    return {**out, "server_cpu_ms_per_request": round(1000 * (_cpu_seconds(pid) - before) / requests, 3)}
 
+
+def _compare(folder: Path, weights: Path, args: argparse.Namespace, count: int) -> dict[str, Any]:
+    """``--baseline``: id queries against a server of that source tree and one of this, alternately,
+    ``--rounds`` times (the machine's load drifts: alternating spreads it over both), each round
+    warmed up; medians, their spread, and this version's ratio to the baseline."""
+    runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "this": []}
+    for _ in range(args.rounds):
+        for name, source in (("baseline", args.baseline), ("this", None)):
+            process, url = _start(folder, weights, args.precision, args.max_batch, source)
+            try:
+                _id_queries(url, process.pid, args.clients, 200, count)
+                runs[name].append(_id_queries(url, process.pid, args.clients, args.compare_requests, count))
+            finally:
+                process.terminate()
+                process.wait(60)
+    keys = ("server_cpu_ms_per_request", "p50_ms", "p99_ms", "requests_per_second")
+    summary = {name: {key: {"median": float(np.median([r[key] for r in rs])),
+                            "min": min(r[key] for r in rs), "max": max(r[key] for r in rs)} for key in keys}
+               for name, rs in runs.items()}
+    return {"baseline_source": str(args.baseline), "requests_a_round": args.compare_requests, "rounds": runs,
+            "summary": summary, "this_vs_baseline": {key: round(summary["this"][key]["median"]
+                                                                / summary["baseline"][key]["median"], 3)
+                                                     for key in keys}}
+
+
+def _phases(url: str, pid: int, args: argparse.Namespace, count: int, pictures: list[bytes]) -> dict[str, Any]:
     def by_id(i: int) -> tuple[str, str, bytes, str]:
-        return "GET", f"/api/neighbours/{ids[i]}?k=10", b"", ""
+        return "GET", f"/api/neighbours/{i % count}?k=10", b"", ""
 
     def by_picture(i: int) -> tuple[str, str, bytes, str]:
         return "POST", "/api/search?k=10", pictures[i % len(pictures)], "image/jpeg"
@@ -209,7 +274,7 @@ def _phases(url: str, pid: int, args: argparse.Namespace, count: int, pictures: 
     asyncio.run(_load(url, args.clients, min(200, args.requests), by_id))  # warm-up: connections, caches
     asyncio.run(_load(url, args.clients, min(4 * args.max_batch, args.picture_requests), by_picture))
     out["rss_before_bytes"] = _rss(pid)
-    out["id_queries"] = asyncio.run(_load(url, args.clients, args.requests, by_id))
+    out["id_queries"] = _id_queries(url, pid, args.clients, args.requests, count)
     out["rss_after_id_queries_bytes"] = _rss(pid)
     out["picture_queries"] = asyncio.run(_load(url, args.clients, args.picture_requests, by_picture))
     out["rss_after_picture_queries_bytes"] = _rss(pid)
@@ -235,6 +300,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--memory-run", type=int, default=0,
                         help="picture queries after the timed phases, the server's RSS read every --memory-step")
     parser.add_argument("--memory-step", type=int, default=500)
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="a source tree of another version (git worktree add DIR COMMIT) to compare id queries with")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the --baseline comparison")
+    parser.add_argument("--compare-requests", type=int, default=3000, help="id queries a round of the comparison")
     parser.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16"))
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "serve_load")
@@ -243,6 +312,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     folder, weights, pictures = _build(args.workdir, args.count, args.kind, args.memory)
     bound = _model_bound(folder, weights, pictures, args.precision, args.max_batch)
     info = json.loads((folder / "info.json").read_text())
+    compared = _compare(folder, weights, args, info["count"]) if args.baseline is not None else None
     process, url = _start(folder, weights, args.precision, args.max_batch)
     try:
         phases = _phases(url, process.pid, args, info["count"], [p.read_bytes() for p in pictures])
@@ -252,10 +322,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     pictures_rate = phases["picture_queries"]["requests_per_second"]
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "environment": environment("cpu", **{k: str(v) for k, v in vars(args).items()}),
+              "server_stack": _server_stack(),
               "index": {k: info[k] for k in ("count", "dim", "factory", "kind", "recall_at_10", "bytes_per_vector")},
               "model_bound_pictures_per_second": round(bound, 1), **phases,
               "picture_throughput_vs_model_bound": round(pictures_rate / bound, 3),
-              "memory_growth_bytes": phases["rss_after_picture_queries_bytes"] - phases["rss_before_bytes"]}
+              "memory_growth_bytes": phases["rss_after_picture_queries_bytes"] - phases["rss_before_bytes"],
+              **({"compared_with_baseline": compared} if compared else {})}
     print(json.dumps(report, indent=2))
     if args.json:
         write_json(args.json, report)
