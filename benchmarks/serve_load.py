@@ -301,7 +301,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="picture queries after the timed phases, the server's RSS read every --memory-step")
     parser.add_argument("--memory-step", type=int, default=500)
     parser.add_argument("--baseline", type=Path, default=None,
-                        help="a source tree of another version (git worktree add DIR COMMIT) to compare id queries with")
+                        help="a source tree of another version (git worktree add DIR COMMIT) to compare id "
+                             "queries with")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the --baseline comparison")
     parser.add_argument("--compare-requests", type=int, default=3000, help="id queries a round of the comparison")
     parser.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16"))

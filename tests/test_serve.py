@@ -273,7 +273,8 @@ def test_neighbours_in_an_ivf_index_are_its_own_search_run_in_single_threaded_se
     faiss = pytest.importorskip("faiss")
     _, weights, paths, _ = served
     extractor = FeatureExtractor(alexnet(pretrained=weights), "conv5", device="cpu", weights=str(weights))
-    x = np.concatenate([extractor(paths), np.random.default_rng(0).normal(size=(1500, extractor.dim))]).astype(np.float32)
+    noise = np.random.default_rng(0).normal(size=(1500, extractor.dim))
+    x = np.concatenate([extractor(paths), noise]).astype(np.float32)
     names = [paths[i % len(paths)] for i in range(len(x))]
     VectorIndex.build(x, names, kind="ivfpq", queries=50, meta=extractor.info(), device="cpu").save(tmp_path / "ivf")
     reference = VectorIndex.load(tmp_path / "ivf", device="cpu")

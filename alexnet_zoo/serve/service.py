@@ -9,8 +9,10 @@ Searches and id lookups run in their own pool of threads, one per core, each wit
 thread for faiss: a search of one query gains nothing from more, and on a busy machine a team of
 OpenMP threads waits at each barrier for a thread the scheduler has put aside (4 to 8 ms for a
 0.15 ms search, measured on two shared cores). Their own pool also keeps id queries from queuing
-behind the decoding of uploads, which runs in the event loop's default pool. Near-duplicate groups cost a pass over the whole index: each
-threshold's groups are kept (the last few), computed once however many requests ask at once.
+behind the decoding of uploads, which runs in the event loop's default pool.
+
+Near-duplicate groups cost a pass over the whole index: each threshold's groups are kept (the last
+few), computed once however many requests ask at once.
 """
 
 from __future__ import annotations
