@@ -483,6 +483,27 @@ def test_ivfpq_on_few_vectors_says_how_many_it_needs():
     assert single.info["recall_at_10"] == 1.0  # nothing else to find is not a miss
 
 
+@pytest.mark.parametrize("dim", [32, 2048])  # IVF,PQ and PCAR,IVF,PQ (the PCA undone on lookup)
+def test_kept_lookups_give_the_same_vectors_and_survive_save_and_add(dim, tmp_path):
+    x = mixture(600, dim=dim)
+    index = VectorIndex.build(x, [str(i) for i in range(600)], kind="ivfpq", queries=50, device="cpu")
+    ivf = faiss.extract_index_ivf(index.index.index)
+    ranges = [(0, 1), (17, 18), (599, 600), (40, 60), (0, 600)]  # one id, a few, all (the pass over the lists)
+    before = [index.vectors(lo, hi) for lo, hi in ranges]
+    assert ivf.direct_map.no()  # a bulk user (dedupe, export) does not pay for the map
+    index.keep_lookups()
+    assert not ivf.direct_map.no()
+    for (lo, hi), old in zip(ranges, before):
+        np.testing.assert_allclose(index.vectors(lo, hi), old, atol=1e-6)  # the PCA undone one row or many
+    ids = index.add(x[:3], ["a", "b", "c"])  # the map follows additions
+    np.testing.assert_array_equal(index.vectors(600, 603), index.vectors(0, 3))
+    assert ids.tolist() == [600, 601, 602]
+    index.save(tmp_path / "ix")
+    again = VectorIndex.load(tmp_path / "ix", device="cpu")
+    np.testing.assert_array_equal(again.vectors(601, 602), index.vectors(601, 602))
+    assert 17 in [hit.id for hit in index.search(index.vectors(17, 18), 10)[0]]
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda ix: ix.search(mixture(1, dim=32), 0), "k must be an integer >= 1"),
     (lambda ix: ix.search(mixture(1, dim=32), -3), "k must be an integer >= 1"),

@@ -247,6 +247,23 @@ def test_removal_from_an_ivf_pq_behind_a_pcar(pca):
     assert all(i < j < 2400 for i, j, _ in index.duplicates(0.99)) and index.vectors().shape == (2400, pca or 128)
 
 
+
+@pytest.mark.parametrize("pca", [None, 16])
+def test_removal_under_kept_lookups(pca):
+    """A served index keeps faiss's direct map (keep_lookups), under which faiss cannot remove: the
+    map is dropped for the removal and rebuilt from the renumbered lists."""
+    x = mixture(3000, dim=32)
+    paths = [f"p{i}" for i in range(3000)]
+    index = VectorIndex.build(x, paths, kind="ivfpq", queries=100, **({"pca": pca} if pca else {}))
+    index.keep_lookups()
+    before = index.vectors()
+    keep = [i for i in range(3000) if i % 4]
+    assert index.remove(paths[::4]) == 750
+    np.testing.assert_array_equal(index.vectors(), before[keep])  # the bulk pass, then lookups one id at a time
+    np.testing.assert_array_equal(np.concatenate([index.vectors(i, i + 1) for i in range(0, 2250, 9)]),
+                                  before[keep][::9])
+
+
 def test_updates_refuse_other_features_unknown_paths_and_emptying():
     x = mixture(60, dim=16)
     meta = {"model": "alexnet", "layer": "fc7", "weights": "w"}

@@ -266,6 +266,32 @@ def test_the_batcher_gathers_waiting_pictures_into_one_pass_and_survives_a_failu
         MicroBatcher(embed, max_batch=0)
 
 
+def test_neighbours_in_an_ivf_index_are_its_own_search_run_in_single_threaded_search_pool(served, tmp_path):
+    """An IVF index answers id queries by a direct-map lookup (not a pass over every list) and a
+    search, both in the search pool, whose threads run faiss on one OpenMP thread each; the caller's
+    thread keeps its own setting."""
+    faiss = pytest.importorskip("faiss")
+    _, weights, paths, _ = served
+    extractor = FeatureExtractor(alexnet(pretrained=weights), "conv5", device="cpu", weights=str(weights))
+    noise = np.random.default_rng(0).normal(size=(1500, extractor.dim))
+    x = np.concatenate([extractor(paths), noise]).astype(np.float32)
+    names = [paths[i % len(paths)] for i in range(len(x))]
+    VectorIndex.build(x, names, kind="ivfpq", queries=50, meta=extractor.info(), device="cpu").save(tmp_path / "ivf")
+    reference = VectorIndex.load(tmp_path / "ivf", device="cpu")
+    ours = faiss.omp_get_max_threads()
+    with TestClient(create_app(tmp_path / "ivf", pretrained=str(weights), device="cpu", progress=False)) as c:
+        service = c.app.state.service
+        assert not faiss.extract_index_ivf(service.index.index.index).direct_map.no()
+        for item in (0, 3, 1000, len(x) - 1):
+            hits = reference.search(reference.vectors(item, item + 1), 6)[0]
+            response = c.get(f"/api/neighbours/{item}?k=5")
+            assert [r["id"] for r in response.json()["results"]] == [h.id for h in hits if h.id != item][:5]
+        assert c.portal.call(service._in_pool, faiss.omp_get_max_threads) == 1
+        found = c.post("/api/search?k=3", content=REAL[2].read_bytes(), headers={"content-type": "image/jpeg"})
+        assert found.status_code == 200 and len(found.json()["results"]) == 3  # PQ: near, not exact
+    assert faiss.omp_get_max_threads() == ours
+
+
 def test_a_token_is_asked_of_every_request(served):
     folder, weights, paths, _ = served
     with TestClient(create_app(folder, pretrained=str(weights), device="cpu", token="s3cret", progress=False)) as c:

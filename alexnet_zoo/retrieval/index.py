@@ -65,6 +65,8 @@ _OWN = ("format", "factory", "dim", "metric", "count", "kind", "search_params", 
 # the identity a caller hands build(): provenance is a few kB (shards.provenance of a manifest); a whole
 # manifest with a long failure list would make an info.json the loader then refuses (INFO_LIMIT)
 META_LIMIT = 1 << 20
+# up to this many ids one by one through an IVF direct map (keep_lookups); more: one pass over the lists
+_LOOKUP_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -305,14 +307,27 @@ class VectorIndex:
         return [[SearchHit(int(i), self.paths[int(i)], float(s)) for s, i in zip(srow, irow) if i >= 0]
                 for srow, irow in zip(scores, ids)]
 
+    def keep_lookups(self) -> None:
+        """Make a lookup of a few ids (:meth:`vectors`) cost microseconds instead of a pass over every
+        inverted list: an IVF index keeps faiss's direct map (8 bytes a vector), which a server
+        answering neighbours-of-an-id wants and a bulk pass (dedupe, export) does not need. Flat and
+        HNSW indexes look ids up directly already. Call it before searching from other threads."""
+        ivf = faiss.try_extract_index_ivf(self._stored())
+        if ivf is not None and ivf.direct_map.no():
+            ivf.make_direct_map()
+
     def _decode(self, lo: int, hi: int) -> np.ndarray:
-        """Stored vectors of ids ``lo..hi-1`` in one call (exact for Flat and HNSW, decoded
-        approximations for PQ; after the index's PCA, when it has one). Ids are row numbers, so the
-        stored index's positions are the ids and its ``reconstruct_n`` applies (IVF: one pass over
-        the lists, no direct map; a PCAR of an IVF-PQ factory undone)."""
+        """Stored vectors of ids ``lo..hi-1`` (exact for Flat and HNSW, decoded approximations for
+        PQ; after the index's PCA, when it has one). Ids are row numbers, so the stored index's
+        positions are the ids and its ``reconstruct_n`` applies (IVF: one pass over all the lists; a
+        PCAR of an IVF-PQ factory undone), or, for a few ids of an IVF index with a direct map
+        (:meth:`keep_lookups`), ``reconstruct`` of each."""
         stored = self._stored()
         if hi <= lo:
             return np.zeros((0, stored.d), np.float32)
+        ivf = faiss.try_extract_index_ivf(stored)
+        if ivf is not None and not ivf.direct_map.no() and hi - lo <= _LOOKUP_ROWS:
+            return np.stack([stored.reconstruct(i) for i in range(lo, hi)])
         return stored.reconstruct_n(lo, hi - lo)
 
     def vectors(self, start: int = 0, stop: int | None = None) -> np.ndarray:

@@ -41,10 +41,15 @@ def remove_rows(index: faiss.IndexIDMap2, rows: np.ndarray, *, factory: str, kin
     keep[rows] = False
     if kind == "hnsw":
         return _rebuilt_graph(index, keep, factory=factory, metric=metric, projection=projection)
-    index.remove_ids(faiss.IDSelectorBatch(np.asarray(rows, dtype=np.int64)))
     ivf = faiss.try_extract_index_ivf(stored_index(index, projection is not None))
+    mapped = ivf is not None and not ivf.direct_map.no()  # VectorIndex.keep_lookups: faiss cannot remove under it
+    if mapped:
+        ivf.make_direct_map(False)
+    index.remove_ids(faiss.IDSelectorBatch(np.asarray(rows, dtype=np.int64)))
     if ivf is not None:
         _renumber_lists(faiss.downcast_index(ivf), np.cumsum(keep) - 1)
+    if mapped:
+        ivf.make_direct_map(True)  # rebuilt from the renumbered lists
     _reset_ids(index)
     return index
 

@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 from alexnet_zoo.data.images import load_image
 from alexnet_zoo.errors import UnreadableImage
 from alexnet_zoo.retrieval.index import SearchHit
-from alexnet_zoo.serve.access import token_ok
+from alexnet_zoo.serve.access import BearerGate
 from alexnet_zoo.serve.api_errors import ApiError, error_body
 from alexnet_zoo.serve.schemas import DuplicatesResponse, ErrorBody, Health, IndexInfo, SearchResponse
 from alexnet_zoo.serve.service import MAX_K, Service
@@ -88,22 +88,17 @@ def create_app(index_folder: str | os.PathLike, *, pretrained: str | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service.batcher.start()
+        service.start()
         yield
-        await service.batcher.stop()
+        await service.stop()
 
     app = FastAPI(title="alexnet-zoo serve", version="1", lifespan=lifespan, responses=ERRORS,
                   description=f"Image search over {service.index.count:,} pictures of {service.folder.name}")
     app.state.service = service
     _error_handlers(app)
 
-    @app.middleware("http")
-    async def bearer(request: Request, call_next: Any) -> Response:
-        if not token_ok(request, token):
-            return JSONResponse(error_body(401, "unauthorized", "this service needs its token",
-                                           "an 'Authorization: Bearer TOKEN' header (or ?token=TOKEN)"),
-                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        return await call_next(request)
+    if token is not None:  # without one no middleware at all: each layer is event-loop time per request
+        app.add_middleware(BearerGate, token=token)
 
     _routes(app, service, max_upload)
     return app
