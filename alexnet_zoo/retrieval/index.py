@@ -40,6 +40,7 @@ from alexnet_zoo.retrieval.index_gpu import (
     resolve_device,
     to_gpu,
 )
+from alexnet_zoo.retrieval.index_lookup import keep_lookups, stored_rows
 from alexnet_zoo.retrieval.index_pca import Projection, learn_pca, project, projection_of, stored_index, wrap
 from alexnet_zoo.retrieval.index_policy import KINDS, Kind, choose_factory, kind_of, parse_size, training_size
 from alexnet_zoo.retrieval.index_tuning import TARGET_RECALL, heldout_recall, sample_rows, search_grid, tune
@@ -65,8 +66,6 @@ _OWN = ("format", "factory", "dim", "metric", "count", "kind", "search_params", 
 # the identity a caller hands build(): provenance is a few kB (shards.provenance of a manifest); a whole
 # manifest with a long failure list would make an info.json the loader then refuses (INFO_LIMIT)
 META_LIMIT = 1 << 20
-# up to this many ids one by one through an IVF direct map (keep_lookups); more: one pass over the lists
-_LOOKUP_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -297,7 +296,7 @@ class VectorIndex:
         if bad:
             raise ValueError(f"ids must be integers from 0 to {self.count - 1}, got {bad[:5]}")
         ids = [int(i) for i in ids]
-        stored = np.concatenate([self._decode(i, i + 1) for i in ids]) if ids else np.zeros((0, self.dim), np.float32)
+        stored = np.concatenate([self.vectors(i, i + 1) for i in ids]) if ids else np.zeros((0, self.dim), np.float32)
         if "pca" not in self.info:
             return self.search(stored, k)
         q = prepare(refuse_zero(stored, self.info["metric"]), self.info["metric"])
@@ -308,33 +307,17 @@ class VectorIndex:
                 for srow, irow in zip(scores, ids)]
 
     def keep_lookups(self) -> None:
-        """Make a lookup of a few ids (:meth:`vectors`) cost microseconds instead of a pass over every
-        inverted list: an IVF index keeps faiss's direct map (8 bytes a vector), which a server
-        answering neighbours-of-an-id wants and a bulk pass (dedupe, export) does not need. Flat and
-        HNSW indexes look ids up directly already. Call it before searching from other threads."""
-        ivf = faiss.try_extract_index_ivf(self._stored())
-        if ivf is not None and ivf.direct_map.no():
-            ivf.make_direct_map()
-
-    def _decode(self, lo: int, hi: int) -> np.ndarray:
-        """Stored vectors of ids ``lo..hi-1`` (exact for Flat and HNSW, decoded approximations for
-        PQ; after the index's PCA, when it has one). Ids are row numbers, so the stored index's
-        positions are the ids and its ``reconstruct_n`` applies (IVF: one pass over all the lists; a
-        PCAR of an IVF-PQ factory undone), or, for a few ids of an IVF index with a direct map
-        (:meth:`keep_lookups`), ``reconstruct`` of each."""
-        stored = self._stored()
-        if hi <= lo:
-            return np.zeros((0, stored.d), np.float32)
-        ivf = faiss.try_extract_index_ivf(stored)
-        if ivf is not None and not ivf.direct_map.no() and hi - lo <= _LOOKUP_ROWS:
-            return np.stack([stored.reconstruct(i) for i in range(lo, hi)])
-        return stored.reconstruct_n(lo, hi - lo)
+        """Make a lookup of a few ids (:meth:`vectors`) cost microseconds, for a server answering
+        neighbours-of-an-id (:mod:`~alexnet_zoo.retrieval.index_lookup`). Call it before searching
+        from other threads."""
+        keep_lookups(self._stored())
 
     def vectors(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """The stored vectors of ids ``start..stop-1`` (all by default), see :meth:`_decode`: of the
-        index's PCA dimension when it has one (search them with :meth:`search_ids`)."""
+        """The stored vectors of ids ``start..stop-1`` (all by default; exact for Flat and HNSW,
+        decoded for PQ): of the index's PCA dimension when it has one (search them with
+        :meth:`search_ids`)."""
         stop = self.count if stop is None else min(stop, self.count)
-        return self._decode(start, stop)
+        return stored_rows(self._stored(), start, stop)
 
     def duplicates(self, threshold: float = 0.95, k: int = 10, *, block: int = DEDUPE_BLOCK
                    ) -> list[tuple[int, int, float]]:
@@ -351,7 +334,7 @@ class VectorIndex:
             range_search, knn = stored.range_search, lambda q, k: stored.search(q, min(k, self.count))
         else:
             range_search, knn = self.index.range_search, self._knn
-        return duplicate_pairs(self.count, self.info["kind"], threshold, decode=self._decode,
+        return duplicate_pairs(self.count, self.info["kind"], threshold, decode=self.vectors,
                                range_search=range_search, knn=knn, k=k, block=block)
 
     def groups(self, threshold: float = 0.95, k: int = 10, *, grouping: str = "connected",
