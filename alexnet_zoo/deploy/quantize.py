@@ -142,9 +142,9 @@ def _tensors(model: AlexNet, observers: dict[str, HistogramObserver]) -> dict[st
         w = layer.weight.detach().float()
         observer = PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
         observer(w)
-        scales, zero_points = observer.calculate_qparams()
-        tensors[f"{name}.weight"] = torch.quantize_per_channel(w, scales.double(), zero_points, 0,
-                                                               torch.qint8).int_repr()
+        scales, _ = observer.calculate_qparams()  # symmetric: zero points 0
+        dims = (-1,) + (1,) * (w.dim() - 1)
+        tensors[f"{name}.weight"] = torch.round(w / scales.view(dims)).clamp_(-128, 127).to(torch.int8)
         tensors[f"{name}.weight_scale"] = scales.float()
         tensors[f"{name}.bias"] = layer.bias.detach().float().clone()
     return tensors
