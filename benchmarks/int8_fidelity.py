@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
                                          int8=str(args.int8) if args.int8 else f"calibrated on {len(calibrate)}")}
     print(f"{n} pictures ({len(skipped)} unreadable): fc7 cosine min {report['fc7_cosine_min']:.5f} mean "
           f"{report['fc7_cosine_mean']:.5f}; top-1 agreement {report['top1_agreement']:.2%}")
-    if labels:
+    if labels and args.pretrained:  # accuracy means something for trained weights only
         report["top1_fp32"], report["top1_int8"] = right["fp32"] / n, right["int8"] / n
         print(f"top-1 accuracy against labels.csv: fp32 {report['top1_fp32']:.2%}, int8 {report['top1_int8']:.2%}")
     if args.json:
