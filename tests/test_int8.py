@@ -129,7 +129,7 @@ def _tampered(saved: Path, tmp_path: Path, config: dict | None = None, **tensors
     ({"precision": "int9"}, {}, InvalidConfig, "precision must be one of 'fp32', 'int8'"),
     ({"precision": 8}, {}, InvalidConfig, "precision must be a string"),
     ({"quantization": {"qengine": ["x86"]}}, {}, InvalidConfig, "quantization.qengine must be"),
-    ({"precision": "fp32"}, {}, WeightsError, "does not fit the fp32 alexnet"),  # int8 tensors, fp32 claimed
+    ({"precision": "fp32"}, {}, WeightsError, "does not fit the alexnet its config.json"),  # int8 tensors, fp32 claimed
     (None, {"conv1.weight": torch.zeros(96, 3, 11, 11)}, WeightsError, "conv1.weight is (96, 3, 11, 11) F32, expected (96, 3, 11, 11) I8"),
     (None, {"fc6.weight": torch.zeros(4096, 10, dtype=torch.int8)}, WeightsError, "fc6.weight is (4096, 10) I8"),
     (None, {"extra": torch.zeros(1)}, WeightsError, "extra unexpected"),

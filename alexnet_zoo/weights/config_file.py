@@ -170,7 +170,7 @@ def check_weights_fit(weights: str | os.PathLike, config: AlexNetConfig, arch: s
             header = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
     except Exception as err:  # safetensors raises its own error types for damaged headers
         raise WeightsError(f"{weights}: not a readable safetensors file ({err})") from err
-    what = f"{weights} does not fit the {precision} {arch} its {config_name} describes"
+    what = f"{weights} does not fit the {'int8 ' if precision == 'int8' else ''}{arch} its {config_name} describes"
     if precision == "int8":
         _check_int8_header(int8_tensor_specs(config), header, what)
     else:
@@ -182,7 +182,8 @@ def _check_int8_header(expected: Mapping[str, tuple[tuple[int, ...], str]],
     problems = [f"{k} missing" for k in expected if k not in found]
     problems += [f"{k} unexpected" for k in found if k not in expected]
     problems += [f"{k} is {found[k][0]} {found[k][1]}, expected {shape} {dtype}"
-                 for k, (shape, dtype) in expected.items() if k in found and (found[k][0] != shape or found[k][1] != dtype)]
+                 for k, (shape, dtype) in expected.items()
+                 if k in found and (found[k][0] != shape or found[k][1] != dtype)]
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise WeightsError(f"{what}: {'; '.join(problems[:5])}{more}")
