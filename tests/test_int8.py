@@ -264,3 +264,18 @@ def test_evaluate_in_int8_agrees_with_fp32(fp32, saved, tmp_path):
     first = [np.loadtxt(tmp_path / name, delimiter=",", skiprows=1, usecols=2, dtype=str).tolist()
              for name in ("q.csv", "f.csv")]
     assert first[0] == first[1]
+
+
+def test_the_fused_uint8_lrn_pool_equals_dequantise_pool_quantise(monkeypatch):
+    """The int8 LRN boundary in one native pass gives the integers of the three-step fallback."""
+    from alexnet_zoo.ops.pooling import lrn_pool_quint8
+
+    x = torch.relu(torch.randn(3, 96, 55, 55) * 30).contiguous(memory_format=torch.channels_last)
+    xq = torch.quantize_per_tensor(x, 0.5, 0, torch.quint8)
+    lrn = (5, 1e-4, 0.75, 1.0, "caffe")
+    fused = lrn_pool_quint8(xq, True, lrn, 0.2, 3)
+    monkeypatch.setenv("ALEXNET_ZOO_NATIVE", "0")
+    plain = lrn_pool_quint8(xq, True, lrn, 0.2, 3)
+    assert fused.shape == plain.shape == (3, 96, 27, 27) and (fused.q_scale(), fused.q_zero_point()) == (0.2, 3)
+    assert (fused.int_repr().int() - plain.int_repr().int()).abs().max() <= 1  # one rounding step at most
+    assert (fused.int_repr() == plain.int_repr()).float().mean() > 0.999

@@ -35,7 +35,7 @@ from alexnet_zoo.models.alexnet import LAYERS, to_6x6
 from alexnet_zoo.models.config import ARCHS, AlexNetConfig, arch_of, feature_sizes
 from alexnet_zoo.models.pretrained_cfg import PretrainedCfg, feature_info
 from alexnet_zoo.ops.capabilities import cpu_capabilities
-from alexnet_zoo.ops.pooling import max_pool
+from alexnet_zoo.ops.pooling import lrn_pool_quint8
 
 __all__ = ["QENGINES", "QuantizedAlexNet", "activation_points", "int8_tensor_specs", "pick_qengine"]
 
@@ -200,7 +200,7 @@ class QuantizedAlexNet(nn.Module):
         if not c.lrn:
             return F.max_pool2d(a, 3, 2, ceil_mode=c.pool_ceil)
         lrn = (c.lrn_size, c.lrn_alpha, c.lrn_beta, c.lrn_k, c.lrn_convention)
-        return self._quantize(max_pool(a.dequantize(), c.pool_ceil, lrn), f"norm{i}")
+        return lrn_pool_quint8(a, c.pool_ceil, lrn, *self._qparams(f"norm{i}"))
 
     def _stages(self, x: Tensor, last: str) -> Iterator[tuple[str, Tensor]]:
         """(layer, quint8 activation after ReLU) for conv1..fc7 and pool5, stopping after ``last``;
