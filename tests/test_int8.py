@@ -279,3 +279,15 @@ def test_the_fused_uint8_lrn_pool_equals_dequantise_pool_quantise(monkeypatch):
     assert fused.shape == plain.shape == (3, 96, 27, 27) and (fused.q_scale(), fused.q_zero_point()) == (0.2, 3)
     assert (fused.int_repr().int() - plain.int_repr().int()).abs().max() <= 1  # one rounding step at most
     assert (fused.int_repr() == plain.int_repr()).float().mean() > 0.999
+
+
+def test_filters_of_int8_weights_draw_their_dequantised_kernels(fp32, saved, tmp_path):
+    from PIL import Image
+
+    from alexnet_zoo.models.visualize import conv1_filter_grid
+
+    q = alexnet(pretrained=saved)
+    step = q.tensor("conv1.weight_scale").view(-1, 1, 1, 1)
+    assert ((q.dequantized_weight("conv1") - fp32.conv1.weight).abs() <= step / 2 + 1e-7).all()
+    assert main(["filters", "--pretrained", str(saved), "--out", str(tmp_path / "f.png")]) == 0
+    assert Image.open(tmp_path / "f.png").size == conv1_filter_grid(fp32).size

@@ -175,7 +175,7 @@ def _filters(args: argparse.Namespace) -> int:
     model = _load(args)
     image = conv1_filter_grid(model, channel_order=model.preprocessing.channel_order)
     image.save(args.out)
-    print(f"conv1 kernels ({model.conv1.weight.shape[0]}) -> {args.out}")
+    print(f"conv1 kernels ({model.config.widths[0]}) -> {args.out}")
     return 0
 
 

@@ -139,6 +139,11 @@ class QuantizedAlexNet(nn.Module):
         """The tensors to save, by their names in ``model.safetensors``."""
         return {name.replace("__", "."): t for name, t in self.named_buffers()}
 
+    def dequantized_weight(self, layer: str) -> Tensor:
+        """``layer``'s weight as the int8 model computes with it, in fp32 (int8 x its channel's scale)."""
+        q, scales = self.tensor(f"{layer}.weight"), self.tensor(f"{layer}.weight_scale")
+        return q.float() * scales.view((-1,) + (1,) * (q.dim() - 1))
+
     def _qparams(self, point: str) -> tuple[float, int]:
         return float(self.tensor(f"{point}.scale")), int(self.tensor(f"{point}.zero_point"))
 
