@@ -291,3 +291,22 @@ def test_filters_of_int8_weights_draw_their_dequantised_kernels(fp32, saved, tmp
     assert ((q.dequantized_weight("conv1") - fp32.conv1.weight).abs() <= step / 2 + 1e-7).all()
     assert main(["filters", "--pretrained", str(saved), "--out", str(tmp_path / "f.png")]) == 0
     assert Image.open(tmp_path / "f.png").size == conv1_filter_grid(fp32).size
+
+
+def test_int8_exports_as_a_qdq_onnx_graph_onnxruntime_fuses(saved, pictures, tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    import onnx
+
+    assert main(["export", "--pretrained", str(saved), "--format", "onnx", "--out", str(tmp_path / "q.onnx")]) == 0
+    assert "onnx" in capsys.readouterr().out
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv", "LRN", "MaxPool", "Gemm"} <= ops
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "fused.onnx")
+    session = ort.InferenceSession(str(tmp_path / "q.onnx"), options, providers=["CPUExecutionProvider"])
+    assert "QLinearConv" in {n.op_type for n in onnx.load(str(tmp_path / "fused.onnx")).graph.node}
+    logits = torch.from_numpy(session.run(None, {"images": pictures.numpy()})[0])
+    with torch.inference_mode():
+        ours = alexnet(pretrained=saved)(pictures)
+    assert F.cosine_similarity(logits, ours).min() >= 0.999
+    assert (logits.argmax(1) == ours.argmax(1)).float().mean() >= 0.98

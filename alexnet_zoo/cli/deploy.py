@@ -66,7 +66,7 @@ def _quantize(args: argparse.Namespace) -> int:
 def add_commands(commands: Any) -> None:
     """Register ``export`` and ``quantize`` on the CLI's subparsers."""
     export = commands.add_parser("export", help="write a model as an ONNX graph or a TorchScript program, with its "
-                                                "preprocessing and labels inside")
+                                                "preprocessing and labels inside (int8 weights: ONNX's QDQ form)")
     export.add_argument("--arch", choices=sorted(ARCHS), default="alexnet")
     export.add_argument("--pretrained", default="default",
                         help="weight name (see `weights list`), hf-hub:org/repo, a local folder or file, "
