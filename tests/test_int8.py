@@ -29,7 +29,8 @@ ROOT = Path(__file__).parent.parent
 DATA = Path(__file__).parent / "data"
 # every committed picture: Pillow's test images (one of them a truncated JPEG), the retrieval
 # pictures and the README's example
-PICTURES = [*calibration_files(DATA / "images"), *calibration_files(DATA / "retrieval"), ROOT / "examples" / "chelsea.png"]
+PICTURES = [*calibration_files(DATA / "images"), *calibration_files(DATA / "retrieval"),
+            ROOT / "examples" / "chelsea.png"]
 
 
 def bvlc_layout() -> torch.nn.Module:
@@ -130,7 +131,8 @@ def _tampered(saved: Path, tmp_path: Path, config: dict | None = None, **tensors
     ({"precision": 8}, {}, InvalidConfig, "precision must be a string"),
     ({"quantization": {"qengine": ["x86"]}}, {}, InvalidConfig, "quantization.qengine must be"),
     ({"precision": "fp32"}, {}, WeightsError, "does not fit the alexnet its config.json"),  # int8 tensors, fp32 claimed
-    (None, {"conv1.weight": torch.zeros(96, 3, 11, 11)}, WeightsError, "conv1.weight is (96, 3, 11, 11) F32, expected (96, 3, 11, 11) I8"),
+    (None, {"conv1.weight": torch.zeros(96, 3, 11, 11)}, WeightsError,
+     "conv1.weight is (96, 3, 11, 11) F32, expected (96, 3, 11, 11) I8"),
     (None, {"fc6.weight": torch.zeros(4096, 10, dtype=torch.int8)}, WeightsError, "fc6.weight is (4096, 10) I8"),
     (None, {"extra": torch.zeros(1)}, WeightsError, "extra unexpected"),
     (None, {"conv3.zero_point": torch.tensor(300)}, WeightsError, "conv3.zero_point must be in [0, 255], got 300"),
@@ -140,7 +142,7 @@ def _tampered(saved: Path, tmp_path: Path, config: dict | None = None, **tensors
 ])
 def test_a_hostile_int8_folder_is_refused_naming_what_is_wrong(saved, tmp_path, config, tensors, error, phrase):
     folder = _tampered(saved, tmp_path, config, **tensors)
-    with pytest.raises(error, match=None) as caught:
+    with pytest.raises(error) as caught:
         alexnet(pretrained=folder)
     assert phrase in str(caught.value) and str(folder) in str(caught.value)
 

@@ -25,14 +25,13 @@ from typing import Any
 
 import torch
 import torch.ao.nn.intrinsic.quantized as nniq
-import torch.ao.nn.quantized as nnq
 import torch.ao.nn.quantized.dynamic as nnqd
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alexnet_zoo.errors import WeightsError
-from alexnet_zoo.models.alexnet import LAYERS, to_6x6
-from alexnet_zoo.models.config import ARCHS, AlexNetConfig, arch_of, feature_sizes
+from alexnet_zoo.models.alexnet import LAYERS, min_input_size, to_6x6
+from alexnet_zoo.models.config import ARCHS, AlexNetConfig, arch_of
 from alexnet_zoo.models.pretrained_cfg import PretrainedCfg, feature_info
 from alexnet_zoo.ops.capabilities import cpu_capabilities
 from alexnet_zoo.ops.pooling import lrn_pool_quint8
@@ -125,7 +124,7 @@ class QuantizedAlexNet(nn.Module):
         for name, value in _checked(config, tensors, where).items():
             self.register_buffer(name.replace(".", "__"), value)
         self.num_features = config.hidden
-        self.min_input_size = next(s for s in range(1, 1024) if feature_sizes(config, s)["pool5"] >= 1)
+        self.min_input_size = min_input_size(config)
         self.preprocessing = None  # set by the builders, as on AlexNet
         self.pretrained_cfg = PretrainedCfg.describe(self.arch, config)  # the builders record the weights'
         self.qengine = pick_qengine(self.quantization.get("qengine"))
@@ -133,6 +132,7 @@ class QuantizedAlexNet(nn.Module):
 
     # -- the stored tensors, by their saved names
     def tensor(self, name: str) -> Tensor:
+        """A stored tensor by its name in ``model.safetensors`` (``conv1.weight``, ``fc7.scale``)."""
         return getattr(self, name.replace(".", "__"))
 
     def int8_state(self) -> dict[str, Tensor]:

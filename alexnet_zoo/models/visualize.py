@@ -11,8 +11,8 @@ from alexnet_zoo.models.quantized import QuantizedAlexNet
 __all__ = ["conv1_filter_grid"]
 
 
-def conv1_filter_grid(model: AlexNet | QuantizedAlexNet, *, channel_order: str = "RGB", per_row: int = 16, scale: int = 4,
-                      gap: int = 2) -> Image.Image:
+def conv1_filter_grid(model: AlexNet | QuantizedAlexNet, *, channel_order: str = "RGB", per_row: int = 16,
+                      scale: int = 4, gap: int = 2) -> Image.Image:
     """conv1's kernels, each min-max scaled to 0-255, ``per_row`` to a row; with two towers, tower 1
     (the first half of the kernels, GPU 1 in the paper) above tower 2 with a wider gap between. An
     int8 model shows its dequantised kernels."""
