@@ -312,3 +312,10 @@ def test_int8_exports_as_a_qdq_onnx_graph_onnxruntime_fuses(saved, pictures, tmp
         ours = alexnet(pretrained=saved)(pictures)
     assert F.cosine_similarity(logits, ours).min() >= 0.999
     assert (logits.argmax(1) == ours.argmax(1)).float().mean() >= 0.98
+
+
+def test_an_int8_folder_publishes_with_a_card_that_says_int8(saved):
+    from alexnet_zoo.weights.publish import folder_card
+
+    card = folder_card(saved, "me/alexnet-int8")
+    assert "**int8** weights" in card and f"calibrated on {len(PICTURES) - 1} pictures" in card
