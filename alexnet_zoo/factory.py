@@ -13,7 +13,8 @@ from alexnet_zoo.data.transforms import DEFAULT_PREPROCESSING
 from alexnet_zoo.models.alexnet import AlexNet, AlexNetFeatures
 from alexnet_zoo.models.config import ARCHS
 from alexnet_zoo.models.pretrained_cfg import PretrainedCfg
-from alexnet_zoo.weights.store import resolve
+from alexnet_zoo.models.quantized import QuantizedAlexNet
+from alexnet_zoo.weights.store import Checkpoint, resolve
 
 __all__ = ["alexnet", "alexnet_owt", "create_model", "model_for_weights"]
 
@@ -22,7 +23,7 @@ Pretrained = bool | str | os.PathLike | None
 
 def create_model(arch: str, *, pretrained: Pretrained = False, num_classes: int | None = None,
                  features_only: bool = False, out_indices: int | Iterable[int] | None = None,
-                 **config: Any) -> AlexNet | AlexNetFeatures:
+                 **config: Any) -> AlexNet | QuantizedAlexNet | AlexNetFeatures:
     """Build ``arch`` ("alexnet" or "alexnet_owt"). With weights, their config applies first and
     ``config`` overrides it; a ``num_classes`` other than the weights' keeps every layer but fc8,
     which is freshly initialised (fine-tuning), instead of failing. ``features_only=True`` gives
@@ -37,7 +38,7 @@ def create_model(arch: str, *, pretrained: Pretrained = False, num_classes: int 
 
 
 def _build(arch: str, pretrained: Pretrained, num_classes: int | None, config: dict[str, Any], *,
-           any_arch: bool) -> AlexNet:
+           any_arch: bool) -> AlexNet | QuantizedAlexNet:
     """The one path from ``pretrained=`` to a model. ``any_arch``: a weight name or a folder in our
     format builds the arch its checkpoint holds instead of ``arch`` (an hf-hub repo, a file or a
     :class:`~alexnet_zoo.weights.store.WeightsRef` must hold ``arch``)."""
@@ -53,6 +54,8 @@ def _build(arch: str, pretrained: Pretrained, num_classes: int | None, config: d
         if not (any_arch and _names_its_arch(pretrained)):
             raise ValueError(f"{pretrained}: holds {checkpoint.arch} weights; build it with {checkpoint.arch}(...)")
         arch = checkpoint.arch
+    if checkpoint.meta.get("precision") == "int8":
+        return _int8_model(checkpoint, pretrained, num_classes, config)
     base = checkpoint.config if checkpoint.arch else ARCHS[arch]
     stored_classes = checkpoint.state_dict["fc8.weight"].shape[0] if "fc8.weight" in checkpoint.state_dict else 0
     with torch.device("meta"):  # no random initialisation to overwrite: 0.5 s of a one-picture classify
@@ -67,6 +70,20 @@ def _build(arch: str, pretrained: Pretrained, num_classes: int | None, config: d
     return model
 
 
+def _int8_model(checkpoint: Checkpoint, pretrained: Pretrained, num_classes: int | None,
+                config: dict[str, Any]) -> QuantizedAlexNet:
+    """A quantised checkpoint as it was calibrated: its layers cannot be changed or re-headed."""
+    if config or (num_classes is not None and num_classes != checkpoint.config.num_classes):
+        raise ValueError(f"{pretrained}: int8 weights run as they were quantised; config changes and a new "
+                         f"num_classes need the fp32 weights (quantize again afterwards)")
+    model = QuantizedAlexNet(checkpoint.config, checkpoint.state_dict, arch=checkpoint.arch,
+                             quantization=checkpoint.meta.get("quantization"), where=str(pretrained))
+    model.preprocessing = checkpoint.preprocessing or DEFAULT_PREPROCESSING[checkpoint.arch]
+    model.pretrained_cfg = PretrainedCfg.describe(checkpoint.arch, checkpoint.config, model.preprocessing,
+                                                  checkpoint.meta)
+    return model
+
+
 def _names_its_arch(pretrained: Pretrained) -> bool:
     """A weight name or a folder: what a command line names says which arch it is."""
     return (isinstance(pretrained, (str, os.PathLike)) and not os.fspath(pretrained).startswith("hf-hub:")
@@ -78,7 +95,7 @@ def _float32(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v for k, v in state_dict.items()}
 
 
-def model_for_weights(pretrained: Pretrained, *, arch: str = "alexnet") -> AlexNet:
+def model_for_weights(pretrained: Pretrained, *, arch: str = "alexnet") -> AlexNet | QuantizedAlexNet:
     """For weights named as text (command lines, configs): "none" builds ``arch`` with random
     weights, "default" with its default weights, an arch name with that arch's default weights; a
     full name (``alexnet_owt.tv_in1k``) or a folder in our format builds the arch it belongs to;

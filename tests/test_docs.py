@@ -119,6 +119,10 @@ RULES = [
     # docs/deploy.md and the README: exports of the README's local random weights run; downloads are parsed
     Rule(r"alexnet-zoo export --pretrained my-weights --format (onnx|torchscript) --out alexnet\.(onnx|pt)", "run"),
     Rule(r"alexnet-zoo export (--arch alexnet_owt )?--pretrained (bvlc|tv)_in1k .*", "parse"),
+    # docs/deploy.md: int8 of the README's local random weights, calibrated on the committed pictures
+    Rule(r"alexnet-zoo quantize --pretrained my-weights --calibration tests/data/retrieval --out my-weights-int8", "run"),
+    Rule(r"alexnet-zoo classify examples/chelsea\.png --pretrained my-weights-int8 --precision int8", "run"),
+    Rule(r"alexnet-zoo quantize --pretrained bvlc_in1k .*", "parse", "ImageNet and BVLC's weights are not here"),
     Rule(r"python:\nfrom alexnet_zoo import alexnet\nfrom alexnet_zoo\.deploy\.onnx_graph import export_onnx\n", "run"),
     Rule(r"python:\nimport json\n\nimport numpy as np\nimport onnxruntime as ort\n", "run",
          "reads the alexnet.onnx the export above wrote"),

@@ -23,7 +23,7 @@ from alexnet_zoo.cli.failures import report_errors
 from alexnet_zoo.cli.options import bounded_int, describe, device_arg
 from alexnet_zoo.data.batching import LOADER_HELP, LOADER_MODES
 from alexnet_zoo.devices import DEVICE_HELP
-from alexnet_zoo.eval.precision import PRECISIONS
+from alexnet_zoo.eval.precision_names import PRECISION_HELP, PRECISIONS
 from alexnet_zoo.eval.protocols import MAX_SCALE, PROTOCOLS
 from alexnet_zoo.models.config import ARCHS
 
@@ -61,9 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="CPU priority of the workers below the model (0-19; higher hides decoding better on "
                              "a dedicated machine, lower is kinder where other jobs compete)")
     parser.add_argument("--device", type=device_arg, default=None, help=f"{DEVICE_HELP} (default: auto)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="auto: float16 autocast on CUDA, bfloat16 on a CPU with native bf16, float32 "
-                             "elsewhere")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     parser.add_argument("--limit", type=bounded_int(1), default=None,
                         help="evaluate N images, evenly spaced through the (sorted) list")
     parser.add_argument("--json", type=Path, default=None, help="write the full report here")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from alexnet_zoo.cli.failures import EXIT_PARTIAL, CommandError, report_errors
 from alexnet_zoo.cli.options import bounded_int, describe, device_arg
+from alexnet_zoo.eval.precision_names import PRECISION_HELP, PRECISIONS
 from alexnet_zoo.models.config import ARCHS
 from alexnet_zoo.models.summary import format_table, summarize
 from alexnet_zoo.weights.config_file import CONFIG_FILE, WEIGHTS_FILE
@@ -153,7 +154,8 @@ def _classify(args: argparse.Namespace) -> int:
     if args.top > classes:
         raise CommandError(f"--top {args.top}: the model has {classes} classes; expected a number from 1 to {classes}")
     results = list(classify_files(model, args.images, model.preprocessing.transforms(), top=args.top,
-                                  batch_size=args.batch_size, crops=args.crops, device=device))
+                                  batch_size=args.batch_size, crops=args.crops, device=device,
+                                  precision=args.precision))
     if args.json:
         print(json.dumps([{"path": r.path, "classes": r.classes, "error": r.error} for r in results], indent=2))
     for r in results:
@@ -173,7 +175,7 @@ def _filters(args: argparse.Namespace) -> int:
     model = _load(args)
     image = conv1_filter_grid(model, channel_order=model.preprocessing.channel_order)
     image.save(args.out)
-    print(f"conv1 kernels ({model.conv1.weight.shape[0]}) -> {args.out}")
+    print(f"conv1 kernels ({model.config.widths[0]}) -> {args.out}")
     return 0
 
 
@@ -246,13 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     classify = commands.add_parser("classify", help="top-k classes of image files, named as the weights name them")
     classify.add_argument("images", nargs="+", type=Path)
     model_args(classify)
-    classify.add_argument("--top", type=bounded_int(1), default=5,
-                          help="classes to show per image, from 1 to the model's number of classes")
+    classify.add_argument("--top", type=bounded_int(1), default=5, help="classes per image (1 to the model's classes)")
     classify.add_argument("--batch-size", type=bounded_int(1), default=16, help="images per forward pass")
     classify.add_argument("--crops", type=_crops, default=1,
                           help="1: the centre crop; 10: the paper's test (corners, centre and their mirrors, "
                                "softmax averaged)")
     classify.add_argument("--device", type=device_arg, default=None, help=f"{DEVICE_HELP} (default: auto)")
+    classify.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     classify.add_argument("--json", action="store_true")
     classify.set_defaults(run=_classify)
 

@@ -20,7 +20,7 @@ from alexnet_zoo.cli.dedupe import add_dedupe_command
 from alexnet_zoo.cli.index_update import add_update_commands, pca_train_vectors, recall_line
 from alexnet_zoo.cli.options import bounded_int, device_arg
 from alexnet_zoo.data.batching import LOADER_HELP, LOADER_MODES
-from alexnet_zoo.eval.precision import PRECISIONS
+from alexnet_zoo.eval.precision_names import PRECISION_HELP, PRECISIONS
 from alexnet_zoo.models.config import ARCHS
 from alexnet_zoo.retrieval.extraction import extract_to_shards
 from alexnet_zoo.retrieval.features import FeatureExtractor
@@ -147,9 +147,7 @@ def add_commands(commands: Any) -> None:
     extract.add_argument("--batch-size", type=bounded_int(1, 65536), default=32)
     extract.add_argument("--workers", type=bounded_int(0, 1024), default=2)
     extract.add_argument("--loader", choices=LOADER_MODES, default="auto", help=LOADER_HELP)
-    extract.add_argument("--precision", choices=PRECISIONS, default="auto",
-                         help="arithmetic: auto = fp16 on CUDA, bf16 on CPUs with native bf16, else fp32; bf16 is "
-                              "~1.8x fp32 on CPUs with bfloat16 units (fc7 cosine to fp32 > 0.999)")
+    extract.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     extract.add_argument("--shard-size", type=bounded_int(1), default=10_000, help="images a shard (default 10000)")
     extract.add_argument("--device", type=_device, default=None,
                          help="cpu, cuda, cuda:N or mps (default: a CUDA GPU, else mps, else the CPU)")

@@ -12,7 +12,7 @@ from typing import Any
 
 from alexnet_zoo.cli.failures import CommandError
 from alexnet_zoo.cli.options import bounded_int, device_arg
-from alexnet_zoo.eval.precision import PRECISIONS
+from alexnet_zoo.eval.precision_names import PRECISION_HELP, PRECISIONS
 
 __all__ = ["add_commands"]
 
@@ -45,7 +45,7 @@ def add_commands(commands: Any) -> None:
     serve.add_argument("--pretrained", default=None,
                        help="weights (default: those info.json names, if a spec, an hf-hub: repo or inside the "
                             "index folder; other local weights must be passed here)")
-    serve.add_argument("--precision", choices=PRECISIONS, default="auto", help="the model's arithmetic")
+    serve.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     serve.add_argument("--device", type=device_arg, default=None, help="cpu, cuda, cuda:N or mps for the model")
     auth = serve.add_mutually_exclusive_group()
     auth.add_argument("--token", default=None, help="a bearer token every request must carry")

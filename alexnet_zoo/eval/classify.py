@@ -19,8 +19,10 @@ from alexnet_zoo.devices import resolve_device
 from alexnet_zoo.errors import UnreadableImage, failure_message
 from alexnet_zoo.eval.loop import class_labels
 from alexnet_zoo.eval.metrics import rank, topk
+from alexnet_zoo.eval.precision import autocast, model_precision
 from alexnet_zoo.eval.protocols import predict
 from alexnet_zoo.models.alexnet import AlexNet
+from alexnet_zoo.models.quantized import QuantizedAlexNet
 
 __all__ = ["Prediction", "classify_files", "topk"]
 
@@ -32,12 +34,14 @@ class Prediction:
     error: str | None = None  # set when the file could not be read
 
 
-def classify_files(model: AlexNet, paths: Iterable[str | os.PathLike], preprocess: ImagePreprocess, *,
+def classify_files(model: AlexNet | QuantizedAlexNet, paths: Iterable[str | os.PathLike],
+                   preprocess: ImagePreprocess, *,
                    top: int = 5, batch_size: int = 16, crops: int = 1,
-                   device: str | torch.device | None = "cpu") -> Iterator[Prediction]:
+                   device: str | torch.device | None = "cpu", precision: str = "auto") -> Iterator[Prediction]:
     """Predictions for ``paths`` in order; unreadable files come back with ``error`` set.
     ``crops=10``: the paper's ten-crop test, the same code as ``evaluate``'s ``ten`` protocol.
-    ``device``: where the model runs (checked by :func:`resolve_device`; None: the best one)."""
+    ``device``: where the model runs (checked by :func:`resolve_device`; None: the best one);
+    ``precision``: its arithmetic (:func:`~alexnet_zoo.eval.precision.model_precision`)."""
     if crops not in (1, 10):
         raise ValueError(f"crops must be 1 (centre crop) or 10 (the paper's ten crops), got {crops}")
     num_classes = model.config.num_classes
@@ -46,12 +50,13 @@ def classify_files(model: AlexNet, paths: Iterable[str | os.PathLike], preproces
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     device = resolve_device(device)
+    precision = model_precision(model, precision, device)
     model = model.eval().to(device)
     categories = class_labels(model)
     prepare = preprocess if crops == 1 else preprocess.square
     on_device = ImagePreprocess(preprocess.preprocessing).to(device)  # ten crops are normalised there
     run = functools.partial(_run, model, preprocess=on_device, crops=crops, top=top,
-                            categories=categories, device=device)
+                            categories=categories, device=device, precision=precision)
     batch: list[tuple[str, Tensor]] = []
     for path in paths:
         try:
@@ -68,10 +73,11 @@ def classify_files(model: AlexNet, paths: Iterable[str | os.PathLike], preproces
 
 
 def _run(model: AlexNet, batch: Sequence[tuple[str, Tensor]], *, preprocess: ImagePreprocess, crops: int, top: int,
-         categories: Sequence[dict[str, str]] | None, device: torch.device) -> Iterator[Prediction]:
+         categories: Sequence[dict[str, str]] | None, device: torch.device,
+         precision: str) -> Iterator[Prediction]:
     if not batch:
         return
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, precision):
         x = torch.stack([x for _, x in batch]).to(device)
         probs, idx = topk(model(x), top) if crops == 1 else rank(predict(model, [x], "ten", preprocess), top)
     for (path, _), p_row, i_row in zip(batch, probs.tolist(), idx.tolist()):

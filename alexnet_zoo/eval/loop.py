@@ -18,7 +18,7 @@ from alexnet_zoo.data.transforms import Preprocessing
 from alexnet_zoo.devices import resolve_device
 from alexnet_zoo.eval._device import prepare, synchronize
 from alexnet_zoo.eval.metrics import Accuracy, EvalResult
-from alexnet_zoo.eval.precision import autocast
+from alexnet_zoo.eval.precision import autocast, model_precision
 from alexnet_zoo.eval.protocols import PROTOCOLS, image_sizes, predict
 
 if TYPE_CHECKING:  # the decoders load when a dataset is built, not when the CLI builds its parser
@@ -89,6 +89,7 @@ def evaluate(model: nn.Module, dataset: ImageDataset, protocol: str = "center", 
     device = resolve_device(device)
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+    precision = model_precision(model, precision, device)
     model, preprocess, dense = prepare(model, protocol, device, preprocessing or dataset.preprocessing)
     if protocol != "dense" and dataset.sizes != (preprocess.preprocessing.resize,):
         raise ValueError(f"the {protocol!r} protocol needs the {preprocess.preprocessing.resize}x"

@@ -6,6 +6,11 @@ read off the CPU flags: with the same AVX512-BF16 instructions it is 1.8x fp32 o
 0.53x on a Xeon without AMX (docs/benchmarks.md), and about 10x slower where it is emulated (AVX2),
 though it still runs there, correctly, with one warning. ``fp16`` is the CUDA choice.
 
+``int8`` is a property of the weights, not a context: a model quantised once
+(``alexnet-zoo quantize``, :mod:`alexnet_zoo.deploy.quantize`) and loaded from its folder runs
+in int8 on the CPU; :func:`model_precision` refuses ``int8`` for fp32 weights (naming the command
+that makes int8 ones) and any float precision for int8 weights, and ``auto`` takes int8 for them.
+
 ``auto`` is the fastest precision that meets that fidelity bound on *this* machine: fp16 on CUDA;
 on a CPU with native bf16, bf16 if a measurement says so, else fp32. The measurement (the network
 at batch 8 in both precisions, about a second) runs once per CPU, torch version and thread count
@@ -23,12 +28,11 @@ import time
 
 import torch
 
+from alexnet_zoo.eval.precision_names import PRECISIONS
 from alexnet_zoo.ops.capabilities import cpu_capabilities
 from alexnet_zoo.paths import cache_dir, write_json
 
-__all__ = ["PRECISIONS", "autocast", "fastest_cpu_precision", "resolve_precision"]
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+__all__ = ["PRECISIONS", "autocast", "fastest_cpu_precision", "model_precision", "resolve_precision"]
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -40,7 +44,24 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         if device.type == "cuda":
             return "fp16"
         return fastest_cpu_precision() if device.type == "cpu" else "fp32"
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError(f"int8 inference runs on the CPU, not {device.type}: choose --device cpu")
     return precision
+
+
+def model_precision(model: object, precision: str, device: torch.device) -> str:
+    """:func:`resolve_precision` for ``model``: int8 weights (``model.precision == "int8"``) run
+    with ``auto`` or ``int8`` only, and ``int8`` needs them."""
+    stored = getattr(model, "precision", "fp32")
+    if stored == "int8":
+        if precision not in ("auto", "int8"):
+            raise ValueError(f"these weights are int8 (quantised); precision {precision!r} needs the fp32 weights, "
+                             f"or choose int8 / auto")
+        return resolve_precision("int8", device)
+    if precision == "int8":
+        raise ValueError("precision int8 needs quantised weights: make them once with 'alexnet-zoo quantize "
+                         "--pretrained W --calibration DIR --out Q', then load Q (--pretrained Q)")
+    return resolve_precision(precision, device)
 
 
 _SPEEDUP_NEEDED = 1.1  # bf16 must beat fp32 clearly: a tie keeps the exact reference
@@ -107,8 +128,8 @@ def _time_network(batch: int = 8, rounds: int = 3) -> tuple[float, float]:
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """The autocast context of ``precision`` on ``device`` (none for fp32)."""
+    """The autocast context of ``precision`` on ``device`` (none for fp32 and int8)."""
     precision = resolve_precision(precision, device)
-    if precision == "fp32":
+    if precision in ("fp32", "int8"):  # int8 is in the weights themselves
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)

@@ -14,7 +14,7 @@ from alexnet_zoo.data.transforms import Preprocessing
 from alexnet_zoo.devices import resolve_device
 from alexnet_zoo.eval._device import prepare, synchronize
 from alexnet_zoo.eval.metrics import Accuracy
-from alexnet_zoo.eval.precision import autocast
+from alexnet_zoo.eval.precision import autocast, model_precision
 from alexnet_zoo.eval.protocols import image_sizes, predict
 
 __all__ = ["model_throughput"]
@@ -28,6 +28,7 @@ def model_throughput(model: nn.Module, protocol: str = "center", *, sizes: Seque
     ranking: everything :func:`alexnet_zoo.eval.loop.evaluate` does per batch) on random uint8
     images already in memory: the ceiling the full pipeline, decoding included, is measured against."""
     device = resolve_device(device)
+    precision = model_precision(model, precision, device)
     model, preprocess, dense = prepare(model, protocol, device, preprocessing)
     sizes = image_sizes(protocol, preprocess.preprocessing, sizes if protocol == "dense" else None)
     generator = torch.Generator().manual_seed(0)

@@ -20,7 +20,7 @@ from alexnet_zoo.models.pretrained_cfg import FeatureInfo, PretrainedCfg, featur
 from alexnet_zoo.ops import onednn, winograd
 from alexnet_zoo.ops.pooling import max_pool
 
-__all__ = ["LAYERS", "AlexNet", "AlexNetFeatures", "DenseAlexNet", "to_6x6"]
+__all__ = ["LAYERS", "AlexNet", "AlexNetFeatures", "DenseAlexNet", "min_input_size", "to_6x6"]
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8")
 _NORMED = (1, 2)  # LRN follows these (when the config has LRN)
@@ -31,7 +31,8 @@ _NORMED = (1, 2)  # LRN follows these (when the config has LRN)
 _FEATURE_CHUNK = 8
 
 
-def _min_input_size(config: AlexNetConfig) -> int:
+def min_input_size(config: AlexNetConfig) -> int:
+    """The smallest square input side whose pool5 map is at least 1x1."""
     return next(s for s in range(1, 1024) if feature_sizes(config, s)["pool5"] >= 1)
 
 
@@ -70,7 +71,7 @@ class AlexNet(nn.Module):
         self.fc7 = nn.Linear(config.hidden, config.hidden)
         self.fc8: nn.Module = self._classifier(config.num_classes)
         self.num_features = config.hidden
-        self.min_input_size = _min_input_size(config)
+        self.min_input_size = min_input_size(config)
         self.preprocessing = None  # set by the builders: how pictures must be prepared for these weights
         self._pretrained_cfg: PretrainedCfg | None = None  # set by the builders
         self.init_weights()

@@ -6,15 +6,18 @@ import numpy as np
 from PIL import Image
 
 from alexnet_zoo.models.alexnet import AlexNet
+from alexnet_zoo.models.quantized import QuantizedAlexNet
 
 __all__ = ["conv1_filter_grid"]
 
 
-def conv1_filter_grid(model: AlexNet, *, channel_order: str = "RGB", per_row: int = 16, scale: int = 4,
-                      gap: int = 2) -> Image.Image:
+def conv1_filter_grid(model: AlexNet | QuantizedAlexNet, *, channel_order: str = "RGB", per_row: int = 16,
+                      scale: int = 4, gap: int = 2) -> Image.Image:
     """conv1's kernels, each min-max scaled to 0-255, ``per_row`` to a row; with two towers, tower 1
-    (the first half of the kernels, GPU 1 in the paper) above tower 2 with a wider gap between."""
-    w = model.conv1.weight.detach().float().cpu().numpy()  # (96, 3, 11, 11)
+    (the first half of the kernels, GPU 1 in the paper) above tower 2 with a wider gap between. An
+    int8 model shows its dequantised kernels."""
+    weight = model.dequantized_weight("conv1") if isinstance(model, QuantizedAlexNet) else model.conv1.weight
+    w = weight.detach().float().cpu().numpy()  # (96, 3, 11, 11)
     if w.shape[1] != 3:
         raise ValueError(f"conv1 has {w.shape[1]} input channels; only RGB kernels can be drawn")
     if channel_order == "BGR":

@@ -22,7 +22,7 @@ from torch import Tensor
 from alexnet_zoo.data.images import read_image
 from alexnet_zoo.data.transforms import DEFAULT_PREPROCESSING, ImagePreprocess
 from alexnet_zoo.devices import best_device, resolve_device
-from alexnet_zoo.eval.precision import autocast, resolve_precision
+from alexnet_zoo.eval.precision import autocast, model_precision
 from alexnet_zoo.models.alexnet import LAYERS, AlexNet
 
 __all__ = ["FLOAT16_MAX", "FeatureExtractor", "ImageInput", "best_device", "weights_label", "weights_spec_name"]
@@ -84,7 +84,7 @@ class FeatureExtractor:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
+        self.precision = model_precision(model, precision, self.device)
         self.model = model.eval().to(self.device)
         self.layer, self.normalize, self.dtype, self.batch_size = layer, normalize, dtype, batch_size
         self.pool = pool if layer in _CONV else None

@@ -27,6 +27,7 @@ import faiss
 import numpy as np
 
 from alexnet_zoo.errors import CorruptIndex, IndexMismatch, RetrievalError
+from alexnet_zoo.eval.precision_names import PRECISIONS
 from alexnet_zoo.paths import read_bounded
 from alexnet_zoo.retrieval.index_pca import check_chain
 from alexnet_zoo.retrieval.index_policy import KINDS, kind_of
@@ -133,7 +134,7 @@ def _check_provenance(info: dict[str, Any], bad: Callable[[str, str, Any], Corru
             raise bad(key, "a string", info[key])
     checks = {"pool": ((None, "avg", "max"), "null, 'avg' or 'max'"), "normalized": ((True, False), "true or false"),
               "dtype": (("float32", "float16"), "'float32' or 'float16'"),
-              "precision": (("auto", "fp32", "bf16", "fp16"), "'auto', 'fp32', 'bf16' or 'fp16'")}
+              "precision": (PRECISIONS, " or ".join(map(repr, PRECISIONS)))}
     for key, (values, expected) in checks.items():
         if key in info and not any(info[key] is v or (isinstance(v, str) and info[key] == v) for v in values):
             raise bad(key, expected, info[key])

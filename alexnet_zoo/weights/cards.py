@@ -102,6 +102,12 @@ def folder_model_card(info: Mapping[str, Any], repo_id: str | None = None, *, nu
     title = repo_id or f"{arch} weights"
     description = info.get("description") or weights.get("description") or (
         f"AlexNet weights (`{arch}`, {num_classes} classes) in alexnet_zoo's format, published from a local folder.")
+    if info.get("precision") == "int8":  # config.json is hostile: quantization's inner entries are unchecked
+        calibration = (info.get("quantization") or {}).get("calibration")
+        count = calibration.get("pictures") if isinstance(calibration, dict) else None
+        description += (" These are **int8** weights (post-training static quantization"
+                        + (f", calibrated on {count} pictures" if isinstance(count, int) else "")
+                        + "): they run on the CPU with `--precision int8` (or `auto`).")
     size = f"{num_params:,} parameters, " if num_params else ""
     labels = ("the 1000 ImageNet-1k classes, in the usual synset order" if num_classes == 1000 else
               f"the publisher's own {num_classes} classes, whose names config.json does not record")

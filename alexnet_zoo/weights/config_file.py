@@ -17,10 +17,11 @@ from alexnet_zoo.data.transforms import Preprocessing
 from alexnet_zoo.errors import InvalidConfig, WeightsError
 from alexnet_zoo.models._fields import Rule, checked_fields, show
 from alexnet_zoo.models.config import AlexNetConfig
+from alexnet_zoo.models.quantized import int8_tensor_specs
 from alexnet_zoo.paths import read_capped
 
-__all__ = ["CONFIG_FILE", "CONFIG_FORMAT_VERSION", "MAX_CONFIG_BYTES", "WEIGHTS_FILE", "ConfigFile", "check_shapes", "check_weights_fit",
-           "read_config_file"]
+__all__ = ["CONFIG_FILE", "CONFIG_FORMAT_VERSION", "MAX_CONFIG_BYTES", "PRECISIONS_STORED", "WEIGHTS_FILE",
+           "ConfigFile", "check_shapes", "check_weights_fit", "read_config_file"]
 
 # a folder in alexnet_zoo's format (save_pretrained, the cache, an hf-hub: repo) holds these two files
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
@@ -59,7 +60,9 @@ class ConfigFile:
 _META_TYPES: dict[str, tuple[type, ...]] = {"format": (str,), "format_version": (int,), "num_classes": (int,),
                                             "weights": (dict, type(None)), "metrics": (list,),
                                             "converted_from": (str,), "source": (str,), "description": (str,),
-                                            "license": (str,), "citation": (str,)}
+                                            "license": (str,), "citation": (str,), "precision": (str,),
+                                            "quantization": (dict,)}
+PRECISIONS_STORED = ("fp32", "int8")  # what model.safetensors holds: float parameters, or int8 + scales
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -131,6 +134,13 @@ def read_config_file(path: str | os.PathLike, *, architectures: Collection[str])
     if not 1 <= version <= CONFIG_FORMAT_VERSION:
         raise InvalidConfig(f"{where}: format_version must be an integer in [1, {CONFIG_FORMAT_VERSION}] (newer "
                             f"files need a newer alexnet_zoo), got {show(version)}")
+    if doc.get("precision", "fp32") not in PRECISIONS_STORED:
+        raise InvalidConfig(f"{where}: precision must be one of {', '.join(map(repr, PRECISIONS_STORED))}, got "
+                            f"{show(doc['precision'])}")
+    engine = (doc.get("quantization") or {}).get("qengine", "x86")
+    if type(engine) is not str or len(engine) > 32:
+        raise InvalidConfig(f"{where}: quantization.qengine must be the name of a torch quantized engine, got "
+                            f"{show(engine)}")
     weights = doc.get("weights") or {}
     if "name" in weights and type(weights["name"]) is not str:
         raise InvalidConfig(f"{where}: weights.name must be a string, got {show(weights['name'])}")
@@ -148,10 +158,11 @@ def read_config_file(path: str | os.PathLike, *, architectures: Collection[str])
 
 
 def check_weights_fit(weights: str | os.PathLike, config: AlexNetConfig, arch: str,
-                      config_name: str = CONFIG_FILE) -> None:
+                      config_name: str = CONFIG_FILE, precision: str = "fp32") -> None:
     """Compare the tensor names, shapes and dtypes in a safetensors file's header with those
-    ``config`` implies, before anything is built or loaded: whatever a config claims, memory then
-    stays bounded by the size of a file that really holds those tensors. Raises WeightsError."""
+    ``config`` implies (for ``precision`` "int8": :func:`int8_tensor_specs`, each dtype exact),
+    before anything is built or loaded: whatever a config claims, memory then stays bounded by
+    the size of a file that really holds those tensors. Raises WeightsError."""
     from safetensors import safe_open
 
     try:
@@ -159,7 +170,23 @@ def check_weights_fit(weights: str | os.PathLike, config: AlexNetConfig, arch: s
             header = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
     except Exception as err:  # safetensors raises its own error types for damaged headers
         raise WeightsError(f"{weights}: not a readable safetensors file ({err})") from err
-    check_shapes(config.parameter_shapes(), header, f"{weights} does not fit the {arch} its {config_name} describes")
+    what = f"{weights} does not fit the {'int8 ' if precision == 'int8' else ''}{arch} its {config_name} describes"
+    if precision == "int8":
+        _check_int8_header(int8_tensor_specs(config), header, what)
+    else:
+        check_shapes(config.parameter_shapes(), header, what)
+
+
+def _check_int8_header(expected: Mapping[str, tuple[tuple[int, ...], str]],
+                       found: Mapping[str, tuple[tuple[int, ...], str]], what: str) -> None:
+    problems = [f"{k} missing" for k in expected if k not in found]
+    problems += [f"{k} unexpected" for k in found if k not in expected]
+    problems += [f"{k} is {found[k][0]} {found[k][1]}, expected {shape} {dtype}"
+                 for k, (shape, dtype) in expected.items()
+                 if k in found and (found[k][0] != shape or found[k][1] != dtype)]
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise WeightsError(f"{what}: {'; '.join(problems[:5])}{more}")
 
 
 def check_shapes(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[tuple[int, ...], str]],

@@ -27,6 +27,7 @@ import torch
 
 from alexnet_zoo.errors import InvalidReference, UnknownWeights, WeightsError
 from alexnet_zoo.models.alexnet import AlexNet
+from alexnet_zoo.models.quantized import QuantizedAlexNet
 from alexnet_zoo.weights.cards import folder_model_card, model_card
 from alexnet_zoo.weights.config_file import CONFIG_FILE, WEIGHTS_FILE
 from alexnet_zoo.weights.sources import validate_repo_id
@@ -57,6 +58,9 @@ def check_folder(directory: str | os.PathLike) -> Checkpoint:
     except (ValueError, KeyError, TypeError) as err:  # a config.json entry the config classes refuse
         raise WeightsError(f"{folder / CONFIG_FILE}: not an alexnet_zoo config.json ({err})") from err
     state = checkpoint.state_dict
+    if checkpoint.meta.get("precision") == "int8":  # names, dtypes and every value, as loading checks them
+        QuantizedAlexNet(checkpoint.config, state, arch=checkpoint.arch, where=str(folder / WEIGHTS_FILE))
+        return checkpoint
     problems = [f"{k} missing" for k in shapes if k not in state]
     problems += [f"{k} unexpected" for k in state if k not in shapes]
     problems += [f"{k} is {tuple(state[k].shape)}, expected {shape}" for k, shape in shapes.items()

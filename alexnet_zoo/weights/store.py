@@ -24,6 +24,7 @@ from alexnet_zoo.data.transforms import Preprocessing
 from alexnet_zoo.errors import ConversionError, InvalidReference, UnknownWeights, WeightsError
 from alexnet_zoo.models.alexnet import AlexNet
 from alexnet_zoo.models.config import ARCHS, AlexNetConfig
+from alexnet_zoo.models.quantized import QuantizedAlexNet
 from alexnet_zoo.paths import atomic_write, cache_dir, write_json
 from alexnet_zoo.weights.config_file import (
     CONFIG_FILE,
@@ -53,11 +54,14 @@ class Checkpoint:
     meta: dict[str, Any]
 
 
-def save_pretrained(model: AlexNet, directory: str | os.PathLike, *, preprocessing: Preprocessing | None = None,
-                    spec: WeightSpec | None = None, meta: dict[str, Any] | None = None) -> Path:
+def save_pretrained(model: AlexNet | QuantizedAlexNet, directory: str | os.PathLike, *,
+                    preprocessing: Preprocessing | None = None, spec: WeightSpec | None = None,
+                    meta: dict[str, Any] | None = None) -> Path:
     """Write ``model`` as ``directory/model.safetensors`` + ``config.json``, each atomically, so
-    ``alexnet(pretrained=directory)`` rebuilds it exactly. A model with no architecture name (a
-    custom variant, ``model.arch`` None) is refused before anything is written."""
+    ``alexnet(pretrained=directory)`` rebuilds it exactly; an int8 model is stored as its int8
+    tensors and scales, with ``precision: "int8"`` and how it was quantised in config.json. A
+    model with no architecture name (a custom variant, ``model.arch`` None) is refused before
+    anything is written."""
     arch = model.arch
     if arch is None:
         raise ValueError("this model's layout is neither alexnet nor alexnet_owt; it cannot be saved by name")
@@ -73,7 +77,11 @@ def save_pretrained(model: AlexNet, directory: str | os.PathLike, *, preprocessi
                            "sources": [s.describe() for s in spec.sources], "sha256": spec.sources[0].sha256,
                            "license": spec.license, "citation": spec.citation,
                            "metrics": [m.__dict__ for m in spec.metrics]}
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    state = model.state_dict()
+    if isinstance(model, QuantizedAlexNet):
+        info.update(precision="int8", quantization=model.quantization)
+        state = model.int8_state()
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
     write_json(directory / CONFIG_FILE, info)
     return directory
@@ -91,7 +99,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     config_path = folder / CONFIG_FILE
     found = read_config_file(config_path, architectures=ARCHS) if config_path.is_file() else None
     if found is not None:  # from the header alone: nothing the config claims is allocated before it fits
-        check_weights_fit(weights, found.config, found.arch)
+        check_weights_fit(weights, found.config, found.arch, precision=found.info.get("precision", "fp32"))
     try:
         state_dict = load_file(str(weights))
     except Exception as err:  # safetensors raises its own error types for damaged headers

@@ -223,3 +223,53 @@ DEFINE_POOL(f16, _Float16)
 DEFINE_NCHW(f32, float)
 DEFINE_NCHW(bf16, uint16_t)
 DEFINE_NCHW(f16, _Float16)
+
+/* The int8 model's LRN boundary in one pass: uint8 (N, H, W, C) with (in_scale, in_zp) ->
+ * dequantise -> LRN in fp32 -> 3x3 stride-2 max pooling -> requantise with (1 / out_scale,
+ * out_zp), rounding half to even and clamping to [qmin, qmax]. Same units and row cache as
+ * lrn_pool_nhwc_*; each input row is dequantised into a float row before pixels_f32. */
+int lrn_pool_nhwc_u8(const uint8_t *x, uint8_t *y, int64_t N, int64_t H, int64_t W, int64_t C, int64_t OH,
+                     int64_t OW, int64_t size, float alpha, float beta, float k, float in_scale, int in_zp,
+                     float out_inv_scale, int out_zp, int qmin, int qmax) {
+    int failed = 0;
+    _Pragma("omp parallel if (N * OH >= 4)") {
+    int64_t work = 2 * C + 2 * (size / 2) + 1;
+    float *buf = (float *)malloc(sizeof(float) * (4 * W * C + work));
+    int64_t tag[3] = {-1, -1, -1};
+    if (!buf) _Pragma("omp atomic write") failed = 1;
+    _Pragma("omp for schedule(static)")
+    for (int64_t u = 0; u < N * OH; u++) {
+        if (!buf) continue;
+        int64_t n = u / OH, oy = u % OH;
+        int64_t r0 = 2 * oy, r1 = r0 + 3 < H ? r0 + 3 : H;
+        float *rows[3], *tmp = buf + 3 * W * C, *m = buf + 4 * W * C;
+        for (int64_t r = r0; r < r1; r++) {
+            int64_t id = n * H + r, slot = r % 3;
+            rows[r - r0] = buf + slot * W * C;
+            if (tag[slot] != id) {
+                const uint8_t *xr = x + id * W * C;
+                for (int64_t i = 0; i < W * C; i++) tmp[i] = (float)((int)xr[i] - in_zp) * in_scale;
+                pixels_f32(tmp, rows[r - r0], W, C, size, alpha, beta, k, 0, m);
+                tag[slot] = id;
+            }
+        }
+        for (int64_t ox = 0; ox < OW; ox++) {
+            int64_t c0 = 2 * ox, c1 = c0 + 3 < W ? c0 + 3 : W;
+            for (int64_t c = 0; c < C; c++) m[c] = rows[0][c0 * C + c];
+            for (int64_t r = 0; r < r1 - r0; r++)
+                for (int64_t q = c0; q < c1; q++)
+                    for (int64_t c = 0; c < C; c++) {
+                        float v = rows[r][q * C + c];
+                        m[c] = v > m[c] ? v : m[c];
+                    }
+            uint8_t *yo = y + ((n * OH + oy) * OW + ox) * C;
+            for (int64_t c = 0; c < C; c++) {
+                float q = nearbyintf(m[c] * out_inv_scale) + (float)out_zp;
+                yo[c] = (uint8_t)(q < (float)qmin ? qmin : q > (float)qmax ? qmax : q);
+            }
+        }
+    }
+    free(buf);
+    }
+    return failed;
+}
