@@ -73,14 +73,16 @@ def layout(tmp_path_factory):
     from alexnet_zoo.weights.store import save_pretrained
 
     root = tmp_path_factory.mktemp("pcabench")
-    _pictures(root / "ukb", [f"ukbench{i:05d}.jpg" for i in range(8)], [i // 4 for i in range(8)])
-    _pictures(root / "other", [f"o{i:02d}.jpg" for i in range(12)], [i // 3 for i in range(12)], seed=1)
+    # noisy enough that the PCA changes the figures (without it: mAP 1, N-S 4; whitened on "other": 0.84, 2.9)
+    _pictures(root / "ukb", [f"ukbench{i:05d}.jpg" for i in range(8)], [i // 4 for i in range(8)], noise=60)
+    _pictures(root / "other", [f"o{i:02d}.jpg" for i in range(12)], [i // 3 for i in range(12)], seed=1, noise=60)
     torch.manual_seed(0)
     return root, save_pretrained(alexnet(), root / "random-seed0")
 
 
 def _by_hand(root, weights, dim, whiten, train_folder):
-    """The figures of vectors extracted here, projected by :func:`_manual`."""
+    """The figures of vectors extracted here, projected by :func:`_manual`, and (checked to differ,
+    so the comparison can fail) those of the vectors as extracted."""
     from alexnet_zoo.factory import model_for_weights
     from alexnet_zoo.retrieval.extraction import list_images
     from alexnet_zoo.retrieval.features import FeatureExtractor
@@ -90,7 +92,11 @@ def _by_hand(root, weights, dim, whiten, train_folder):
     database = np.asarray(extractor(list(bset.images)), np.float64)
     train = database if train_folder is None else np.asarray(extractor(list_images(train_folder)), np.float64)
     x = _manual(train, database, dim, whiten, True).astype(np.float32)
-    return summarize(evaluate_rankings(x, x, bset, (1,), progress=False), (1,)), train
+    figures = summarize(evaluate_rankings(x, x, bset, (1,), progress=False), (1,))
+    raw = database.astype(np.float32)
+    assert figures["mAP"] != pytest.approx(summarize(evaluate_rankings(raw, raw, bset, (1,), progress=False),
+                                                     (1,))["mAP"], abs=1e-3)
+    return figures, train
 
 
 def test_end_to_end_with_a_separate_picture_folder_and_npy(layout, tmp_path):
@@ -136,3 +142,24 @@ def test_the_refusals(layout):
                           timeout=300)
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "needs at least 20 training vectors, got 12" in done.stderr
+
+
+def test_end_to_end_with_a_features_folder(layout, tmp_path):
+    """--pca-train FEATURES from `alexnet-zoo extract` of the same pictures: the figures of the picture
+    folder run; features of another layer are refused, naming the field."""
+    from alexnet_zoo.cli.main import main as cli
+    from alexnet_zoo.errors import IndexMismatch
+
+    root, weights = layout
+    argv = ["--dataset", "ukbench", "--data", str(root / "ukb"), "--pretrained", str(weights), "--recall-k", "1",
+            "--pca", "5", "--whiten", *FAST]
+    common = ["--pretrained", str(weights), "--device", "cpu", "--precision", "fp32", "--dtype", "float32", "--quiet"]
+    assert cli(["extract", str(root / "other"), "--out", str(tmp_path / "feats"), *common]) == 0
+    from_pictures = main([*argv, "--pca-train", str(root / "other")])
+    from_features = main([*argv, "--pca-train", str(tmp_path / "feats")])
+    assert from_features["pca"]["kind"] == "features" and from_features["pca"]["trained_on"] == 12
+    assert from_features["mAP"] == pytest.approx(from_pictures["mAP"], abs=1e-5)
+    assert from_features["ns_score"] == pytest.approx(from_pictures["ns_score"])
+    assert cli(["extract", str(root / "other"), "--out", str(tmp_path / "fc6"), "--layer", "fc6", *common]) == 0
+    with pytest.raises(IndexMismatch, match=r"fc6.*--pca-train features of layer='fc6', the indexed ones layer='fc7'"):
+        main([*argv, "--pca-train", str(tmp_path / "fc6")])
