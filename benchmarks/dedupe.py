@@ -10,7 +10,8 @@ index each; the pairs down to ``--low`` are scored against the groups
 (:mod:`alexnet_zoo.retrieval.dedupe_eval`): P / R / F1 at ``--threshold``, and the lowest
 threshold whose precision reaches ``--target-precision``. ``--pca D`` scores each layer again
 after PCA whitening to D dimensions learned on ``--pca-count`` *other* pictures of the folder (not
-in the duplicate set; Babenko et al. 2014 learn it on separate data). The pictures and their
+in the duplicate set; Babenko et al. 2014 learn it on separate data), by the index's own
+:func:`~alexnet_zoo.retrieval.index_pca.learn_projection`. The pictures and their
 ``labels.csv`` stay in ``--work`` when one is named, for ``alexnet-zoo index dedupe --labels``.
 
     PYTHONPATH=. python benchmarks/dedupe.py --count 50 --pca 64 --json docs/dedupe_benchmark.json
@@ -41,8 +42,9 @@ from alexnet_zoo.retrieval.dedupe_eval import pair_curve
 from alexnet_zoo.retrieval.extraction import list_images
 from alexnet_zoo.retrieval.features import FeatureExtractor
 from alexnet_zoo.retrieval.index import VectorIndex
+from alexnet_zoo.retrieval.index_pca import learn_projection, project
 
-__all__ = ["ALTERATIONS", "altered", "main", "pca_whitening", "whitened"]
+__all__ = ["ALTERATIONS", "altered", "main"]
 
 LAYERS = ("pool5", "fc6", "fc7")
 ALTERATIONS = ("crop_centre", "crop_corner", "rescale", "jpeg", "brighter", "rotate", "overlay")
@@ -121,23 +123,6 @@ def score_layer(x: np.ndarray, paths: list[str], groups: np.ndarray, args: argpa
                            key=lambda r: r["f1"], default=None)}
 
 
-def pca_whitening(train: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, projection) of PCA whitening to ``dim`` dimensions learned on ``train``: centred
-    vectors times the top principal directions, each divided by the square root of its variance
-    (eigenvalue power -0.5, as Babenko et al. 2014 and faiss ``PCAMatrix(eigen_power=-0.5)``)."""
-    if not 1 <= dim < len(train):
-        raise ValueError(f"PCA to {dim} dimensions needs more than {dim} training vectors, got {len(train)}")
-    mean = train.mean(axis=0, dtype=np.float64)
-    _, s, vt = np.linalg.svd(train - mean, full_matrices=False)
-    variance = s[:dim] ** 2 / (len(train) - 1)
-    return mean, vt[:dim].T / np.sqrt(variance + 1e-9 * variance[0])
-
-
-def whitened(x: np.ndarray, mean: np.ndarray, projection: np.ndarray) -> np.ndarray:
-    y = (x - mean) @ projection
-    return y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
-
-
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=None,
@@ -180,7 +165,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             x = vectors[layer][:len(paths)]
             layers[layer] = score_layer(x, paths, groups, args)
             if args.pca:
-                w = whitened(x, *pca_whitening(vectors[layer][len(paths):], args.pca))
+                pca = learn_projection(vectors[layer][len(paths):], args.pca, whiten=True,
+                                       what=f"{len(train)} other pictures of {args.data}")
+                w = project(x, pca, "cosine")
                 layers[f"{layer}+pcaw{args.pca}"] = score_layer(w, paths, groups, args)
     report = {"command": " ".join([os.path.basename(sys.executable), *sys.argv]) if argv is None else argv,
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

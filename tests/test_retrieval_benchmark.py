@@ -18,13 +18,14 @@ from alexnet_zoo.errors import GroundTruthError
 FAST = ["--pretrained", "none", "--device", "cpu", "--precision", "fp32", "--no-progress", "--batch-size", "4"]
 
 
-def _pictures(folder, names, groups, seed=0):
-    """One random base picture per group; each name a noisy copy of its group's base."""
+def _pictures(folder, names, groups, seed=0, noise=8.0):
+    """One random base picture per group; each name a noisy copy of its group's base (``noise``:
+    the standard deviation of the added noise, in grey levels)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     bases = {g: rng.integers(0, 256, (72, 96, 3)) for g in set(groups)}
     for name, g in zip(names, groups):
-        noisy = np.clip(bases[g] + rng.normal(0, 8, bases[g].shape), 0, 255).astype(np.uint8)
+        noisy = np.clip(bases[g] + rng.normal(0, noise, bases[g].shape), 0, 255).astype(np.uint8)
         Image.fromarray(noisy).save(folder / name, quality=90)
 
 

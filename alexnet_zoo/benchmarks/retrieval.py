@@ -9,9 +9,10 @@ the attacked copies as queries against the originals and ``--distractors``; mAP 
 family and level, and over all), ``groups`` (a user's CSV of
 ``path,group``, mAP). The layouts are :mod:`alexnet_zoo.retrieval.benchmark_sets`'; the figures
 :mod:`alexnet_zoo.retrieval.metrics`' (the reference ``compute_ap`` and N-S). Features come from
-:class:`~alexnet_zoo.retrieval.features.FeatureExtractor`; the search is exact. PCA and PCA
-whitening learned on a separate set (Babenko et al. 2014) are a later part of this work: the
-vectors are used as extracted. Numbers to expect: docs/retrieval.md.
+:class:`~alexnet_zoo.retrieval.features.FeatureExtractor`; the search is exact. ``--pca D
+[--whiten] [--pca-train DIR_OR_FEATURES_OR_NPY]`` ranks them after PCA (whitening) to D dimensions
+learned on a separate set, as Babenko et al. 2014 do (:mod:`alexnet_zoo.benchmarks.retrieval_pca`).
+Numbers to expect: docs/retrieval.md.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from alexnet_zoo.cli.failures import report_errors
+from alexnet_zoo.cli.failures import CommandError, report_errors
 from alexnet_zoo.cli.options import bounded_int, describe, device_arg
 from alexnet_zoo.devices import DEVICE_HELP
 from alexnet_zoo.eval.precision import PRECISIONS
@@ -60,6 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="keep the raw vectors and rank by Euclidean distance (default: unit vectors, cosine)")
     parser.add_argument("--query-flip", action="store_true",
                         help="each query's vector is the mean of its picture's and its mirror image's")
+    parser.add_argument("--pca", type=bounded_int(1), default=None, metavar="D",
+                        help="rank after PCA to D dimensions (the index's own PCA), re-normalised for cosine")
+    parser.add_argument("--whiten", action="store_true", help="--pca: PCA whitening (each direction to unit variance)")
+    parser.add_argument("--pca-train", type=Path, default=None, metavar="DIR_OR_FEATURES_OR_NPY",
+                        help="--pca: learn it on these instead of the evaluated database (a folder of pictures, "
+                             "extracted as the benchmark extracts; a features folder of the same model, weights, "
+                             "layer and preprocessing; or a .npy of (N, dim) vectors)")
     parser.add_argument("--recall-k", type=bounded_int(1), nargs="+", default=[1, 5, 10], metavar="K",
                         help="the k of recall@k and precision@k (default: 1 5 10)")
     parser.add_argument("--batch-size", type=bounded_int(1), default=32, help="images per forward pass")
@@ -107,6 +115,45 @@ def _write_csv(target: Path, bset: Any, results: Sequence[Any], ks: Sequence[int
     atomic_write(target, write)
 
 
+def _separate_pca(args: argparse.Namespace, extractor: Any, bset: Any) -> tuple[Any, dict[str, Any] | None]:
+    """(projection, training set report) learned on --pca-train before the database is read, so a
+    refusal (D beyond the layer or the training rows) comes first; (None, None) when not asked."""
+    from alexnet_zoo.benchmarks.retrieval_pca import check_pca_dim, learn_benchmark_pca, training_set
+
+    if args.pca is None:
+        if args.whiten or args.pca_train is not None:
+            raise CommandError("--whiten and --pca-train apply to a PCA: add --pca D")
+        return None, None
+    check_pca_dim(args.pca, extractor.dim, args.layer)
+    if args.pca_train is None:
+        return None, None
+    train, training = training_set(args.pca_train, extractor, bset, progress=not args.no_progress)
+    projection = learn_benchmark_pca(train, args.pca, whiten=args.whiten, metric=_metric(args),
+                                     what=f"--pca-train {args.pca_train}", d_in=extractor.dim)
+    training["rows"] = len(train)
+    return projection, training
+
+
+def _pca_space(args: argparse.Namespace, database: Any, queries: Any, projection: Any,
+               training: dict[str, Any] | None) -> tuple[Any, Any, dict[str, Any]]:
+    """Database and queries after the PCA (learned on the database itself without --pca-train)."""
+    from alexnet_zoo.benchmarks.retrieval_pca import apply_pca, learn_benchmark_pca, pca_line, pca_report
+
+    d_in = database.shape[1]
+    if projection is None:
+        projection = learn_benchmark_pca(database, args.pca, whiten=args.whiten, metric=_metric(args),
+                                         what="the evaluated database (no --pca-train)", d_in=d_in)
+    rows = len(database) if training is None else training.pop("rows")
+    info = pca_report(args.pca, d_in, args.whiten, rows, training)
+    print(pca_line(info))
+    database, queries = apply_pca(database, queries, projection, _metric(args))
+    return database, queries, info
+
+
+def _metric(args: argparse.Namespace) -> Any:
+    return "l2" if args.no_normalize else "cosine"
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """:func:`main` on parsed arguments."""
     # heavy imports here, not at the top: the parser (docs checks, --help) stays light
@@ -129,7 +176,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(f"weights {weights}, layer {args.layer} ({extractor.dim}-d), {measure}, "
           f"query flip {'on' if args.query_flip else 'off'}; device {extractor.device}")
     start = time.perf_counter()
+    projection, training = _separate_pca(args, extractor, bset)
     database, queries = embed_benchmark(extractor, bset, query_flip=args.query_flip, progress=not args.no_progress)
+    pca = None
+    if args.pca:
+        database, queries, pca = _pca_space(args, database, queries, projection, training)
     results = evaluate_rankings(database, queries, bset, ks, cosine=not args.no_normalize,
                                 progress=not args.no_progress)
     seconds = time.perf_counter() - start
@@ -140,7 +191,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        "notes": list(bset.notes), "groups": str(args.groups) if args.groups else None,
                        "distractors": args.distractors},
               "features": extractor.info(), "measure": "euclidean" if args.no_normalize else "cosine",
-              "query_flip": args.query_flip, "search": "exact (numpy)", "weights": weights,
+              "query_flip": args.query_flip, "pca": pca, "search": "exact (numpy)", "weights": weights,
               "arch": model.pretrained_cfg.get("architecture", args.arch), "seconds": seconds,
               "environment": environment(str(extractor.device), 0, args.batch_size, extractor.precision)}
     if args.json:

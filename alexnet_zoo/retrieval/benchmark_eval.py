@@ -5,8 +5,9 @@ mirror image), an exact search over all of them, and each query's figures by
 
 Exact search in numpy, not an index: a benchmark measures the features, so nothing approximate may
 stand between them and the figure. Unit vectors are compared by inner product (cosine); others by
-Euclidean distance, the paper's Figure 4 measure. PCA / PCA whitening learned on a separate set
-(Babenko et al. 2014) is a later part of this work and is not applied here.
+Euclidean distance, the paper's Figure 4 measure. PCA / PCA whitening, when the benchmark asks for
+it, is applied to the vectors before they reach :func:`evaluate_rankings`
+(the recipe learns it with :mod:`alexnet_zoo.retrieval.index_pca`, the index's own).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from alexnet_zoo.retrieval.metrics import (
     recall_at_k,
 )
 
-__all__ = ["QUERY_BLOCK", "QueryResult", "crop_box", "embed_benchmark", "evaluate_rankings", "summarize"]
+__all__ = ["QUERY_BLOCK", "QueryResult", "crop_box", "embed_benchmark", "embed_paths", "evaluate_rankings", "summarize"]
 
 QUERY_BLOCK = 256  # queries scored and ranked at once: 256 x 10,200 UKBench scores are 10 MB
 
@@ -62,12 +63,13 @@ def crop_box(img: Image.Image, box: Box, name: str) -> Image.Image:
     return img.crop((x1, y1, x2, y2))
 
 
-def _database_vectors(extractor: FeatureExtractor, bset: BenchmarkSet, progress: bool) -> np.ndarray:
+def embed_paths(extractor: FeatureExtractor, paths: Sequence[Any], desc: str, progress: bool = True) -> np.ndarray:
+    """The float32 vectors of pictures, a batch at a time (the database; a PCA's training pictures)."""
     step = extractor.batch_size
-    parts = []
-    with tqdm(total=len(bset.images), unit="img", desc="database", disable=not progress) as bar:
-        for lo in range(0, len(bset.images), step):
-            parts.append(np.asarray(extractor(list(bset.images[lo:lo + step])), dtype=np.float32))
+    parts = [np.zeros((0, extractor.dim), np.float32)]
+    with tqdm(total=len(paths), unit="img", desc=desc, disable=not progress) as bar:
+        for lo in range(0, len(paths), step):
+            parts.append(np.asarray(extractor(list(paths[lo:lo + step])), dtype=np.float32))
             bar.update(len(parts[-1]))
     return np.concatenate(parts)
 
@@ -89,7 +91,7 @@ def embed_benchmark(extractor: FeatureExtractor, bset: BenchmarkSet, *, query_fl
     """(database vectors, query vectors) as float32. A query that is a database image as it is
     reuses its row; boxes and ``query_flip`` (the mean of the picture's and its mirror's vectors,
     made unit length again when the extractor normalises) need their own pass."""
-    database = _database_vectors(extractor, bset, progress)
+    database = embed_paths(extractor, bset.images, "database", progress)
     queries = np.empty((len(bset.queries), database.shape[1]), np.float32)
     own = [q.index is not None and q.box is None and not query_flip for q in bset.queries]
     for i, q in enumerate(bset.queries):
