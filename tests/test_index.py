@@ -683,3 +683,18 @@ def test_build_keeps_meta_bounded(tmp_path):
     with pytest.raises(ValueError, match="JSON data"):
         VectorIndex.build(mixture(20), [f"p{i}" for i in range(20)], kind="exact", meta={"model": object()})
     assert len(json.dumps(huge)) > META_LIMIT
+
+
+def test_tuning_finds_the_exact_neighbours_once_not_once_a_grid_step(monkeypatch):
+    """The tuning sample's brute-force truth is a pass over every row (minutes at 10M vectors):
+    computed once for the whole grid, once more for the stored recall's fresh sample."""
+    import alexnet_zoo.retrieval.index_tuning as tuning
+
+    calls = []
+    real = tuning.faiss.knn
+    monkeypatch.setattr(tuning.faiss, "knn", lambda *a, **kw: calls.append(len(a[1])) or real(*a, **kw))
+    x = mixture(20000, dim=16)
+    index = VectorIndex.build(x, [str(i) for i in range(len(x))], kind="ivfpq", queries=200, target_recall=0.999)
+    chosen = index.info["search_params"]["nprobe"]
+    assert len([p for p in index_module.search_grid("ivfpq", 10 ** 6) if p["nprobe"] <= chosen]) >= 2  # walked on
+    assert calls == [len(x), len(x)]  # tuning truth + measured recall, each once

@@ -43,7 +43,7 @@ from alexnet_zoo.retrieval.index_gpu import (
 from alexnet_zoo.retrieval.index_lookup import keep_lookups, stored_rows
 from alexnet_zoo.retrieval.index_pca import Projection, learn_pca, project, projection_of, stored_index, wrap
 from alexnet_zoo.retrieval.index_policy import KINDS, Kind, choose_factory, kind_of, parse_size, training_size
-from alexnet_zoo.retrieval.index_tuning import TARGET_RECALL, heldout_recall, sample_rows, search_grid, tune
+from alexnet_zoo.retrieval.index_tuning import TARGET_RECALL, heldout_recall, sample_rows, search_grid, tune_on_rows
 from alexnet_zoo.retrieval.index_update import check_source, remove_rows, rows_of, unseen_rows
 from alexnet_zoo.retrieval.vector_checks import (
     MAX_DIM,
@@ -186,8 +186,8 @@ class VectorIndex:
         exact search in the space the index searches (``space``: the vectors after its PCA)."""
         ids = sample_rows(len(x), rng, queries)
         nlist = 0 if self.info["kind"] == "hnsw" else faiss.extract_index_ivf(self._stored()).nlist
-        return tune(search_grid(self.info["kind"], nlist), target, len(ids), apply=self._apply,
-                    recall=lambda: heldout_recall(x, ids, self.info["metric"], self._knn, space))
+        return tune_on_rows(search_grid(self.info["kind"], nlist), target, x, ids, self.info["metric"], self._knn,
+                            apply=self._apply, space=space)
 
     def _measure(self, x: np.ndarray, rng: np.random.Generator, queries: int, space: np.ndarray | None = None
                  ) -> float:

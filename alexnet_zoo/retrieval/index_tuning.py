@@ -16,7 +16,8 @@ import numpy as np
 
 from alexnet_zoo.retrieval.vector_checks import Metric, check_vectors, faiss_metric, prepare
 
-__all__ = ["TARGET_RECALL", "exact_knn", "heldout_recall", "recall_at", "sample_rows", "search_grid", "tune"]
+__all__ = ["TARGET_RECALL", "exact_knn", "heldout_recall", "heldout_truth", "recall_at", "sample_rows", "search_grid",
+           "tune", "tune_on_rows"]
 
 TARGET_RECALL = 0.95
 Knn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]  # (queries, k) -> (scores, ids), best first
@@ -39,16 +40,23 @@ def sample_rows(n: int, rng: np.random.Generator, queries: int) -> np.ndarray:
     return np.sort(rng.choice(n, min(queries, n), replace=False))
 
 
-def heldout_recall(x: np.ndarray, ids: np.ndarray, metric: Metric, knn: Knn, space: np.ndarray | None = None
-                   ) -> float:
-    """1-recall@10 of rows ``ids`` of the indexed (prepared) ``x`` used as queries through ``knn``,
-    their own row excluded from both sides. The truth is exact search over ``space`` (the same rows
-    as another index sees them: after its PCA), or over ``x`` itself."""
-    if len(x) < 2:
-        return 1.0  # no other vector to find
+def heldout_truth(x: np.ndarray, ids: np.ndarray, metric: Metric, space: np.ndarray | None = None) -> np.ndarray:
+    """The true nearest other row of each row ``ids`` of the indexed (prepared) ``x``: exact search
+    over ``space`` (the same rows as another index sees them: after its PCA), or over ``x`` itself.
+    One brute-force pass over every row, so :func:`tune` computes it once, not once a grid step."""
     space = x if space is None else space
     _, truth = faiss.knn(space[ids], space, min(2, len(space)), metric=faiss_metric(metric))
-    first = np.where(truth[:, 0] == ids, truth[:, -1], truth[:, 0])
+    return np.where(truth[:, 0] == ids, truth[:, -1], truth[:, 0])
+
+
+def heldout_recall(x: np.ndarray, ids: np.ndarray, metric: Metric, knn: Knn, space: np.ndarray | None = None, *,
+                   truth: np.ndarray | None = None) -> float:
+    """1-recall@10 of rows ``ids`` of the indexed (prepared) ``x`` used as queries through ``knn``,
+    their own row excluded from both sides, against ``truth`` (:func:`heldout_truth`, computed
+    here when not given)."""
+    if len(x) < 2:
+        return 1.0  # no other vector to find
+    first = heldout_truth(x, ids, metric, space) if truth is None else truth
     _, found = knn(x[ids], 11)
     found = [[f for f in row if f != q][:10] for row, q in zip(found, ids)]
     return recall_at(np.array(found, dtype=object) if found else np.zeros((0, 10)), first)
@@ -74,3 +82,13 @@ def tune(grid: list[dict[str, int]], target: float, queries: int, *, apply: Call
         if recall() >= need:
             return params
     return grid[-1]
+
+
+def tune_on_rows(grid: list[dict[str, int]], target: float, x: np.ndarray, ids: np.ndarray, metric: Metric,
+                 knn: Knn, *, apply: Callable[[dict[str, int]], None], space: np.ndarray | None = None
+                 ) -> dict[str, int]:
+    """:func:`tune` with rows ``ids`` of ``x`` as the tuning queries: their exact neighbours are
+    found once (a brute-force pass over every row: minutes at 10M), not once a grid step."""
+    truth = heldout_truth(x, ids, metric, space) if len(x) >= 2 else None
+    return tune(grid, target, len(ids), apply=apply,
+                recall=lambda: heldout_recall(x, ids, metric, knn, space, truth=truth))
