@@ -50,6 +50,16 @@ def _conv(conv: nn.Conv2d, x: Tensor, relu: bool) -> Tensor:
     return onednn.conv2d(conv, x, relu)
 
 
+
+def check_images(x: Tensor, in_chans: int, min_size: int) -> None:
+    """Refuse a batch that is not (N, in_chans, H, W) with H and W large enough to reach pool5
+    (the fp32 and the int8 network take the same inputs)."""
+    if x.dim() != 4 or x.shape[1] != in_chans:
+        raise ValueError(f"AlexNet expects (N, {in_chans}, H, W) images, got shape {tuple(x.shape)}")
+    if min(x.shape[-2:]) < min_size:
+        raise ValueError(f"AlexNet needs inputs of at least {min_size}x{min_size} "
+                         f"pixels to reach pool5, got {tuple(x.shape[-2:])}")
+
 class AlexNet(nn.Module):
     """The 2012 network (or any :class:`AlexNetConfig` variant) with timm's model API.
 
@@ -148,11 +158,7 @@ class AlexNet(nn.Module):
 
     # -- forward
     def _check_input(self, x: Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != self.config.in_chans:
-            raise ValueError(f"AlexNet expects (N, {self.config.in_chans}, H, W) images, got shape {tuple(x.shape)}")
-        if min(x.shape[-2:]) < self.min_input_size:
-            raise ValueError(f"AlexNet needs inputs of at least {self.min_input_size}x{self.min_input_size} "
-                             f"pixels to reach pool5, got {tuple(x.shape[-2:])}")
+        check_images(x, self.config.in_chans, self.min_input_size)
 
     def _lrn_args(self) -> tuple | None:
         c = self.config

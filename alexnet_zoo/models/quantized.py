@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alexnet_zoo.errors import WeightsError
-from alexnet_zoo.models.alexnet import LAYERS, min_input_size, to_6x6
+from alexnet_zoo.models.alexnet import LAYERS, check_images, min_input_size, to_6x6
 from alexnet_zoo.models.config import ARCHS, AlexNetConfig, arch_of
 from alexnet_zoo.models.pretrained_cfg import PretrainedCfg, feature_info
 from alexnet_zoo.ops.capabilities import cpu_capabilities
@@ -187,11 +187,7 @@ class QuantizedAlexNet(nn.Module):
 
     # -- forward
     def _check_input(self, x: Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != self.config.in_chans:
-            raise ValueError(f"AlexNet expects (N, {self.config.in_chans}, H, W) images, got shape {tuple(x.shape)}")
-        if min(x.shape[-2:]) < self.min_input_size:
-            raise ValueError(f"AlexNet needs inputs of at least {self.min_input_size}x{self.min_input_size} "
-                             f"pixels to reach pool5, got {tuple(x.shape[-2:])}")
+        check_images(x, self.config.in_chans, self.min_input_size)
         if x.device.type != "cpu":
             raise ValueError(f"int8 inference runs on the CPU; this input is on {x.device}")
 
