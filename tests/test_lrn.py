@@ -73,6 +73,7 @@ def test_gradient_matches_float64(path):
     assert xf.grad is not None and torch.isfinite(xf.grad).all()
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_lrn_cuda(dtype):
