@@ -65,8 +65,9 @@ def plain_loop(batch: int, device: torch.device) -> Callable[[], None]:
     return step
 
 
-def recipe_step(batch: int, device: torch.device, *, amp: torch.dtype | None, channels_last: bool,
-                compile: bool) -> Callable[[], None]:
+def recipe_trainer(device: torch.device, *, amp: torch.dtype | None, channels_last: bool, compile: bool) -> Trainer:
+    """The recipe's step state for a fresh ``alexnet()``: the paper's SGD at a constant rate, the
+    training augmentation, ``amp`` autocast (None: fp32); benchmarks/gpu_check.py feeds it real batches."""
     model = alexnet().to(device).train()
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -74,7 +75,12 @@ def recipe_step(batch: int, device: torch.device, *, amp: torch.dtype | None, ch
     optimizer = PaperSGD(model.parameters(), lr=0.01)
     schedule = LRSchedule("constant", 0.01, steps_per_epoch=1, total_steps=1)
     augment = BatchAugment(PAPER_PREPROCESSING, 227, train=True, channels_last=channels_last)
-    t = Trainer(trained, model, nn.CrossEntropyLoss(), optimizer, schedule, augment, device, amp_dtype=amp)
+    return Trainer(trained, model, nn.CrossEntropyLoss(), optimizer, schedule, augment, device, amp_dtype=amp)
+
+
+def recipe_step(batch: int, device: torch.device, *, amp: torch.dtype | None, channels_last: bool,
+                compile: bool) -> Callable[[], None]:
+    t = recipe_trainer(device, amp=amp, channels_last=channels_last, compile=compile)
     images = torch.randint(0, 256, (batch, 3, 256, 256), dtype=torch.uint8, device=device)
     labels = torch.randint(0, 1000, (batch,), device=device)
     return lambda: train_step(t, images, labels)

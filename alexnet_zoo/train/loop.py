@@ -27,7 +27,7 @@ from alexnet_zoo.train.distributed import all_reduce
 from alexnet_zoo.train.logs import MetricsLog, UnreadableFiles
 from alexnet_zoo.train.schedule import LRSchedule
 
-__all__ = ["Trainer", "evaluate", "mean_loss", "train_one_epoch", "train_step"]
+__all__ = ["Trainer", "batch_to_device", "evaluate", "mean_loss", "train_one_epoch", "train_step"]
 
 
 @dataclass
@@ -58,8 +58,8 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None)
 
 
-def _on_device(batch: PictureBatch | Sequence[Any], decode: tuple[int, str, str] | None, device: torch.device
-               ) -> tuple[Tensor, Tensor, list[tuple[str, str]]]:
+def batch_to_device(batch: PictureBatch | Sequence[Any], decode: tuple[int, str, str] | None, device: torch.device
+                    ) -> tuple[Tensor, Tensor, list[tuple[str, str]]]:
     """A loader's batch -> (uint8 pictures on ``device``, their labels there, [(path, error)] of
     the pictures that could not be read, in the workers or by the device decoder)."""
     if not isinstance(batch, PictureBatch):  # a plain (images, labels) pair
@@ -144,7 +144,7 @@ def train_one_epoch(t: Trainer, loader: DataLoader, epoch: int, *, start_batch: 
     local_batch = loader.batch_size or 1
     skipped = t.unreadable.counts if t.unreadable is not None else {"train": 0}
     for batch in loader:
-        images, labels, failed = _on_device(batch, t.decode, t.device)
+        images, labels, failed = batch_to_device(batch, t.decode, t.device)
         if failed and t.unreadable is not None:
             t.unreadable.add("train", failed)
         loss, hits, lr = train_step(t, images, labels, batch_size=local_batch)
@@ -204,7 +204,7 @@ def evaluate(model: nn.Module, loader: DataLoader, augment: BatchAugment, device
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, top-1 hits, top-5 hits
     count = bad = 0  # readable and unreadable pictures (host counters: no copy to the GPU per batch)
     for batch in tqdm(loader, desc="val", disable=not progress, leave=False, dynamic_ncols=True):
-        images, labels, failed = _on_device(batch, decode, device)
+        images, labels, failed = batch_to_device(batch, decode, device)
         if failed and unreadable is not None:
             unreadable.add("val", failed)
         if len(labels):
