@@ -31,7 +31,8 @@ from alexnet_zoo import alexnet
 from alexnet_zoo.train.augment import PAPER_PREPROCESSING, BatchAugment
 from alexnet_zoo.train.data import ImageFiles
 
-__all__ = ["EPOCH_IMAGES", "NO_CUDA", "Plan", "fidelity", "inference", "lrn_kernels", "precision", "run_tests"]
+__all__ = ["EPOCH_IMAGES", "NO_CUDA", "Plan", "fidelity", "inference", "lrn_kernels", "precision", "run_tests",
+           "static_compiles"]
 
 EPOCH_IMAGES = 1_281_167  # ILSVRC-2012 training pictures: one epoch
 NO_CUDA = "no CUDA GPU here"
@@ -85,10 +86,22 @@ def precision(device: torch.device, amp: torch.dtype | None, tf32: bool) -> Iter
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     try:
-        with torch.no_grad(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        # no autocast weight cache: CUDA graph capture needs that (each call is one forward anyway)
+        with torch.no_grad(), torch.autocast(device.type, dtype=amp, enabled=amp is not None, cache_enabled=False):
             yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def static_compiles() -> None:
+    """One static graph per batch size (as a deployment has), and room for every graph this run
+    compiles of AlexNet.forward (precisions x batch sizes x train/eval): past dynamo's default limit
+    of 8 it would quietly run eager and the "compile" rows would time that."""
+    config = torch._dynamo.config
+    config.automatic_dynamic_shapes = False
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(config, name):
+            setattr(config, name, 64)
 
 
 def _release(device: torch.device) -> None:
@@ -244,11 +257,11 @@ def inference(s, plan: Plan) -> None:
             rates.get(f"alexnet no-LRN {prec} channels_last eager b{plan.batch}")
         if ours and bare:
             s.add({"name": f"LRN share of the forward, {prec} channels_last", "batch": plan.batch,
-                   "lrn_share": 1 - ours / bare})
+                   "lrn_share": 1 - ours / bare, "over_5_percent": 1 - ours / bare > 0.05})  # the issue's bar
     rates.update(_compiled(s, plan, models))
     rates.update(_graphs(s, plan, models))
-    best = {who: max(((v, k) for k, v in rates.items() if k.startswith(who + " ") and k.endswith(f"b{plan.batch}")),
-                     default=(0.0, None)) for who in ("alexnet", "torchvision")}
+    best = {who: max(((v, k) for k, v in rates.items() if k.startswith(who + " ") and "no-LRN" not in k
+                      and k.endswith(f" b{plan.batch}")), default=(0.0, None)) for who in ("alexnet", "torchvision")}
     if best["alexnet"][1] and best["torchvision"][1]:
         s.set(target={"batch": plan.batch, "alexnet_best": best["alexnet"][1], "torchvision_best": best["torchvision"][1],
                       "ratio": best["alexnet"][0] / best["torchvision"][0], "goal": ">= 1.0 with the paper's LRN"})
@@ -259,7 +272,7 @@ def _compiled(s, plan: Plan, models: dict) -> dict[str, float]:
     if not plan.cuda or plan.dry_run:
         s.skip("torch.compile", NO_CUDA if not plan.cuda else "dry run: compiling takes tens of seconds a model")
         return {}
-    torch._dynamo.config.automatic_dynamic_shapes = False  # one static graph a batch size, as a deployment has
+    static_compiles()
     rates = {}
     for who, prec in order:
         label = f"{who} {prec} channels_last compile"
@@ -269,8 +282,12 @@ def _compiled(s, plan: Plan, models: dict) -> dict[str, float]:
         call = _forward(torch.compile(model), _input(plan.batch, size, "channels_last", plan.device), plan.device,
                         plan.precisions()[prec])
         start = time.perf_counter()
-        call()
-        torch.cuda.synchronize(plan.device)
+        try:
+            call()
+            torch.cuda.synchronize(plan.device)
+        except Exception as err:  # noqa: BLE001 - a compiler failure is a finding: recorded, the rest still runs
+            s.skip(label, f"torch.compile failed: {type(err).__name__}: {str(err).splitlines()[0][:300]}")
+            continue
         compile_s = time.perf_counter() - start
         meta = {label: {"model": who, "precision": prec, "layout": "channels_last", "mode": "compile",
                         "compile_s": compile_s}}
@@ -293,8 +310,8 @@ def _graphs(s, plan: Plan, models: dict) -> dict[str, float]:
                 try:
                     call = _graphed(model, _input(batch, size, "channels_last", plan.device), plan.device,
                                     plan.precisions()[prec])
-                except RuntimeError as err:  # a capture the forward does not allow: say which and why
-                    s.skip(f"{label} b{batch}", f"capture failed: {str(err).splitlines()[0]}")
+                except Exception as err:  # noqa: BLE001 - a capture the forward does not allow: say which and why
+                    s.skip(f"{label} b{batch}", f"capture failed: {type(err).__name__}: {str(err).splitlines()[0][:300]}")
                     continue
                 meta = {label: {"model": who, "precision": prec, "layout": "channels_last", "mode": "cuda-graph"}}
                 rates.update({f"{k} b{batch}": v for k, v in _rows(s, plan, {label: call}, meta, batch).items()})

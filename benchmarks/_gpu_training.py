@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 import torchvision
-from _gpu_sections import EPOCH_IMAGES, NO_CUDA, Plan
+from _gpu_sections import EPOCH_IMAGES, NO_CUDA, Plan, static_compiles
 from torchvision.io import ImageReadMode
 from train_throughput import loader_rate, measure, plain_loop, recipe_step, recipe_trainer
 
@@ -76,15 +76,19 @@ def training(s, plan: Plan) -> None:
     if not plan.cuda or plan.dry_run:
         s.skip("compiled steps", NO_CUDA if not plan.cuda else "dry run: compiling takes tens of seconds a step")
         return
-    torch._dynamo.config.automatic_dynamic_shapes = False  # one static graph per batch size
+    static_compiles()
     for b in sorted(plan.train_batches, key=lambda b: (b != 256, -b)):  # 256 first, then the largest
         label = f"recipe bf16 channels_last compile b{b}"
         if not s.affordable(label):
             continue
         step = recipe_step(b, dev, amp=amp, channels_last=True, compile=True)
         start = time.perf_counter()
-        step()
-        torch.cuda.synchronize(dev)
+        try:
+            step()
+            torch.cuda.synchronize(dev)
+        except Exception as err:  # noqa: BLE001 - a compiler failure is a finding: recorded, the rest still runs
+            s.skip(label, f"torch.compile failed: {type(err).__name__}: {str(err).splitlines()[0][:300]}")
+            continue
         _step_row(s, plan, label, step, b, precision="bf16", mode="compile", compile_s=time.perf_counter() - start)
         del step
         _free(dev)

@@ -9,16 +9,17 @@ recorded as skipped, so the run ends on time and still says what it left out):
 3. ``inference`` - images/s at batch 256 and 1: ``alexnet`` (227) against ``torchvision.models.alexnet``
                    (224), fp32 / TF32 / fp16 / bf16 autocast, NCHW and channels-last, eager, then
                    torch.compile and CUDA graphs; LRN's share (against the same net without LRN).
-4. ``lrn``       - the Triton LRN kernels (alexnet_zoo/ops/lrn_triton.py) against the torch expression
-                   CUDA uses now, on the conv1 / conv2 maps, forward and forward + backward: this run
-                   decides whether they become the default.
-5. ``training``  - the recipe's step (forward + backward + SGD, augmentation included) on synthetic
+4. ``training``  - the recipe's step (forward + backward + SGD, augmentation included) on synthetic
                    batches on the GPU, bf16 channels-last, batch 128 / 256 / 512, eager and compiled;
                    the plain fp32 loop for reference; the 90-epoch time each rate implies.
-6. ``pipeline``  - the recipe's loader on the pictures, CPU workers and ``decode="device"`` (nvJPEG),
+5. ``pipeline``  - the recipe's loader on the pictures, CPU workers and ``decode="device"`` (nvJPEG),
                    alone and feeding the bf16 step.
-7. ``decoding``  - nvJPEG against libjpeg-turbo on the pictures and on them packed to 256x256.
-8. ``faiss``     - exact and IVF-PQ on 10M random 64-d vectors, GPU against CPU (needs faiss-gpu).
+6. ``decoding``  - nvJPEG against libjpeg-turbo on the pictures and on them packed to 256x256.
+7. ``faiss``     - exact and IVF-PQ on 10M random 64-d vectors, GPU against CPU (needs faiss-gpu).
+8. ``lrn``       - the Triton LRN kernels (alexnet_zoo/ops/lrn_triton.py) against the torch expression
+                   CUDA uses now, on the conv1 / conv2 maps, forward and forward + backward: this run
+                   decides whether they become the default. Last, because they have never run on a GPU
+                   (the tests section has compiled them already, in its own process).
 
 Writes ``--out`` (JSON, rewritten atomically after every row) and a ``.log`` beside it. ``--dry-run``
 uses tiny sizes and no compiling, skips what needs CUDA with the reason, and takes seconds on a CPU:
@@ -43,8 +44,8 @@ from _gpu_sections import Plan, fidelity, inference, lrn_kernels, run_tests
 from _gpu_training import decoding, pipeline, training
 
 ROOT = Path(__file__).resolve().parents[1]
-BUDGETS = {"tests": 45, "fidelity": 15, "inference": 100, "lrn": 30, "training": 100, "pipeline": 45,
-           "decoding": 20, "faiss": 75}  # 430 s of sections; the deadline below leaves room for one overrun
+BUDGETS = {"tests": 45, "fidelity": 15, "inference": 100, "training": 100, "pipeline": 45, "decoding": 20,
+           "faiss": 75, "lrn": 30}  # 430 s of sections; the deadline below leaves room for one overrun
 DEADLINE_S = 460
 PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -114,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     report = Report(args.out, header, args.deadline)
     report.log(f"gpu_check on {header['environment'].get('gpu', device)}, {len(plan.pictures)} pictures, "
                f"dry run: {args.dry_run}; JSON {args.out}")
-    sections = {"tests": run_tests, "fidelity": fidelity, "inference": inference, "lrn": lrn_kernels,
-                "training": training, "pipeline": pipeline,
-                "decoding": lambda s, p: decoding(s, p, args.images), "faiss": faiss_gpu}
+    sections = {"tests": run_tests, "fidelity": fidelity, "inference": inference, "training": training,
+                "pipeline": pipeline, "decoding": lambda s, p: decoding(s, p, args.images), "faiss": faiss_gpu,
+                "lrn": lrn_kernels}  # last: a kernel never run on a GPU could break the CUDA context for the rest
     for name, run in sections.items():
         if args.only and name not in args.only:
             continue

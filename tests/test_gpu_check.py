@@ -15,7 +15,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 PICTURES = ROOT / "tests" / "data" / "retrieval"
-SECTIONS = ["tests", "fidelity", "inference", "lrn", "training", "pipeline", "decoding", "faiss"]
+SECTIONS = ["tests", "fidelity", "inference", "training", "pipeline", "decoding", "faiss", "lrn"]
 
 
 @pytest.fixture

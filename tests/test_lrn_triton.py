@@ -21,6 +21,11 @@ PARAMS = {"paper": (2.0, 1e-4), "caffe": (1.0, 1e-4)}  # k, alpha as each conven
 
 @pytest.fixture
 def interpret(monkeypatch):
+    """Triton's interpreter for the kernels lrn_triton launches on CPU tensors. Triton itself is imported
+    first: its own @triton.jit helpers (tl.zeros, ...) take the interpreter or the compiler once, at its
+    import, and must stay compiled for whatever else this process runs on a GPU. The kernels use none."""
+    import triton  # noqa: F401
+
     monkeypatch.setenv("TRITON_INTERPRET", "1")
 
 

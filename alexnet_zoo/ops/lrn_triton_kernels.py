@@ -5,6 +5,9 @@ are left undecorated: ``lrn_triton`` applies ``triton.jit`` itself, compiled or 
 Each program takes a BLOCK_C x BLOCK_P tile (channels x spatial positions) of one image and reads
 the SIZE channel-shifted tiles around it (masked at both channel ends: zero beyond them, as in the
 formula); the shifted reads hit the cache, as in kernels/lrn.c's running window. Offsets are int64.
+Only Triton's builtins are used (``tl.full``, not ``tl.zeros``, which is itself a @triton.jit function
+bound to the interpreter or the compiler when Triton is imported), so that either way of running
+these kernels works whatever Triton was imported under.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ def lrn_forward(x_ptr, y_ptr, C, P, stride_n, stride_c, stride_p, alpha, beta, k
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)[:, None]
     base = tl.program_id(2).to(tl.int64) * stride_n + p.to(tl.int64) * stride_p
     inside = (c < C) & (p < P)
-    squares = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
+    squares = tl.full((BLOCK_C, BLOCK_P), 0.0, ACC)
     for j in tl.static_range(SIZE):
         cj = c + (j - SIZE // 2)
         v = tl.load(x_ptr + base + cj.to(tl.int64) * stride_c, mask=inside & (cj >= 0) & (cj < C), other=0.0)
@@ -45,7 +48,7 @@ def lrn_backward_terms(x_ptr, g_ptr, direct_ptr, spread_ptr, C, P, stride_n, str
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)[:, None]
     base = tl.program_id(2).to(tl.int64) * stride_n + p.to(tl.int64) * stride_p
     inside = (c < C) & (p < P)
-    squares = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
+    squares = tl.full((BLOCK_C, BLOCK_P), 0.0, ACC)
     for j in tl.static_range(SIZE):
         cj = c + (j - SIZE // 2)
         v = tl.load(x_ptr + base + cj.to(tl.int64) * stride_c, mask=inside & (cj >= 0) & (cj < C), other=0.0)
@@ -72,7 +75,7 @@ def lrn_backward_combine(x_ptr, direct_ptr, spread_ptr, dx_ptr, C, P, stride_n, 
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)[:, None]
     base = tl.program_id(2).to(tl.int64) * stride_n + p.to(tl.int64) * stride_p
     inside = (c < C) & (p < P)
-    total = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
+    total = tl.full((BLOCK_C, BLOCK_P), 0.0, ACC)
     for j in tl.static_range(SIZE):
         cj = c + (j - SIZE // 2)
         total += tl.load(spread_ptr + base + cj.to(tl.int64) * stride_c, mask=inside & (cj >= 0) & (cj < C),
