@@ -35,11 +35,16 @@ def _vectors(plan: Plan, n: int, seed: int) -> np.ndarray:
 
 
 def faiss_gpu(s, plan: Plan) -> None:
-    import faiss
+    try:
+        import faiss
+    except ImportError:
+        s.set(status="skipped", reason="faiss is not installed here (neither faiss-cpu nor faiss-gpu)")
+        return
 
-    from alexnet_zoo.retrieval.index_gpu import from_gpu, gpu_count, gpu_parameters, to_gpu
+    from alexnet_zoo.retrieval.index_gpu import faiss_builds, from_gpu, gpu_count, gpu_parameters, to_gpu
     from alexnet_zoo.retrieval.index_policy import choose_factory, new_index, training_size
 
+    s.set(builds=list(faiss_builds()))
     gpus = gpu_count()
     s.set(faiss=faiss.__version__, gpus=gpus, vectors=plan.vectors, dim=plan.dim, queries=QUERIES)
     if gpus == 0:

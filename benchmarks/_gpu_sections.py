@@ -129,8 +129,9 @@ def _model(plan: Plan) -> nn.Module:
 
 def run_tests(s, plan: Plan) -> None:
     """``pytest -m cuda`` (the tests marked as needing a GPU) in a subprocess, within the budget."""
+    # a test module that imports a package this machine lacks (fastapi, say) must not stop the CUDA tests
     command = [sys.executable, "-m", "pytest", "-q", "-rs", "-m", "cuda", "-p", "no:cacheprovider",
-               str(plan.root / "tests")]
+               "--continue-on-collection-errors", str(plan.root / "tests")]
     s.set(command=" ".join(["python", *command[1:]]))
     if not plan.cuda:
         s.set(status="skipped", reason=f"{NO_CUDA}: the tests marked cuda skip themselves on a CPU")

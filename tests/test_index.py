@@ -154,6 +154,39 @@ def test_device_choice_on_a_machine_without_gpu():
         VectorIndex.build(x, [str(i) for i in range(500)], device="gpu")
 
 
+def test_two_faiss_builds_side_by_side_are_refused(monkeypatch):
+    """pip installs faiss-gpu beside faiss-cpu without a word; the index refuses that mix and says how to keep one."""
+    import alexnet_zoo.retrieval.index_gpu as gpu_module
+
+    assert len(gpu_module.faiss_builds()) <= 1  # this environment itself is sound
+    gpu_module.check_one_faiss_build(("faiss-gpu 1.15.1",))
+    both = ("faiss-cpu 1.15.1", "faiss-gpu 1.15.1")
+    with pytest.raises(RetrievalError, match=r"2 faiss builds .*faiss-cpu 1\.15\.1, faiss-gpu 1\.15\.1.*"
+                                             r"pip uninstall -y faiss-cpu faiss-gpu && pip install faiss-gpu==1\.15\.1"):
+        gpu_module.check_one_faiss_build(both)
+    monkeypatch.setattr(gpu_module, "faiss_builds", lambda: both)
+    with pytest.raises(RetrievalError, match="side by side"):
+        VectorIndex.build(mixture(300), [str(i) for i in range(300)], kind="exact")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(gpu_count() == 0, reason="needs faiss-gpu and a CUDA GPU")
+def test_a_real_gpu_index_finds_the_cpu_neighbours(tmp_path):
+    """The faiss-gpu calls the stand-in test replaces, run for real: the exact index built on the GPU
+    finds the CPU's neighbours, and the saved CPU copy loads and searches the same."""
+    x = mixture(5000)
+    paths = [str(i) for i in range(len(x))]
+    cpu = VectorIndex.build(x, paths, kind="exact", device="cpu")
+    gpu = VectorIndex.build(x, paths, kind="exact", device="gpu")
+    assert gpu.device == "gpu" and gpu._gpu is not None
+    found, expected = gpu.search_arrays(x[:100], 10)[1], cpu.search_arrays(x[:100], 10)[1]
+    assert (found[:, 0] == np.arange(100)).all()
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, expected)]) >= 0.99
+    gpu.save(tmp_path / "ix")
+    np.testing.assert_array_equal(VectorIndex.load(tmp_path / "ix", device="cpu").search_arrays(x[:20], 1)[1][:, 0],
+                                  np.arange(20))
+
+
 def test_gpu_code_path_with_a_cpu_stand_in(monkeypatch, tmp_path):
     """faiss-gpu cannot run here: a CPU clone stands in for the GPU copy, so the orchestration
     (train and fill on the device, copy back, tuned parameters on both, search on the copy, save

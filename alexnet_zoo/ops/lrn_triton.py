@@ -134,7 +134,13 @@ def _kernels(interpret: bool) -> tuple[Callable, Callable, Callable]:
 
     from alexnet_zoo.ops import lrn_triton_kernels as source
 
-    with triton.knobs.runtime.scope():
-        triton.knobs.runtime.interpret = interpret
-        return tuple(triton.jit(fn) for fn in (source.lrn_forward, source.lrn_backward_terms,
-                                                source.lrn_backward_combine))
+    functions = (source.lrn_forward, source.lrn_backward_terms, source.lrn_backward_combine)
+    knobs = getattr(triton, "knobs", None)
+    if knobs is None:  # Triton before 3.4 decides from the variable alone, at each @triton.jit
+        if interpret != _interpreting():
+            raise RuntimeError("this Triton cannot choose its interpreter per call: set TRITON_INTERPRET=1 for CPU "
+                               "tensors only, before the first call")
+        return tuple(triton.jit(fn) for fn in functions)
+    with knobs.runtime.scope():
+        knobs.runtime.interpret = interpret
+        return tuple(triton.jit(fn) for fn in functions)

@@ -8,6 +8,8 @@ simply counts no GPU. Torch-free: faiss and numpy only.
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import warnings
 from typing import Any, Literal
 
@@ -19,15 +21,46 @@ from alexnet_zoo.retrieval.index_pca import Projection, assemble, wrap
 from alexnet_zoo.retrieval.index_policy import new_index
 from alexnet_zoo.retrieval.vector_checks import Metric, faiss_metric
 
-__all__ = ["GPU_MAX_K", "Device", "filled", "from_gpu", "gpu_count", "gpu_parameters", "gpu_supported",
-           "resolve_device", "to_gpu"]
+__all__ = ["FAISS_BUILDS", "GPU_MAX_K", "Device", "check_one_faiss_build", "faiss_builds", "filled", "from_gpu",
+           "gpu_count", "gpu_parameters", "gpu_supported", "resolve_device", "to_gpu"]
 
 Device = Literal["auto", "cpu", "gpu"]
 GPU_MAX_K = 2048  # faiss-gpu's k-selection limit (k and nprobe); larger searches run on the CPU copy
 
 
+# PyPI distributions that install the same ``faiss`` package folder (docs/retrieval.md, "GPU")
+FAISS_BUILDS = ("faiss-cpu", "faiss-gpu", "faiss-gpu-cuvs", "faiss-gpu-cu11", "faiss-gpu-cu12", "faiss-gpu-cu12-cuvs",
+                "faiss-gpu-cu13-cuvs", "faiss-cuda")
+
+
+@functools.cache
+def faiss_builds() -> tuple[str, ...]:
+    """The installed faiss distributions, as "name version" (read once: installs do not change under a process)."""
+    found = []
+    for name in FAISS_BUILDS:
+        try:
+            found.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return tuple(found)
+
+
+def check_one_faiss_build(builds: tuple[str, ...] | None = None) -> None:
+    """Refuse two faiss builds side by side (pip installs faiss-gpu beside the faiss-cpu this package
+    depends on without a word): both write the one ``faiss`` folder, so it holds whichever was
+    unpacked last, and uninstalling either leaves it broken. Says how to keep one."""
+    builds = faiss_builds() if builds is None else builds
+    if len(builds) > 1:
+        names = " ".join(b.split()[0] for b in builds)
+        raise RetrievalError(f"{len(builds)} faiss builds are installed side by side ({', '.join(builds)}); they share "
+                             f"one 'faiss' folder, which is now a mix of them. Keep one: pip uninstall -y {names} && "
+                             "pip install faiss-gpu==1.15.1 (GPU machines; or faiss-cpu)")
+
+
 def gpu_count() -> int:
-    """GPUs faiss can use: 0 on faiss-cpu builds (no ``StandardGpuResources``) or without a CUDA device."""
+    """GPUs faiss can use: 0 on faiss-cpu builds (no ``StandardGpuResources``) or without a CUDA device.
+    Two faiss builds installed together are a :class:`RetrievalError` (:func:`check_one_faiss_build`)."""
+    check_one_faiss_build()
     if not hasattr(faiss, "StandardGpuResources") or not hasattr(faiss, "get_num_gpus"):
         return 0
     try:
