@@ -235,8 +235,8 @@ def _rows(s, plan: Plan, calls: dict[str, Callable[[], None]], meta: dict[str, d
 
 
 def inference(s, plan: Plan) -> None:
-    """Eager at every precision and layout (batch ``plan.batch`` and 1), then torch.compile and CUDA
-    graphs where the budget allows; LRN's share from the no-LRN twin; ours against torchvision's best."""
+    """Eager at every precision and layout (batch ``plan.batch`` and 1), then CUDA graphs and
+    torch.compile where the budget allows; LRN's share from the no-LRN twin; ours against torchvision's best."""
     models = _models(plan.device)
     rates: dict[str, float] = {}
     for batch in plan.inference_batches:
@@ -259,8 +259,8 @@ def inference(s, plan: Plan) -> None:
         if ours and bare:
             s.add({"name": f"LRN share of the forward, {prec} channels_last", "batch": plan.batch,
                    "lrn_share": 1 - ours / bare, "over_5_percent": 1 - ours / bare > 0.05})  # the issue's bar
+    rates.update(_graphs(s, plan, models))  # seconds in all: before the compiles, which take tens each
     rates.update(_compiled(s, plan, models))
-    rates.update(_graphs(s, plan, models))
     best = {who: max(((v, k) for k, v in rates.items() if k.startswith(who + " ") and "no-LRN" not in k
                       and k.endswith(f" b{plan.batch}")), default=(0.0, None)) for who in ("alexnet", "torchvision")}
     if best["alexnet"][1] and best["torchvision"][1]:

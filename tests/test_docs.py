@@ -111,6 +111,12 @@ RULES = [
     Rule(r"python benchmarks/throughput\.py --json docs/throughput\.json", "run", "one round at batch 1",
          append="--rounds 1 --batch-sizes 1"),
     Rule(r"python benchmarks/\w+\.py.*", "parse"),
+    # docs/benchmarks.md: faiss-gpu carried to an offline GPU machine; needs the network and a GPU machine
+    Rule(r"pip wheel --no-deps -w wheelhouse \.", "skip", "builds this package's wheel to carry; .ci/run installs it"),
+    Rule(r"pip download -d wheelhouse faiss-gpu==1\.15\.1", "skip", "downloads 788 MB of wheels (the network)"),
+    Rule(r"pip uninstall -y faiss-cpu", "skip", "would remove the faiss the tests use; on the GPU machine only"),
+    Rule(r"pip install --no-index --find-links wheelhouse (--no-deps alexnet-zoo|faiss-gpu==1\.15\.1)", "skip",
+         "on the offline GPU machine, from the carried folder"),
     Rule(r"ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/\w+\.py.*", "parse",
          "the caps apply at torch's import; the arguments are parsed here",
          rewrite=(("ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 ", ""),)),
