@@ -31,8 +31,8 @@ from alexnet_zoo import alexnet
 from alexnet_zoo.train.augment import PAPER_PREPROCESSING, BatchAugment
 from alexnet_zoo.train.data import ImageFiles
 
-__all__ = ["EPOCH_IMAGES", "NO_CUDA", "Plan", "fidelity", "inference", "lrn_kernels", "precision", "run_tests",
-           "static_compiles"]
+__all__ = ["EPOCH_IMAGES", "NO_CUDA", "Plan", "fidelity", "inference", "lrn_kernels", "precision", "pytest_outcome",
+           "run_tests", "static_compiles"]
 
 EPOCH_IMAGES = 1_281_167  # ILSVRC-2012 training pictures: one epoch
 NO_CUDA = "no CUDA GPU here"
@@ -130,7 +130,7 @@ def _model(plan: Plan) -> nn.Module:
 def run_tests(s, plan: Plan) -> None:
     """``pytest -m cuda`` (the tests marked as needing a GPU) in a subprocess, within the budget."""
     # a test module that imports a package this machine lacks (fastapi, say) must not stop the CUDA tests
-    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-m", "cuda", "-p", "no:cacheprovider",
+    command = [sys.executable, "-m", "pytest", "-q", "-rfEs", "-m", "cuda", "-p", "no:cacheprovider",
                "--continue-on-collection-errors", str(plan.root / "tests")]
     s.set(command=" ".join(["python", *command[1:]]))
     if not plan.cuda:
@@ -147,8 +147,19 @@ def run_tests(s, plan: Plan) -> None:
         return
     lines = (done.stdout + done.stderr).splitlines()
     s.set(returncode=done.returncode, summary=lines[-1] if lines else "", output_tail=lines[-40:],
-          status="done" if done.returncode == 0 else "failed")
+          **pytest_outcome(lines, done.returncode))
     s.report.log("\n".join(lines[-15:]))
+
+
+def pytest_outcome(lines: list[str], returncode: int) -> dict:
+    """status, collection_errors and failures of a ``pytest -rfEs`` run. A module this machine cannot
+    import (fastapi missing, say) is an error and exit 1 though every CUDA test may have passed: its
+    "ERROR tests/x.py" line is kept apart from a test's "ERROR tests/x.py::test" and "FAILED" lines."""
+    errors = [line for line in lines if line.startswith("ERROR tests/")]
+    uncollected = [line for line in errors if "::" not in line.split(" - ")[0]]
+    broken = [line for line in lines if line.startswith("FAILED ")] + [e for e in errors if e not in uncollected]
+    failed = bool(broken) or returncode not in (0, 1) or (returncode == 1 and not uncollected)
+    return {"status": "failed" if failed else "done", "collection_errors": uncollected, "failures": broken}
 
 
 # ---- 6. fidelity (run early: it is cheap and says whether the fast numbers mean anything) ---------

@@ -141,7 +141,7 @@ def pipeline(s, plan: Plan) -> None:
             step = f" + {plan.amp_name} step" if with_step else " only"
             row = {"name": f"{mode} decode, loader{step}", "decode": mode,
                    "workers": plan.workers, "pictures": count, "unreadable": failed, "images_per_s": count / seconds}
-            s.add({**row, **(_epochs(count / seconds) if with_step else {})})
+            s.add({**row, **(_epochs(count / seconds) if with_step and count else {})})
         del loader, t
         _free(plan.device)
 

@@ -94,3 +94,19 @@ def test_refusals_are_one_line(gpu_check, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no CUDA GPU here" in err and "--dry-run" in err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_pytest_outcome_tells_missing_modules_from_failures(monkeypatch):
+    """On the GPU machine a test module may import what it lacks (fastapi): that is no failed CUDA test."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from _gpu_sections import pytest_outcome
+
+    uncollected = ["ERROR tests/test_serve.py - ModuleNotFoundError: No module named 'fastapi'",
+                   "9 passed, 700 deselected, 1 error in 30.1s"]
+    assert pytest_outcome(uncollected, 1) == {"status": "done", "collection_errors": uncollected[:1], "failures": []}
+    assert pytest_outcome(["9 passed, 700 deselected in 20.0s"], 0)["status"] == "done"
+    failed = ["FAILED tests/test_lrn.py::test_lrn_cuda[dtype0] - AssertionError", "1 failed, 8 passed in 9s"]
+    assert pytest_outcome(failed, 1) == {"status": "failed", "collection_errors": [], "failures": failed[:1]}
+    setup = ["ERROR tests/test_index.py::test_a_real_gpu_index_finds_the_cpu_neighbours - RuntimeError"]
+    assert pytest_outcome(setup, 1)["failures"] == setup
+    assert pytest_outcome(["no tests ran in 3s"], 5)["status"] == "failed"  # nothing marked cuda was collected
