@@ -333,37 +333,49 @@ def _graphs(s, plan: Plan, models: dict) -> dict[str, float]:
 # ---- 2b. the Triton LRN against the torch expression -----------------------------------------------
 
 def lrn_kernels(s, plan: Plan) -> None:
-    """LRN alone on the conv1 and conv2 maps (forward, and forward + backward) as ``local_response_norm``
-    computes it on CUDA (the torch expression) and as the Triton kernels do; their largest difference."""
+    """LRN alone, and LRN + the 3x3 stride-2 max pool, on the conv1 and conv2 maps (forward, and
+    forward + backward) as CUDA computes them now (the torch expression, then ``F.max_pool2d``) and
+    as the Triton kernels do; the largest difference of each. Channels-last first: what training uses."""
     from alexnet_zoo.ops.lrn import local_response_norm
-    from alexnet_zoo.ops.lrn_triton import triton_available, triton_lrn
+    from alexnet_zoo.ops.lrn_triton import triton_available, triton_lrn, triton_lrn_pool
 
     if not plan.cuda or not triton_available():
         s.set(status="skipped", reason=NO_CUDA if not plan.cuda else "Triton does not import here")
         return
-    for dtype in (torch.bfloat16, torch.float32, torch.float16):
-        for layout in ("channels_last", "nchw"):
-            for shape in ((plan.batch, 96, 55, 55), (plan.batch, 256, 27, 27)):
-                label = f"LRN {'x'.join(map(str, shape))} {str(dtype).split('.')[1]} {layout}"
-                if not s.affordable(label):
-                    continue
+
+    def torch_pool(x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(local_response_norm(x), 3, 2, ceil_mode=True)
+
+    def fused_pool(x: torch.Tensor) -> torch.Tensor:
+        return triton_lrn_pool(x, True)
+
+    order = [(d, layout) for layout in ("channels_last", "nchw") for d in (torch.bfloat16, torch.float32, torch.float16)]
+    for dtype, layout in order:
+        for shape in ((plan.batch, 96, 55, 55), (plan.batch, 256, 27, 27)):
+            label = f"LRN {'x'.join(map(str, shape))} {str(dtype).split('.')[1]} {layout}"
+            if s.affordable(label):
                 x = torch.randn(shape, device=plan.device).mul(300).relu().to(dtype)
                 x = x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
-                ref, ours = local_response_norm(x), triton_lrn(x)
-                xg = x.detach().clone().requires_grad_()
-                grad = torch.randn_like(x)
-
-                def train(fn: Callable, xg: torch.Tensor = xg, grad: torch.Tensor = grad) -> Callable[[], None]:
-                    return lambda: fn(xg).backward(grad)
-
-                seconds = measure({"torch": lambda x=x: local_response_norm(x), "triton": lambda x=x: triton_lrn(x),
-                                   "torch fwd+bwd": train(local_response_norm), "triton fwd+bwd": train(triton_lrn)},
-                                  plan.rounds, plan.device, warmup=2, steps=plan.steps)
-                s.add({"name": label, "torch_ms": 1e3 * seconds["torch"], "triton_ms": 1e3 * seconds["triton"],
-                       "torch_train_ms": 1e3 * seconds["torch fwd+bwd"],
-                       "triton_train_ms": 1e3 * seconds["triton fwd+bwd"],
-                       "speedup": seconds["torch"] / seconds["triton"],
-                       "train_speedup": seconds["torch fwd+bwd"] / seconds["triton fwd+bwd"],
-                       "max_relative_diff": _relative(ours, ref)})
-                del x, xg, grad, ref, ours
+                s.add({"name": label, **_lrn_pair(plan, x, local_response_norm, triton_lrn, "lrn"),
+                       **_lrn_pair(plan, x, torch_pool, fused_pool, "lrn_pool")})
+                del x
     _release(plan.device)
+
+
+def _lrn_pair(plan: Plan, x: torch.Tensor, reference: Callable, ours: Callable, name: str) -> dict[str, float]:
+    """ms forward and forward + backward of the torch composition and the Triton kernel, their ratio, and
+    the Triton output's largest difference from the composition's (relative to its largest value)."""
+    xg = x.detach().clone().requires_grad_()
+    grad = torch.randn_like(reference(x))
+
+    def train(fn: Callable) -> Callable[[], None]:
+        return lambda: fn(xg).backward(grad)
+
+    seconds = measure({"torch": lambda: reference(x), "triton": lambda: ours(x), "torch train": train(reference),
+                       "triton train": train(ours)}, plan.rounds, plan.device, warmup=2, steps=plan.steps)
+    return {f"{name}_torch_ms": 1e3 * seconds["torch"], f"{name}_triton_ms": 1e3 * seconds["triton"],
+            f"{name}_torch_train_ms": 1e3 * seconds["torch train"],
+            f"{name}_triton_train_ms": 1e3 * seconds["triton train"],
+            f"{name}_speedup": seconds["torch"] / seconds["triton"],
+            f"{name}_train_speedup": seconds["torch train"] / seconds["triton train"],
+            f"{name}_max_relative_diff": _relative(ours(x), reference(x))}

@@ -8,10 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from numpy_reference import lrn as reference_lrn
 
+from alexnet_zoo.ops.geometry import pool_output_size
 from alexnet_zoo.ops.lrn import local_response_norm
-from alexnet_zoo.ops.lrn_triton import triton_available, triton_lrn
+from alexnet_zoo.ops.lrn_triton import triton_available, triton_lrn, triton_lrn_pool
 
 pytestmark = pytest.mark.skipif(not triton_available(), reason="Triton is not installed (torch's CPU wheels lack it)")
 
@@ -91,6 +93,53 @@ def test_fp32_gradient_equals_the_torch_expression(interpret, channels_last, con
     torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-5, atol=1e-6)
 
 
+def pooled(x: torch.Tensor, ceil_mode: bool, convention: str = "paper", relu: bool = False) -> np.ndarray:
+    return F.max_pool2d(torch.from_numpy(formula(x, 5, convention, relu)), 3, 2, ceil_mode=ceil_mode).numpy()
+
+
+@pytest.mark.parametrize("ceil_mode", [True, False])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("convention", ["paper", "caffe"])
+def test_fused_pool_matches_the_formula(interpret, ceil_mode, channels_last, convention):
+    x = torch.randn(1, 37, 9, 8) * 300  # 9 and 8: a cut last window in ceil mode, none in floor mode
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    k, alpha = PARAMS[convention]
+    y = triton_lrn_pool(x, ceil_mode, 5, alpha, 0.75, k, convention, relu=True)
+    ref = pooled(x, ceil_mode, convention, relu=True)
+    assert y.shape == ref.shape == (1, 37, pool_output_size(9, ceil_mode), pool_output_size(8, ceil_mode))
+    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    assert rel_err(y, ref) <= TOL[torch.float32]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_fused_pool_in_half_precision(interpret, dtype):
+    x = (torch.randn(2, 11, 7, 7) * 300).to(dtype)
+    y = triton_lrn_pool(x, True)
+    assert y.dtype == dtype and rel_err(y, pooled(x, True)) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("ceil_mode", [True, False])
+def test_fused_pool_gradient_passes_gradcheck_in_float64(interpret, ceil_mode):
+    x = (torch.randn(1, 6, 7, 6, dtype=torch.float64) * 30).requires_grad_()
+    # fast mode: the Jacobian along random directions (a full one takes minutes in the interpreter)
+    assert torch.autograd.gradcheck(lambda t: triton_lrn_pool(t, ceil_mode, 5, 1e-3, 0.75, 2.0, relu=True), (x,),
+                                    fast_mode=True)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_pool_fp32_gradient_equals_the_composition(interpret, channels_last):
+    x = torch.randn(2, 37, 9, 8) * 100
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y = triton_lrn_pool(ours, True, relu=True)
+    grad = torch.randn(y.shape)  # NCHW whatever x is
+    y.backward(grad)
+    F.max_pool2d(local_response_norm(theirs.relu()), 3, 2, ceil_mode=True).backward(grad)
+    torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-5, atol=1e-6)
+
+
 def test_bad_input_is_refused(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     x = torch.randn(1, 4, 3, 3)
@@ -105,6 +154,11 @@ def test_bad_input_is_refused(monkeypatch):
         triton_lrn(x[0])
     with pytest.raises(ValueError, match="fp32, fp16, bf16"):
         triton_lrn(x.to(torch.int32))
+    with pytest.raises(ValueError, match="at least 3x3"):
+        triton_lrn_pool(x[:, :, :2], True)
+    with pytest.raises(ValueError, match="CUDA tensors"):
+        monkeypatch.delenv("TRITON_INTERPRET")
+        triton_lrn_pool(x, True)
 
 
 @pytest.mark.cuda
@@ -125,3 +179,23 @@ def test_compiled_on_cuda_equals_the_torch_expression(monkeypatch, dtype, channe
     assert rel_err(y, formula(x.float().cpu(), 5, "paper", relu=True)) <= TOL[dtype]
     scale = theirs.grad.float().abs().max()
     assert ((ours.grad.float() - theirs.grad.float()).abs().max() / scale).item() <= 10 * TOL[dtype]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_pool_compiled_on_cuda_equals_the_composition(monkeypatch, dtype, channels_last):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    x = (torch.randn(4, 96, 27, 27, device="cuda") * 300).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y = triton_lrn_pool(ours, True, relu=True)
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    ref = F.max_pool2d(local_response_norm(theirs, relu=True), 3, 2, ceil_mode=True)
+    ref.backward(grad)
+    assert rel_err(y, pooled(x.float().cpu(), True, relu=True)) <= TOL[dtype]
+    if dtype == torch.float32:  # in bf16 a rounded tie can move a window's maximum: compare fp32 only
+        torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-4, atol=1e-5)
