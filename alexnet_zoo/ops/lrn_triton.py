@@ -6,12 +6,14 @@ fused C kernel (kernels/lrn.c), for CUDA tensors in fp32, fp16 or bf16 (float64 
 
 (the window is symmetric, so the channels whose window holds i are win(i)). Sums and powers are in
 fp32 whatever the storage dtype, as in ``lrn._lrn_torch``, so fp16's range cannot overflow.
+``triton_lrn_pool`` fuses the following 3x3 stride-2 max pool, as lrn.c does on the CPU.
 
-It is *not* the default LRN on CUDA: it has been checked against the formula through Triton's
+Neither is the default on CUDA: they have been checked against the formula through Triton's
 interpreter only (``TRITON_INTERPRET=1``, CPU tensors), never compiled on a GPU, so
-``local_response_norm`` keeps the torch expression there and ``benchmarks/gpu_check.py`` times both
-and checks they agree; that run decides whether it is wired in. CPU tensors are accepted only under
-``TRITON_INTERPRET=1`` (slow, for tests): the CPU's own fast path is the C kernel.
+``local_response_norm`` and ``pooling.max_pool`` keep the torch operations there and
+``benchmarks/gpu_check.py`` times both and checks they agree; that run decides whether they are wired
+in. CPU tensors are accepted only under ``TRITON_INTERPRET=1`` (slow, for tests): the CPU's own fast
+path is the C kernel.
 """
 
 from __future__ import annotations
