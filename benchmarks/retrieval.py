@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--clusters", type=int, default=1000)
     parser.add_argument("--duplicates", type=float, default=0.02, help="share of rows that are perturbed copies")
     parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--kinds", nargs="+", default=["exact", "ivfpq", "hnsw"])
+    parser.add_argument("--kinds", nargs="+", default=["exact", "ivf", "ivfpq", "hnsw"])
     parser.add_argument("--train-size", type=int, default=100_000, help="most rows IVF / PQ training sees")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved search rounds; the median is reported")
     parser.add_argument("--dedupe", type=float, default=None, metavar="THRESHOLD",
