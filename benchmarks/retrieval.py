@@ -9,8 +9,14 @@ Queries come from the same distribution but are held out of the index. Search sp
 of ``--rounds`` rounds, interleaved between the kinds so a busy moment of the machine hits them all.
 Extraction speed has its own script: ``benchmarks/extraction_throughput.py``.
 
+``--features DIR`` runs the same comparison on real vectors instead (a folder `alexnet-zoo extract`
+wrote; ``--queries`` of its rows, drawn at random, are held out as the queries), and ``--pca D``
+(``--whiten``) puts that PCA in front of every kind; the truth stays exact search of the original
+vectors, so the recall counts what the PCA loses too.
+
     PYTHONPATH=. python benchmarks/retrieval.py --n 1000000 --dim 64 --kinds exact ivfpq hnsw --dedupe 0.99 \
         --json out.json
+    PYTHONPATH=. python benchmarks/retrieval.py --features feats --queries 100 --pca 128 --whiten
 """
 
 from __future__ import annotations
@@ -29,9 +35,11 @@ import faiss
 import numpy as np
 from _environment import environment  # benchmarks/_environment.py, beside this script
 
+from alexnet_zoo.errors import AlexNetZooError
 from alexnet_zoo.paths import write_json
 from alexnet_zoo.retrieval.index import VectorIndex
 from alexnet_zoo.retrieval.index_tuning import exact_knn, recall_at
+from alexnet_zoo.retrieval.shards import read_features
 
 __all__ = ["main", "mixture"]
 
@@ -58,6 +66,27 @@ def mixture(n: int, dim: int, *, clusters: int = 1000, intrinsic: int = 16, zipf
     return out
 
 
+def _data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(indexed rows, held-out query rows, what they are): the synthetic mixture, or the rows of a
+    features folder with ``args.queries`` of them drawn out at random."""
+    if args.features is None:
+        x = mixture(args.n + args.queries, args.dim, clusters=args.clusters, intrinsic=args.intrinsic,
+                    duplicates=args.duplicates)
+        return x[:args.n], x[args.n:], {"n": args.n, "dim": args.dim, "intrinsic": args.intrinsic,
+                                        "clusters": args.clusters, "duplicates": args.duplicates}
+    try:
+        vectors, _, manifest = read_features(args.features)
+    except (AlexNetZooError, OSError) as error:
+        sys.exit(f"retrieval.py: {error}")
+    if not 0 < args.queries < len(vectors):
+        sys.exit(f"--queries must be between 1 and {len(vectors) - 1}: {args.features} holds {len(vectors)} vectors")
+    held = np.zeros(len(vectors), bool)
+    held[np.random.default_rng(0).choice(len(vectors), args.queries, replace=False)] = True
+    x = np.asarray(vectors, np.float32)
+    return x[~held], x[held], {"features": str(args.features), "n": int((~held).sum()), "dim": x.shape[1],
+                               "layer": manifest.get("layer"), "pretrained": manifest.get("pretrained")}
+
+
 def _queries_per_second(index: VectorIndex, q: np.ndarray, min_seconds: float = 0.5) -> float:
     """Whole query batches until ``min_seconds`` have passed (fast kinds need several)."""
     done, start = 0, time.perf_counter()
@@ -77,24 +106,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--clusters", type=int, default=1000)
     parser.add_argument("--duplicates", type=float, default=0.02, help="share of rows that are perturbed copies")
     parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--kinds", nargs="+", default=["exact", "ivfpq", "hnsw"])
+    parser.add_argument("--kinds", nargs="+", default=["exact", "ivf", "ivfpq", "hnsw"])
     parser.add_argument("--train-size", type=int, default=100_000, help="most rows IVF / PQ training sees")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved search rounds; the median is reported")
     parser.add_argument("--dedupe", type=float, default=None, metavar="THRESHOLD",
                         help="also time duplicates(THRESHOLD) over the whole index (approximate kinds)")
+    parser.add_argument("--features", type=Path, default=None, help="a features folder: real vectors, not synthetic")
+    parser.add_argument("--pca", type=int, default=None, metavar="D", help="PCA to D dims in front of every kind")
+    parser.add_argument("--whiten", action="store_true", help="with --pca: PCA whitening")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.whiten and args.pca is None:
+        parser.error("--whiten needs --pca D")
 
     started = datetime.now(timezone.utc)
-    x = mixture(args.n + args.queries, args.dim, clusters=args.clusters, intrinsic=args.intrinsic,
-                duplicates=args.duplicates)
-    db, q = x[:args.n], x[args.n:]  # queries are held out: not in the index
-    paths = [str(i) for i in range(args.n)]
+    db, q, data = _data(args)  # queries are held out: not in the index
+    paths = [str(i) for i in range(len(db))]
     _, truth = exact_knn(db, q, 1)
+    pca = {} if args.pca is None else {"pca": args.pca, "whiten": args.whiten}
     indexes, rows = {}, []
     for kind in args.kinds:
         start = time.perf_counter()
-        index = VectorIndex.build(db, paths, kind=kind, queries=500, train_size=args.train_size)
+        index = VectorIndex.build(db, paths, kind=kind, queries=min(500, len(db)), train_size=args.train_size, **pca)
         build = time.perf_counter() - start
         _, ids = index.search_arrays(q, 10)  # also the warm-up
         indexes[kind] = index
@@ -120,11 +153,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {"command": " ".join([os.path.basename(sys.executable), *sys.argv]) if argv is None else argv,
               "started_utc": started.isoformat(timespec="seconds"),
               "seconds": round((datetime.now(timezone.utc) - started).total_seconds()),
-              "environment": env, "data": {"n": args.n, "dim": args.dim, "intrinsic": args.intrinsic,
-                                           "clusters": args.clusters, "duplicates": args.duplicates,
-                                           "queries": len(q), "metric": "cosine"}, "dedupe_threshold": args.dedupe,
-              "results": rows}
-    print(f"# {args.n} x {args.dim}, {len(q)} held-out queries, {env['cpu']}, {env['cpu_count']} cores, "
+              "environment": env, "data": {**data, "queries": len(q), "metric": "cosine", **pca},
+              "dedupe_threshold": args.dedupe, "results": rows}
+    print(f"# {data['n']} x {data['dim']}{' ' + str(args.features) if args.features else ''}"
+          f"{f', PCA {args.pca}' + (' whitened' if args.whiten else '') if pca else ''}, {len(q)} held-out queries, {env['cpu']}, {env['cpu_count']} cores, "
           f"faiss {faiss.__version__}, {env['faiss_threads']} threads, load {env.get('load_average')}")
     extra = (f" dedupe >= {args.dedupe} |", "---|") if args.dedupe is not None else ("", "")
     print(f"| kind | factory (tuned) | build s | bytes/vector | queries/s (vs exact) | 1-recall@10 |{extra[0]}")

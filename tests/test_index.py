@@ -25,7 +25,7 @@ from alexnet_zoo.errors import CorruptIndex, IndexMismatch, InvalidVectors, Retr
 from alexnet_zoo.retrieval.features import FeatureExtractor
 from alexnet_zoo.retrieval.index import VectorIndex
 from alexnet_zoo.retrieval.index_gpu import GPU_MAX_K, gpu_count, gpu_supported, resolve_device
-from alexnet_zoo.retrieval.index_policy import choose_factory, parse_size
+from alexnet_zoo.retrieval.index_policy import KINDS, choose_factory, kind_of, parse_size
 from alexnet_zoo.retrieval.index_tuning import exact_knn
 from alexnet_zoo.retrieval.shards import read_manifest
 
@@ -69,7 +69,7 @@ def test_exact_search_ids_k_capped_and_incremental_add():
     assert hits[0].id == 5 and hits[0].score == pytest.approx(0, abs=1e-3) and hits[1].score <= hits[2].score
 
 
-@pytest.mark.parametrize("kind", ["ivfpq", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivf", "ivfpq", "hnsw"])
 def test_approximate_kinds_reach_recall_and_record_it(kind, tmp_path):
     x = mixture(6000, dim=32)
     index = VectorIndex.build(x, [str(i) for i in range(len(x))], kind=kind, queries=200)
@@ -81,11 +81,40 @@ def test_approximate_kinds_reach_recall_and_record_it(kind, tmp_path):
     np.testing.assert_array_equal(index.search_arrays(x[:20], 10)[1], loaded.search_arrays(x[:20], 10)[1])
 
 
+@pytest.mark.parametrize("kind", ["ivf", "ivfpq"])
+def test_ivf_through_an_hnsw_quantizer(kind, monkeypatch, tmp_path):
+    """Past HNSW_QUANTIZER_LISTS lists (10M-vector collections) the centroids sit in an HNSW graph,
+    trained by a flat k-means: lowered here so 6,000 vectors take that path end to end."""
+    import alexnet_zoo.retrieval.index_policy as policy
+
+    monkeypatch.setattr(policy, "HNSW_QUANTIZER_LISTS", 16)
+    x = mixture(6000, dim=32)
+    paths = [str(i) for i in range(len(x))]
+    index = VectorIndex.build(x, paths, kind=kind, queries=200)
+    assert "_HNSW32," in index.info["factory"] and index.info["kind"] == kind and index.info["recall_at_10"] >= 0.9
+    ivf = faiss.extract_index_ivf(faiss.downcast_index(index.index.index))
+    assert isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSWFlat) and ivf.quantizer.ntotal == ivf.nlist
+    index.save(tmp_path / "ix")
+    loaded = VectorIndex.load(tmp_path / "ix")
+    np.testing.assert_array_equal(index.search_arrays(x[:50], 10)[1], loaded.search_arrays(x[:50], 10)[1])
+    assert loaded.remove(paths[:100]) == 100 and loaded.count == 5900
+    _, found = loaded.search_arrays(x[100:400], 1)
+    assert np.mean(found[:, 0] == np.arange(300)) >= 0.9  # the kept ones under their new ids
+    before = index.duplicates(0.99)  # the same lists and codes, less the removed rows, renumbered
+    assert before and {(i, j) for i, j, _ in loaded.duplicates(0.99)} == {(i - 100, j - 100) for i, j, _ in before
+                                                                           if i >= 100}
+
+
 def test_choose_factory_by_size_and_memory():
     assert choose_factory(1000, 4096) == "Flat"
     assert choose_factory(1_000_000, 4096, memory=parse_size("4GB")).startswith("PCAR")
     assert choose_factory(1_000_000, 64, memory=parse_size("4GB")) == "HNSW32,Flat"
     assert choose_factory(10_000_000, 64, memory=parse_size("1GB")).endswith("PQ32")
+    # past HNSW's build range, raw vectors that fit go into IVF lists as they are
+    assert choose_factory(10_000_000, 64, memory=parse_size("4GB")) == "IVF12649_HNSW32,Flat"
+    assert choose_factory(10_000_000, 64, gpu=True) == "IVF12649,Flat" and choose_factory(2_000_000, 64) == "HNSW32,Flat"
+    assert [kind_of(choose_factory(10_000, 64, k)) for k in KINDS] == list(KINDS)
+    assert kind_of("IVF100,SQ8") == kind_of("PCAR128,IVF1000,PQ32") == "ivfpq"
     assert parse_size("512MiB") == 512 * 2 ** 20
 
 
@@ -111,7 +140,7 @@ def brute_force_pairs(x: np.ndarray, threshold: float) -> dict[tuple[int, int], 
     return {(int(a), int(b)): float(g[a, b]) for a, b in zip(i, j)}
 
 
-@pytest.mark.parametrize("kind", ["exact", "ivfpq", "hnsw"])
+@pytest.mark.parametrize("kind", ["exact", "ivf", "ivfpq", "hnsw"])
 def test_duplicates_in_blocks_equal_brute_force(kind):
     x, planted = with_duplicates()
     truth = brute_force_pairs(x, 0.995)
@@ -640,7 +669,8 @@ def _info_folder(tmp_path: Path, **changes) -> Path:
 @pytest.mark.parametrize("changes, message", [
     ({"metric": "dot"}, "metric must be 'cosine' or 'l2'"),
     ({"metric": "l2"}, "info.json says 300 of dim 32, hnsw, l2"),  # the FAISS file is an inner-product index
-    ({"kind": "magic"}, "kind must be 'exact', 'ivfpq' or 'hnsw'"),
+    ({"kind": "magic"}, "kind must be 'exact' or 'ivf' or 'ivfpq' or 'hnsw'"),
+    ({"kind": "ivf", "factory": "IVF4,PQ8", "search_params": {"nprobe": 2}}, "factory must be a factory string of"),
     ({"kind": "exact"}, "factory must be a factory string of the exact kind"),
     ({"kind": "ivfpq", "factory": "IVF4,PQ8", "search_params": {"nprobe": 2}}, "300 vectors of dim 32, hnsw"),
     ({"search_params": {"efSearch": -1}}, "search_params must be an object of efSearch"),

@@ -55,7 +55,7 @@ def test_whitening_whitens_and_matches_faiss_pca():
         np.testing.assert_allclose(np.abs(theirs / scale), np.abs(y), atol=2e-3)
 
 
-@pytest.mark.parametrize("kind", ["exact", "ivfpq", "hnsw"])
+@pytest.mark.parametrize("kind", ["exact", "ivf", "ivfpq", "hnsw"])
 def test_pca_round_trip_and_queries_through_it(kind, tmp_path):
     x, train = mixture(3000, dim=32), mixture(1500, dim=32, seed=5)
     paths = [f"p{i}" for i in range(len(x))]
@@ -201,7 +201,7 @@ def test_add_and_remove_equal_a_rebuild_for_exact_indexes(tmp_path, pca):
     assert grown.info.get("changes_since_recall") == ({"added": 200, "removed": 5} if pca else None)
 
 
-@pytest.mark.parametrize("kind", ["ivfpq", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivf", "ivfpq", "hnsw"])
 def test_approximate_indexes_find_added_vectors_and_lose_removed_ones(kind, tmp_path):
     x = mixture(6000, dim=32)
     paths = [f"p{i}" for i in range(len(x))]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -312,6 +314,37 @@ def test_int8_exports_as_a_qdq_onnx_graph_onnxruntime_fuses(saved, pictures, tmp
         ours = alexnet(pretrained=saved)(pictures)
     assert F.cosine_similarity(logits, ours).min() >= 0.999
     assert (logits.argmax(1) == ours.argmax(1)).float().mean() >= 0.98
+
+
+def test_int8_exports_as_torchscript_that_runs_without_this_package(saved, pictures, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "q.pt"
+    assert main(["export", "--pretrained", str(saved), "--format", "torchscript", "--out", str(out)]) == 0
+    assert "torchscript" in capsys.readouterr().out
+    with torch.inference_mode():
+        fast = alexnet(pretrained=saved)(pictures)
+        monkeypatch.setenv("ALEXNET_ZOO_NATIVE", "0")  # the program's LRN boundary is the torch one
+        ours = alexnet(pretrained=saved)(pictures)
+    # the native uint8 LRN kernel and the torch steps agree up to one rounding step at norm1 / norm2
+    assert F.cosine_similarity(fast, ours).min() >= 0.999 and (fast.argmax(1) == ours.argmax(1)).all()
+    torch.save({"x": pictures, "ours": ours}, tmp_path / "io.pt")
+    # a fresh interpreter that never imports alexnet_zoo: the archive holds the quantized program
+    script = ("import json, sys, torch\n"
+              "extra = {'alexnet_zoo.json': ''}\n"
+              "p = torch.jit.load(sys.argv[1], _extra_files=extra)\n"
+              "io = torch.load(sys.argv[2])\n"
+              "with torch.inference_mode():\n"
+              "    y, y224 = p(io['x']), p(io['x'][:1, :, :224, :224])\n"
+              "print(json.dumps({'diff': (y - io['ours']).abs().max().item(), 'same': bool((y.argmax(1) == "
+              "io['ours'].argmax(1)).all()), 'ops': str(p.inlined_graph).count('quantized::'), 'shape224': "
+              "list(y224.shape), 'arch': json.loads(extra['alexnet_zoo.json']).get('arch'), 'modules': "
+              "sorted(m for m in sys.modules if m.startswith('alexnet_zoo'))}))\n")
+    done = subprocess.run([sys.executable, "-c", script, str(out), str(tmp_path / "io.pt")], capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["modules"] == [] and result["ops"] >= 8 and result["shape224"] == [1, 1000]
+    assert result["same"] and result["diff"] <= 1e-4 * ours.abs().max().item(), result
+    assert result["arch"] == "alexnet"
 
 
 def test_an_int8_folder_publishes_with_a_card_that_says_int8(saved):

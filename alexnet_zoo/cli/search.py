@@ -161,7 +161,8 @@ def add_commands(commands: Any) -> None:
     build.add_argument("features", type=Path)
     build.add_argument("--out", type=Path, required=True)
     build.add_argument("--kind", choices=("auto", *KINDS), default="auto",
-                       help="auto: exact up to 50,000 vectors; ivfpq needs at least 256")
+                       help="auto: exact up to 50,000 vectors, then HNSW up to 2M, IVF past it (raw vectors) "
+                       "or IVF-PQ when they exceed --memory; ivfpq needs at least 256")
     build.add_argument("--metric", choices=("cosine", "l2"), default="cosine", help="l2: the paper's distance")
     build.add_argument("--memory", type=_memory, default="4GB", help="memory budget for the index, e.g. 4GB")
     build.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",

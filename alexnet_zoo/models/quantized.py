@@ -156,7 +156,9 @@ class QuantizedAlexNet(nn.Module):
         return feature_info(self.config)
 
     # -- packing for the engine
-    def _modules_for_engine(self) -> dict[str, nn.Module]:
+    def packed_layers(self) -> dict[str, nn.Module]:
+        """The conv / fc layers as torch's quantized modules for this model's engine, packed from
+        the stored integers on first use (TorchScript export registers them to trace them)."""
         if self._packed is None:
             if self.qengine not in ("x86", "fbgemm", "onednn") or not cpu_capabilities().avx2:
                 _warn_slow_int8()
@@ -207,7 +209,7 @@ class QuantizedAlexNet(nn.Module):
         """(layer, quint8 activation after ReLU) for conv1..fc7 and pool5, stopping after ``last``;
         fc8 yields fp32 logits."""
         self._check_input(x)
-        packed = self._modules_for_engine()
+        packed = self.packed_layers()
         a = self._quantize(x, "input")
         for i in range(1, 6):
             a = packed[f"conv{i}"](a)
@@ -221,7 +223,7 @@ class QuantizedAlexNet(nn.Module):
         yield from self._head(a, last)
 
     def _head(self, a: Tensor, last: str) -> Iterator[tuple[str, Tensor]]:
-        packed = self._modules_for_engine()
+        packed = self.packed_layers()
         a = torch.flatten(a.contiguous(), 1)
         for name in ("fc6", "fc7"):
             if LAYERS.index(name) > LAYERS.index(last):

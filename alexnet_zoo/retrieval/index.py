@@ -131,7 +131,7 @@ class VectorIndex:
         if metric not in METRICS:
             raise ValueError(f"metric must be 'cosine' or 'l2', got {metric!r}")
         if kind not in ("auto", *KINDS):
-            raise ValueError(f"unknown index kind {kind!r}; choose auto, exact, ivfpq or hnsw")
+            raise ValueError(f"unknown index kind {kind!r}; choose auto, {', '.join(KINDS)}")
         queries, train_size = positive_int(queries, "queries"), positive_int(train_size, "train_size")
         if isinstance(target_recall, bool) or not isinstance(target_recall, (int, float)) \
                 or not 0 < target_recall <= 1:
@@ -151,7 +151,8 @@ class VectorIndex:
         x = prepare(x, metric)
         projection, pca_info = (None, None) if pca is None else learn_pca(x, metric, pca, whiten, pca_train, seed)
         searched = x if projection is None else project(x, projection, metric)  # the vectors as the index sees them
-        factory = choose_factory(n, searched.shape[1], kind, parse_size(memory) if memory is not None else None)
+        factory = choose_factory(n, searched.shape[1], kind, parse_size(memory) if memory is not None else None,
+                                 gpu=device == "gpu")
         size = training_size(n, factory, kind, train_size)
         start = time.perf_counter()
         rng = np.random.default_rng(seed)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from alexnet_zoo.retrieval.vector_checks import positive_int
 
@@ -59,7 +60,7 @@ def duplicate_pairs(count: int, kind: str, threshold: float, *, decode: Decode, 
                                 for lo in starts]) if count else np.zeros(0, np.float32)
     smallest = 1.0 if norms is None else float(norms[norms > 1e-6].min(initial=1.0))
     found = []
-    for lo in starts:
+    for lo in tqdm(starts, unit="block", desc="near-duplicates", disable=None if count > block else True, leave=False):
         x = decode(lo, min(lo + block, count))
         if kind != "hnsw":
             hits = _within_radius(x, lo, threshold, norms, smallest, range_search)

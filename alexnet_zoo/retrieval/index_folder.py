@@ -82,13 +82,14 @@ def parse_info(data: bytes, source: str | os.PathLike = INFO_FILE) -> dict[str, 
     if not isinstance(factory, str) or len(factory) > 200:
         raise bad("factory", "a FAISS factory string", factory)
     kind = info.get("kind", kind_of(factory))
-    structure = {"exact": factory == "Flat", "hnsw": factory.startswith("HNSW"), "ivfpq": "IVF" in factory}
+    structure = {"exact": factory == "Flat", "hnsw": factory.startswith("HNSW"),
+                 **{k: "IVF" in factory and kind_of(factory) == k for k in ("ivf", "ivfpq")}}
     if kind not in KINDS:
-        raise bad("kind", "'exact', 'ivfpq' or 'hnsw'", kind)
+        raise bad("kind", " or ".join(f"'{k}'" for k in KINDS), kind)
     if not structure[kind]:
         raise bad("factory", f"a factory string of the {kind} kind", factory)
     params = info.get("search_params", {})
-    allowed = {"exact": (), "ivfpq": ("nprobe",), "hnsw": ("efSearch",)}[kind]
+    allowed = {"exact": (), "ivf": ("nprobe",), "ivfpq": ("nprobe",), "hnsw": ("efSearch",)}[kind]
     if not isinstance(params, dict) or any(k not in allowed or not _is_int(v, 1, MAX_SEARCH_PARAM)
                                            for k, v in params.items()):
         raise bad("search_params", f"an object of {' / '.join(allowed) or 'no'} parameters, integers in "
@@ -163,8 +164,10 @@ def check_index(index: faiss.Index, info: dict[str, Any], source: Path) -> None:
     elif isinstance(inner, faiss.IndexPreTransform) and not isinstance(
             faiss.downcast_VectorTransform(inner.chain.at(0)), faiss.PCAMatrix):  # an IVF-PQ factory's PCAR is one
         raise CorruptIndex(f"{source}: a transform in front of the index that {INFO_FILE} names no \"pca\" for")
+    ivf = faiss.try_extract_index_ivf(inner)
     kind = ("exact" if isinstance(inner, faiss.IndexFlat) else "hnsw" if isinstance(inner, faiss.IndexHNSW)
-            else "ivfpq" if faiss.try_extract_index_ivf(inner) is not None else "other")
+            else "other" if ivf is None else "ivf" if isinstance(faiss.downcast_index(ivf), faiss.IndexIVFFlat)
+            else "ivfpq")
     if index.ntotal != info["count"] or index.d != info["dim"] or index.metric_type != expected_metric \
             or kind != info["kind"]:
         raise CorruptIndex(f"{source}: {index.ntotal} vectors of dim {index.d}, {kind}, metric {index.metric_type}; "

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import faiss
 import numpy as np
+from tqdm import tqdm
 
 from alexnet_zoo.errors import RetrievalError
 from alexnet_zoo.retrieval.index_pca import Projection, assemble, wrap
@@ -26,6 +27,9 @@ __all__ = ["FAISS_BUILDS", "GPU_MAX_K", "Device", "check_one_faiss_build", "fais
 
 Device = Literal["auto", "cpu", "gpu"]
 GPU_MAX_K = 2048  # faiss-gpu's k-selection limit (k and nprobe); larger searches run on the CPU copy
+
+
+ADD_CHUNK = 1 << 18  # rows a call to faiss's add while filling: progress, no extra memory
 
 
 # PyPI distributions that install the same ``faiss`` package folder (docs/retrieval.md, "GPU")
@@ -141,11 +145,25 @@ def filled(searched: np.ndarray, x: np.ndarray, factory: str, metric: Metric, pr
     if not inner.is_trained:
         top.train(searched[np.sort(rng.choice(len(x), size, replace=False))])
     if projection is not None:
-        top.add(searched)  # positions are the ids
+        _add_in_chunks(top, searched, None)  # positions are the ids
         cpu = from_gpu(work) if work is not None else inner
         return assemble(cpu, projection, metric), (wrap(work, projection, metric) if work is not None else None)
     index = faiss.IndexIDMap2(top)
-    index.add_with_ids(x, np.arange(len(x), dtype=np.int64))
+    _add_in_chunks(index, x, np.arange(len(x), dtype=np.int64))
     if work is not None:  # keep the GPU one for searching, the CPU copy for saving and decoding
         return from_gpu(index), index
     return index, None
+
+
+def _add_in_chunks(index: faiss.Index, x: np.ndarray, ids: np.ndarray | None) -> None:
+    """``index.add`` (``add_with_ids``) a chunk of :data:`ADD_CHUNK` rows at a time, so filling
+    millions of vectors (minutes) shows progress on a terminal."""
+    with tqdm(total=len(x), unit="vec", unit_scale=True, desc="filling the index", disable=None,
+              leave=False) as bar:
+        for lo in range(0, len(x), ADD_CHUNK):
+            hi = min(lo + ADD_CHUNK, len(x))
+            if ids is None:
+                index.add(x[lo:hi])
+            else:
+                index.add_with_ids(x[lo:hi], ids[lo:hi])
+            bar.update(hi - lo)

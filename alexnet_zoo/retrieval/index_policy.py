@@ -1,5 +1,7 @@
-"""Which FAISS index a collection gets: exact search below :data:`EXACT_LIMIT` vectors, else HNSW
-while the raw vectors fit the memory budget, else IVF + PQ sized to it; and what each kind needs.
+"""Which FAISS index a collection gets: exact search below :data:`EXACT_LIMIT` vectors; while the
+raw vectors fit the memory budget, HNSW up to :data:`HNSW_LIMIT` and IVF over the raw vectors
+beyond (an HNSW graph of 10M vectors takes longer to build than the 15 minutes an IVF one does);
+else IVF + PQ sized to the budget; and what each kind needs.
 
 The policy is a FAISS factory string (``"Flat"``, ``"HNSW32,Flat"``, ``"PCAR128,IVF1000,PQ32"``)
 chosen from the collection's size and dimension alone, so it can be read, tested and stored in
@@ -19,9 +21,13 @@ from alexnet_zoo.errors import InvalidVectors
 __all__ = ["EXACT_LIMIT", "KINDS", "Kind", "choose_factory", "kind_of", "new_index", "parse_size", "training_needs",
            "training_size"]
 
-Kind = Literal["auto", "exact", "ivfpq", "hnsw"]
-KINDS = ("exact", "ivfpq", "hnsw")
+Kind = Literal["auto", "exact", "ivf", "ivfpq", "hnsw"]
+KINDS = ("exact", "ivf", "ivfpq", "hnsw")
 EXACT_LIMIT = 50_000  # below this many vectors exact search is fast enough (a few ms a query)
+HNSW_LIMIT = 2_000_000  # HNSW32 builds ~100 s a million vectors on 2 cores; IVF past this
+# From this many lists, a vector's list is found through an HNSW graph over the centroids: at 10M
+# vectors in 12,649 lists that cut the fill from ~8 to ~2.5 minutes on 2 cores (a GPU scans them all)
+HNSW_QUANTIZER_LISTS = 8192
 
 
 def parse_size(text: str | int) -> int:
@@ -42,8 +48,9 @@ def parse_size(text: str | int) -> int:
     return int(value)
 
 
-def choose_factory(n: int, dim: int, kind: Kind = "auto", memory: int | None = None) -> str:
-    """The FAISS factory string for ``n`` vectors of ``dim`` under a memory budget in bytes."""
+def choose_factory(n: int, dim: int, kind: Kind = "auto", memory: int | None = None, *, gpu: bool = False) -> str:
+    """The FAISS factory string for ``n`` vectors of ``dim`` under a memory budget in bytes, to be
+    built on a GPU (``gpu``: the coarse quantizer stays flat there) or the CPU."""
     for name, value, low in (("n", n, 0), ("dim", dim, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -54,29 +61,35 @@ def choose_factory(n: int, dim: int, kind: Kind = "auto", memory: int | None = N
         elif memory is not None and raw * 1.3 > memory:
             kind = "ivfpq"
         else:
-            kind = "hnsw" if n <= 2_000_000 else "ivfpq"
+            kind = "hnsw" if n <= HNSW_LIMIT else "ivf"
     if kind == "exact":
         return "Flat"
     if kind == "hnsw":
         return "HNSW32,Flat"
-    if kind != "ivfpq":
-        raise ValueError(f"unknown index kind {kind!r}; choose auto, exact, ivfpq or hnsw")
+    if kind not in ("ivf", "ivfpq"):
+        raise ValueError(f"unknown index kind {kind!r}; choose auto, {', '.join(KINDS)}")
     nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))  # faiss wants >= 39 training points a list
+    ivf = f"IVF{nlist}_HNSW32" if nlist >= HNSW_QUANTIZER_LISTS and not gpu else f"IVF{nlist}"
+    if kind == "ivf":  # raw vectors in the lists: exact scores of the probed ones
+        return f"{ivf},Flat"
     budget = 256 if memory is None else max(8, min(256, memory // max(n, 1) - 16))  # 16: id + list overhead
     # for wide features (fc7: 4096) reduce with PCA to 4m dims first so each PQ sub-vector keeps a few;
     # PCA to 4m dims needs 4m training vectors, so a small collection gets a smaller m
     m = max((m for m in (8, 16, 32, 48, 64, 96, 128, 192, 256)
              if m <= budget and dim % m == 0 and 2 * m <= dim and (dim <= 4 * m or 4 * m <= n)), default=None)
     if m is None:
-        return f"IVF{nlist},SQ8"
+        return f"{ivf},SQ8"
     if dim > 4 * m:
-        return f"PCAR{4 * m},IVF{nlist},PQ{m}"
-    return f"IVF{nlist},PQ{m}"
+        return f"PCAR{4 * m},{ivf},PQ{m}"
+    return f"{ivf},PQ{m}"
 
 
 def kind_of(factory: str) -> str:
-    """The kind of index a factory string builds: "exact", "hnsw" or "ivfpq"."""
-    return "exact" if factory == "Flat" else ("hnsw" if factory.startswith("HNSW") else "ivfpq")
+    """The kind of index a factory string builds: "exact", "hnsw", "ivf" (raw vectors in the lists)
+    or "ivfpq" (codes: PQ or SQ)."""
+    if factory == "Flat" or factory.startswith("HNSW"):
+        return "exact" if factory == "Flat" else "hnsw"
+    return "ivf" if factory.endswith(",Flat") else "ivfpq"
 
 
 def training_needs(factory: str) -> int:
@@ -113,6 +126,9 @@ def new_index(dim: int, factory: str, metric: int) -> faiss.Index:
     inner = faiss.index_factory(dim, factory, metric)
     if "IVF" in factory:
         ivf = faiss.downcast_index(faiss.extract_index_ivf(inner))  # IndexIVFPQ, not its IndexIVF base
+        if "_HNSW" in factory:  # k-means assigns through a flat index (through the graph: 4x slower)
+            flat = faiss.IndexFlat(ivf.d, metric)
+            ivf.clustering_index, inner.referenced_objects = flat, [flat]  # faiss does not own it
         if isinstance(ivf, faiss.IndexIVFPQ):
             ivf.do_polysemous_training = False  # 2-3x the training time, unused here
             # faiss's k-means is slow in the few dims of a PQ sub-vector (minutes for PQ32 on 64k
