@@ -1,6 +1,6 @@
-"""benchmarks/gpu_check.py's faiss section: exact and IVF-PQ (the factory ``choose_factory`` picks
-for the size, built with ``new_index``'s settings and copied by ``to_gpu``, as the library builds
-them) on random Gaussian vectors, on the GPU and on the CPU. Recall@10 is against the exact GPU
+"""benchmarks/gpu_check.py's faiss section: exact, IVF-PQ and IVF-Flat (the factories ``choose_factory``
+picks for the size and the device, built with ``new_index``'s settings and copied by ``to_gpu``, as
+the library builds them) on random Gaussian vectors, on the GPU and on the CPU. Recall@10 is against the exact GPU
 search. On the CPU the exact search runs a share of the queries, and the IVF-PQ add a share of the
 vectors (a full CPU build of 10M takes minutes: docs/benchmarks.md has one); each row says its count."""
 
@@ -63,7 +63,7 @@ def faiss_gpu(s, plan: Plan) -> None:
     s.add({"name": "CPU exact", "add_s": add_s, "queries": cpu_queries, "queries_per_s": cpu_queries / search_s,
            "threads": faiss.omp_get_max_threads()})
     truth = cpu_found
-    factory = choose_factory(plan.vectors, plan.dim, "ivfpq")
+    factory = choose_factory(plan.vectors, plan.dim, "ivfpq")  # as built on the CPU (its quantizer may be a graph)
     train = x[:training_size(plan.vectors, factory, "ivfpq", 500_000)]
     s.set(factory=factory, train_size=len(train))
     if gpus:
@@ -72,7 +72,9 @@ def faiss_gpu(s, plan: Plan) -> None:
         s.add({"name": "GPU exact", "queries": QUERIES, "queries_per_s": QUERIES / search_s,
                "recall_at_10_vs_cpu": _recall(truth[:cpu_queries], cpu_found)})
         del gpu
-        _gpu_ivfpq(s, plan, x, q, truth, factory, train, (new_index, to_gpu, from_gpu, gpu_parameters))
+        for kind in ("ivfpq", "ivf"):  # as built on a GPU: a flat quantizer
+            gpu_factory = choose_factory(plan.vectors, plan.dim, kind, gpu=True)
+            _gpu_ivf(s, plan, x, q, truth, gpu_factory, train, (new_index, to_gpu, from_gpu, gpu_parameters))
     flat.reset()  # its 2.5 GB are not needed below
     if s.left() < CPU_BUILD_S and not plan.dry_run:
         s.skip("CPU IVF-PQ", f"under {CPU_BUILD_S} s of the section's budget left: the CPU k-means alone takes about that")
@@ -80,27 +82,29 @@ def faiss_gpu(s, plan: Plan) -> None:
         _cpu_ivfpq(s, plan, x, q[:cpu_queries], truth[:cpu_queries], factory, train, new_index)
 
 
-def _gpu_ivfpq(s, plan: Plan, x, q, truth, factory: str, train, lib) -> None:
+def _gpu_ivf(s, plan: Plan, x, q, truth, factory: str, train, lib) -> None:
+    """Train, fill and search an IVF index of ``factory`` on the GPU, then search its CPU copy."""
     import faiss
 
     new_index, to_gpu, from_gpu, gpu_parameters = lib
-    if not s.affordable("GPU IVF-PQ"):
+    name = f"GPU {factory}"
+    if not s.affordable(name):
         return
     index = to_gpu(new_index(plan.dim, factory, faiss.METRIC_L2), factory)
     if index is None:
-        s.skip("GPU IVF-PQ", f"faiss-gpu cannot hold {factory}")
+        s.skip(name, f"faiss-gpu cannot hold {factory}")
         return
     train_s, _ = _timed(lambda: index.train(train))
     add_s, _ = _timed(lambda: index.add(x))
-    row = {"name": "GPU IVF-PQ", "factory": factory, "train_s": train_s, "add_s": add_s}
+    row = {"name": name, "factory": factory, "train_s": train_s, "add_s": add_s}
     for nprobe in (16, 64, 256):
         gpu_parameters().set_index_parameter(index, "nprobe", nprobe)
         search_s, (_, found) = _timed(lambda: index.search(q, K))
         row[f"nprobe{nprobe}"] = {"queries_per_s": len(q) / search_s, "recall_at_10": _recall(found, truth)}
     s.add(row)
-    if s.affordable("CPU search of the GPU-built IVF-PQ"):
+    if s.affordable(f"CPU search of the GPU-built {factory}"):
         cpu = from_gpu(index)
-        out = {"name": "CPU search of the GPU-built IVF-PQ", "factory": factory}
+        out = {"name": f"CPU search of the GPU-built {factory}", "factory": factory}
         for nprobe in (16, 64, 256):
             faiss.ParameterSpace().set_index_parameter(cpu, "nprobe", nprobe)
             search_s, (_, found) = _timed(lambda: cpu.search(q[:200], K))

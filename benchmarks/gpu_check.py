@@ -15,7 +15,7 @@ recorded as skipped, so the run ends on time and still says what it left out):
 5. ``pipeline``  - the recipe's loader on the pictures, CPU workers and ``decode="device"`` (nvJPEG),
                    alone and feeding the bf16 step.
 6. ``decoding``  - nvJPEG against libjpeg-turbo on the pictures and on them packed to 256x256.
-7. ``faiss``     - exact and IVF-PQ on 10M random 64-d vectors, GPU against CPU (needs faiss-gpu).
+7. ``faiss``     - exact, IVF-PQ and IVF-Flat on 10M random 64-d vectors, GPU against CPU (needs faiss-gpu).
 8. ``lrn``       - the Triton LRN kernels (alexnet_zoo/ops/lrn_triton.py: LRN, and LRN fused with the max
                    pool) against what CUDA computes now (the torch expression, F.max_pool2d), on the
                    conv1 / conv2 maps, forward and forward + backward: this run
