@@ -13,7 +13,8 @@
  * starts at (m * ty - pad, m * tx - pad), outside the image it reads zeros. The tile side is a
  * compile-time constant in each instance of the loops (a switch over always-inlined bodies), so the
  * coefficient loops unroll into register arithmetic on blocks of VL channels (GCC/Clang vectors).
- * Return codes: 0 done, 1 out of memory, 2 a tile size or grouping not compiled here.
+ * Tiles are shared out dynamically: on a loaded machine a thread the scheduler parks does not hold
+ * up the whole layer at the barrier. Return codes: 0 done, 1 out of memory, 2 a tile size or grouping not compiled here.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -98,7 +99,7 @@ int wino_input_f32(const float *x, float *V, int64_t N, int64_t H, int64_t W, in
         } else {
             memset(zeros, 0, sizeof(float) * C);
         }
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
         for (int64_t p = 0; p < P; p++) {
             if (!t) continue;
             int64_t n = p / (TH * TW), r0 = m * ((p / TW) % TH) - pad, q0 = m * (p % TW) - pad;
@@ -162,7 +163,7 @@ int wino_output_f32(const float *M, const float *bias, float *y, int64_t N, int6
 #pragma omp atomic write
             failed = 1;
         }
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
         for (int64_t p = 0; p < P; p++) {
             if (!s) continue;
             int64_t n = p / (TH * TW), r0 = m * ((p / TW) % TH), q0 = m * (p % TW);
