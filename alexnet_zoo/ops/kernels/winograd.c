@@ -130,7 +130,9 @@ static inline __attribute__((always_inline)) void output_tile(const float *M, co
             int64_t cw = Cg - b * VL < VL ? Cg - b * VL : VL;
             vec acc[MAX_A] = {{0}};
             for (int64_t k = 0; k < a; k++) {
-                vec v = load(M + (((k * a + l) * G + g) * P + p) * Cg + b * VL, cw);
+                const float *src = M + (((k * a + l) * G + g) * P + p) * Cg + b * VL;
+                if (p + 2 < P) __builtin_prefetch(src + 2 * Cg); /* a*a*G rows at once outrun the hardware prefetcher */
+                vec v = load(src, cw);
                 for (int64_t i = 0; i < m; i++) acc[i] += AT[i * a + k] * v;
             }
             for (int64_t i = 0; i < m; i++) memcpy(s + ((i * a + l) * nb + b) * VL, &acc[i], sizeof acc[i]);
