@@ -43,7 +43,7 @@ def contenders(name: str, batch: int) -> tuple[dict[str, Callable[[], torch.Tens
     with torch.inference_mode():  # as the calls run (autograd would keep the plain path)
         chosen = winograd.tile_size(conv, x)
     if chosen is not None:
-        for m in (2, 3, 4):
+        for m in (2, 3, 4, 5) if k == 3 else (2, 3, 4):
             calls[f"Winograd F({m}x{m},{k}x{k})"] = lambda m=m: winograd.conv2d(conv, x, relu=True, tile=m)
     return calls, chosen
 

@@ -2,11 +2,11 @@
 
 Winograd's minimal filtering turns a stride-1 convolution into (m + r - 1)^2 independent matrix
 products per group with far fewer multiplies than the direct form: F(4x4, 5x5) (conv2) does 64
-instead of 400 per 4x4 output tile, F(4x4, 3x3) (conv3..conv5) 36 instead of 144. The products of
+instead of 400 per 4x4 output tile, F(5x5, 3x3) (conv3..conv5) 49 instead of 225. The products of
 every group run as one ``torch.bmm`` and the tile transforms as native kernels
 (``kernels/winograd.c``). The transform matrices are built here by Toom-Cook interpolation from
 small exact points, in float64; results differ from direct convolution by rounding only (up to
-about 1e-5 relative for F(4x4, 3x3), the least exact tile used). Measured per layer against oneDNN's
+about 2e-5 relative for F(5x5, 3x3), the least exact tile used). Measured per layer against oneDNN's
 direct convolution by ``benchmarks/conv_layers.py``; :func:`tile_size` holds the choice.
 """
 
@@ -26,7 +26,7 @@ from alexnet_zoo.ops.prepared import prepared
 __all__ = ["applies", "conv2d", "matrices", "tile_size", "transform_weight"]
 
 _MIN_PIXELS = 13 * 13  # measured to win from one 13x13 map up (2 cores, AVX-512 and AVX2); smaller maps waste tiles
-_SMALL_BATCH = 4 * 13 * 13  # below this many output pixels a 3x3 layer runs F(3x3) (fewer, fuller tiles) not F(4x4)
+_SMALL_BATCH = 4 * 13 * 13  # below this many output pixels a 3x3 layer runs F(3x3) (fewer, fuller tiles) not F(5x5)
 _WORKSPACE_BYTES = 64 << 20  # transformed tiles + products per pass: larger batches run in several passes
 # interpolation points per tile side m + r - 1 (plus the point at infinity): small, exact in
 # binary, the well-conditioned choices of Lavin and Gray / Barabasz et al.
@@ -58,9 +58,10 @@ def matrices(m: int, r: int) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def tile_size(conv: nn.Conv2d, x: Tensor) -> int | None:
-    """The output tile side m to run ``conv`` on ``x`` with: 4 (F(4x4, 3x3) and F(4x4, 5x5), the
-    fastest measured on conv2..conv5), 3 for 3x3 layers on small batches, None where Winograd does
-    not apply (not a stride-1 "same" 3x3 or 5x5 fp32 CPU convolution, too small a map, autograd)."""
+    """The output tile side m to run ``conv`` on ``x`` with, the fastest measured on conv2..conv5:
+    F(4x4, 5x5) for 5x5 layers; F(5x5, 3x3) for 3x3 layers (on 13x13 maps 3x3 tiles of 7x7, 23% fewer
+    product rows than F(4x4)), F(3x3, 3x3) below 4 images. None where Winograd does not apply (not a
+    stride-1 "same" 3x3 or 5x5 fp32 CPU convolution, too small a map, autograd)."""
     r = conv.kernel_size[0]
     if conv.kernel_size != (r, r) or r not in (3, 5) or conv.padding != (r // 2, r // 2):
         return None
@@ -71,7 +72,9 @@ def tile_size(conv: nn.Conv2d, x: Tensor) -> int | None:
     pixels = x.shape[0] * x.shape[2] * x.shape[3]
     if pixels < _MIN_PIXELS or not onednn.applies(x, conv) or load_kernel("winograd") is None:
         return None
-    return 3 if r == 3 and pixels < _SMALL_BATCH else 4
+    if r == 5:
+        return 4
+    return 3 if pixels < _SMALL_BATCH else 5
 
 
 def applies(conv: nn.Conv2d, x: Tensor) -> bool:
