@@ -48,13 +48,41 @@ def test_winograd_equals_direct_convolution(r, m, groups, size):
 def test_winograd_without_bias_on_contiguous_input_in_several_passes(monkeypatch):
     conv = torch.nn.Conv2d(48, 64, 5, padding=2, groups=2, bias=False).eval()
     x = torch.randn(6, 48, 11, 15)  # NCHW: converted on the way in
-    monkeypatch.setattr(winograd, "_WORKSPACE_BYTES", 1)  # one image per pass
+    monkeypatch.setattr(winograd, "_WORKSPACE_BYTES", winograd._image_bytes(conv, 11, 15, 4))  # one image a pass
     with torch.inference_mode():
+        assert winograd.tile_size(conv, x) == 4
         y = winograd.conv2d(conv, x, relu=False)
     ref = direct(conv, x, relu=False)
     assert ((y - ref).abs().max() / ref.abs().max()).item() < 2e-5
     with torch.no_grad():  # the scratch buffers made inside inference mode serve outside it too
         assert torch.allclose(winograd.conv2d(conv, x, relu=True), ref.relu().float(), atol=1e-4)
+
+
+def test_winograd_leaves_maps_too_big_for_its_buffers_to_onednn(monkeypatch):
+    conv = torch.nn.Conv2d(16, 16, 3, padding=1).eval()
+    x = torch.randn(4, 16, 40, 40)
+    with torch.inference_mode():
+        assert winograd.applies(conv, x)
+        monkeypatch.setattr(winograd, "_WORKSPACE_BYTES", winograd._image_bytes(conv, 40, 40, 5) - 1)
+        assert not winograd.applies(conv, x)
+
+
+def test_winograd_scratch_buffers_are_per_thread():
+    """Two threads convolving different inputs at once each get their own result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    conv = torch.nn.Conv2d(32, 32, 3, padding=1).eval()
+    xs = [torch.randn(8, 32, 13, 13) for _ in range(2)]
+
+    def run(x):
+        with torch.inference_mode():
+            return [winograd.conv2d(conv, x, relu=False) for _ in range(20)]
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(run, xs))
+    for x, ys in zip(xs, results, strict=True):
+        ref = direct(conv, x, relu=False)
+        assert all(((y - ref).abs().max() / ref.abs().max()).item() < 2e-5 for y in ys)
 
 
 def test_winograd_refuses_tile_sizes_it_has_no_kernel_for():

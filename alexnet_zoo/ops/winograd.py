@@ -61,7 +61,8 @@ def tile_size(conv: nn.Conv2d, x: Tensor) -> int | None:
     """The output tile side m to run ``conv`` on ``x`` with, the fastest measured on conv2..conv5:
     F(4x4, 5x5) for 5x5 layers; F(5x5, 3x3) for 3x3 layers (on 13x13 maps 3x3 tiles of 7x7, 23% fewer
     product rows than F(4x4)), F(3x3, 3x3) below 4 images. None where Winograd does not apply (not a
-    stride-1 "same" 3x3 or 5x5 fp32 CPU convolution, too small a map, autograd)."""
+    stride-1 "same" 3x3 or 5x5 fp32 CPU convolution, too small a map, autograd) or where one image's
+    work buffers would pass _WORKSPACE_BYTES (a huge map: memory stays bounded, oneDNN runs it)."""
     r = conv.kernel_size[0]
     if conv.kernel_size != (r, r) or r not in (3, 5) or conv.padding != (r // 2, r // 2):
         return None
@@ -72,9 +73,14 @@ def tile_size(conv: nn.Conv2d, x: Tensor) -> int | None:
     pixels = x.shape[0] * x.shape[2] * x.shape[3]
     if pixels < _MIN_PIXELS or not onednn.applies(x, conv) or load_kernel("winograd") is None:
         return None
-    if r == 5:
-        return 4
-    return 3 if pixels < _SMALL_BATCH else 5
+    m = 4 if r == 5 else 3 if pixels < _SMALL_BATCH else 5
+    return m if _image_bytes(conv, x.shape[2], x.shape[3], m) <= _WORKSPACE_BYTES else None
+
+
+def _image_bytes(conv: nn.Conv2d, h: int, w: int, m: int) -> int:
+    """Bytes of transformed tiles and products one h x w image needs at tile side m."""
+    a = m + conv.kernel_size[0] - 1
+    return a * a * -(-h // m) * -(-w // m) * (conv.in_channels + conv.out_channels) * 4
 
 
 def applies(conv: nn.Conv2d, x: Tensor) -> bool:
@@ -98,7 +104,7 @@ def conv2d(conv: nn.Conv2d, x: Tensor, relu: bool, tile: int | None = None) -> T
     """``relu(conv(x))`` (or ``conv(x)``) by Winograd, channels-last; the caller checked :func:`applies`.
     ``tile`` forces an output tile side (2..6 for 3x3, 2..4 for 5x5: tests and benchmarks compare
     them); by default :func:`tile_size` chooses. Batches whose work buffers would pass
-    _WORKSPACE_BYTES run a few images at a time."""
+    _WORKSPACE_BYTES run a few images at a time (at least one: a forced tile may exceed it)."""
     chosen = tile_size(conv, x)
     if chosen is None:
         raise ValueError("winograd.conv2d called where winograd.applies is False")
@@ -107,12 +113,10 @@ def conv2d(conv: nn.Conv2d, x: Tensor, relu: bool, tile: int | None = None) -> T
         raise ValueError(f"no Winograd F({m}x{m}, {conv.kernel_size[0]}x{conv.kernel_size[0]}): "
                          f"tile sides {_TILES[conv.kernel_size[0]]} are built")
     x = x.contiguous(memory_format=torch.channels_last)
-    n, c, h, w = x.shape
-    a = m + conv.kernel_size[0] - 1
+    n, _, h, w = x.shape
     u, bias = prepared(conv, f"winograd{m}", torch.float32, None, lambda wt: transform_weight(wt, m, conv.groups))
     y = torch.empty((n, conv.out_channels, h, w), memory_format=torch.channels_last)
-    per_image = a * a * -(-h // m) * -(-w // m) * (c + conv.out_channels) * 4
-    step = max(1, _WORKSPACE_BYTES // per_image)
+    step = max(1, _WORKSPACE_BYTES // _image_bytes(conv, h, w, m))
     for start in range(0, n, step):
         _run(conv, x[start:start + step], y[start:start + step], m, u, bias, relu)
     return y
