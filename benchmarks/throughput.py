@@ -17,6 +17,11 @@ the speed a user gets after waiting for the compiler, for comparison.
     python benchmarks/throughput.py                      # batch 1 and 32, fp32 (and bf16 where native)
     python benchmarks/throughput.py --dtypes fp32 bf16   # bf16 even where it is emulated (slow)
     python benchmarks/throughput.py --batch-sizes 32 --rounds 20 --json out.json
+    python benchmarks/throughput.py --batch-sizes 32 --dtypes fp32 --cpu-time   # one thread, its CPU time
+
+``--cpu-time`` runs one thread and times the CPU time it spends: on a machine shared with other
+work, wall time with 2 threads also measures how often the scheduler parks a thread at a barrier
+(more parallel regions pay more), while CPU time measures the work each contender does.
 """
 
 from __future__ import annotations
@@ -85,17 +90,18 @@ def contenders(batch: int, bf16: bool, compile: bool = False) -> dict[str, Calla
     return calls
 
 
-def measure(calls: dict[str, Callable[[], torch.Tensor]], rounds: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per call, interleaved round by round."""
+def measure(calls: dict[str, Callable[[], torch.Tensor]], rounds: int, warmup: int = 2,
+            clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Median seconds per call (of ``clock``), interleaved round by round."""
     times: dict[str, list[float]] = {name: [] for name in calls}
     for call in calls.values():
         for _ in range(warmup):
             call()
     for _ in range(rounds):
         for name, call in calls.items():
-            start = time.perf_counter()
+            start = clock()
             call()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -132,15 +138,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd references")
+    parser.add_argument("--cpu-time", action="store_true", help="one thread, timed by its CPU time (not wall time)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    env = environment("cpu", capabilities=cpu_capabilities().as_dict())
+    torch.set_num_threads(1 if args.cpu_time else args.threads)
+    clock = time.thread_time if args.cpu_time else time.perf_counter
+    env = environment("cpu", capabilities=cpu_capabilities().as_dict()) | {"clock": clock.__name__}
     print(" ".join(f"{k}={v}" for k, v in env.items()))
     results = []
     for batch in args.batch_sizes:
         fp32_tv_best = None
         for dtype in args.dtypes:
-            secs = measure(contenders(batch, dtype == "bf16", args.compile), args.rounds)
+            secs = measure(contenders(batch, dtype == "bf16", args.compile), args.rounds, clock=clock)
             if dtype == "fp32":
                 fp32_tv_best = min(secs["torchvision"], secs["torchvision/channels_last"])
             lrn_share = 1 - secs["alexnet_zoo/no-lrn"] / secs["alexnet_zoo"]
