@@ -107,6 +107,8 @@ RULES = [
     Rule(r"alexnet-zoo extract grid/dupes .*", "run"),
     Rule(r"alexnet-zoo index build grid/dupes\.feats .*", "run"),
     Rule(r"alexnet-zoo index dedupe grid/dupes\.index .*", "run"),
+    # docs/benchmarks.md: fc7 of the 1,000 sample-derived pictures (needs ../shared's samples)
+    Rule(r"alexnet-zoo extract dupes --out dupes\.feats .*", "parse"),
     # benchmarks: the short one runs with one round at batch 1, the rest are parsed
     Rule(r"python benchmarks/throughput\.py --json docs/throughput\.json", "run", "one round at batch 1",
          append="--rounds 1 --batch-sizes 1"),
