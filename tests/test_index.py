@@ -165,6 +165,33 @@ def test_duplicates_in_blocks_equal_brute_force(kind):
         np.testing.assert_allclose(index.vectors(), x / np.linalg.norm(x, axis=1, keepdims=True), atol=1e-6)
 
 
+def test_dedupe_probes_fewer_lists_on_request_and_restores_the_tuned_nprobe(tmp_path, capsys):
+    x, planted = with_duplicates()
+    truth = brute_force_pairs(x, 0.995)
+    index = VectorIndex.build(x, [str(i) for i in range(len(x))], kind="ivf", queries=200)
+    ivf = faiss.extract_index_ivf(faiss.downcast_index(index.index.index))
+    tuned = index.info["search_params"]["nprobe"]
+    one = index.duplicates(0.995, nprobe=1)
+    assert ivf.nprobe == tuned  # put back after the call
+    assert {(i, j) for i, j, _ in one} <= set(truth) and len({(i, j) for i, j, _ in one} & planted) >= 20
+    every = index.duplicates(0.995, nprobe=ivf.nlist)
+    assert {(i, j) for i, j, _ in every} == set(truth) and ivf.nprobe == tuned
+    assert index.groups(0.995, nprobe=1) == index_module.duplicate_groups(one, "connected")
+    for bad, message in ((0, "nprobe must be"), (True, "nprobe must be")):
+        with pytest.raises(ValueError, match=message):
+            index.duplicates(0.995, nprobe=bad)
+    assert ivf.nprobe == tuned
+    hnsw = VectorIndex.build(x[:500], [str(i) for i in range(500)], kind="hnsw", queries=50)
+    with pytest.raises(ValueError, match="nprobe applies to IVF indexes"):
+        hnsw.duplicates(0.995, nprobe=2)
+    index.save(tmp_path / "ix")
+    assert main(["index", "dedupe", str(tmp_path / "ix"), "--threshold", "0.995", "--nprobe", "1", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == len(one)
+    hnsw.save(tmp_path / "hn")
+    assert main(["index", "dedupe", str(tmp_path / "hn"), "--nprobe", "2"]) == 2
+    assert "nprobe applies to IVF indexes" in capsys.readouterr().err
+
+
 def test_device_choice_on_a_machine_without_gpu():
     assert resolve_device("auto", gpus=0) == resolve_device(None, gpus=0) == "cpu"
     assert resolve_device("auto", gpus=2) == resolve_device("cuda:1", gpus=1) == "gpu"

@@ -34,6 +34,18 @@ def test_synthetic_vectors_every_kind(tmp_path):
     assert report["data"]["n"] == 3000 and "| ivf | IVF" in done.stdout
 
 
+def test_dedupe_with_fewer_lists_reports_its_pair_recall(tmp_path):
+    done = _run("--n", "4000", "--dim", "16", "--queries", "50", "--rounds", "1", "--kinds", "ivf", "hnsw",
+                "--dedupe", "0.99", "--dedupe-nprobe", "1", "--json", str(tmp_path / "r.json"))
+    assert done.returncode == 0, done.stderr
+    rows = {r["kind"]: r for r in json.loads((tmp_path / "r.json").read_text())["results"]}
+    assert rows["ivf"]["dedupe_nprobe"] == 1 and rows["hnsw"]["dedupe_nprobe"] is None
+    for row in rows.values():  # 2% of the rows are near-copies: the sample's pairs exist and are found
+        check = row["dedupe_check"]
+        assert check["sample_rows"] == 200 and check["true_pairs"] > 0 and 0.5 <= check["pair_recall"] <= 1
+    assert "pair recall" in done.stdout
+
+
 def test_real_features_with_pca_whitening(tmp_path):
     source = tmp_path / "pictures"
     generated(source, 40)

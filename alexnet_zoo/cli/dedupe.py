@@ -60,7 +60,7 @@ def _csv_out(header: list[str], rows: list[list[Any]]) -> None:
 
 
 def _pairs(args: argparse.Namespace, index: VectorIndex) -> None:
-    pairs = index.duplicates(args.threshold, args.k)
+    pairs = index.duplicates(args.threshold, args.k, nprobe=args.nprobe)
     paths = index.paths
     if args.json:
         print(json.dumps([{"a": paths[i], "b": paths[j], "ids": [i, j], "score": s} for i, j, s in pairs], indent=2))
@@ -79,7 +79,7 @@ def _pairs(args: argparse.Namespace, index: VectorIndex) -> None:
 
 
 def _groups(args: argparse.Namespace, index: VectorIndex) -> None:
-    groups = index.groups(args.threshold, args.k, grouping=args.groups)
+    groups = index.groups(args.threshold, args.k, grouping=args.groups, nprobe=args.nprobe)
     paths = index.paths
     if args.json:
         print(json.dumps([{"group": g, "size": len(members),
@@ -112,7 +112,7 @@ def _thresholds(low: float, step: float) -> list[float]:
 def _evaluate(args: argparse.Namespace, index: VectorIndex) -> int:
     labels = read_groups_csv(args.labels)
     groups = label_ids(labels, index.paths, args.labels)  # checked before the search, which takes the time
-    curve = pair_curve(index.duplicates(args.threshold, args.k), groups)
+    curve = pair_curve(index.duplicates(args.threshold, args.k, nprobe=args.nprobe), groups)
     table = curve.table(_thresholds(args.threshold, args.step))
     target = None if args.target_precision is None else curve.lowest_threshold(args.target_precision)
     report = {"index": str(args.index), "labels": str(args.labels), "labelled": len(labels),
@@ -167,6 +167,9 @@ def add_dedupe_command(isub: Any) -> None:
     dedupe.add_argument("--threshold", type=cosine, default=0.95,
                         help="a cosine in (0, 1] (default 0.95); with --labels the lowest threshold evaluated")
     dedupe.add_argument("-k", type=bounded_int(1), default=10, help="HNSW indexes: neighbours checked per image")
+    dedupe.add_argument("--nprobe", type=bounded_int(1), default=None,
+                        help="IVF indexes: lists probed per image (default: the tuned search's; "
+                        "near-copies need fewer)")
     dedupe.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     what = dedupe.add_mutually_exclusive_group()
     what.add_argument("--groups", nargs="?", const="connected", choices=GROUPINGS, default=None,

@@ -28,7 +28,7 @@ import faiss
 import numpy as np
 
 from alexnet_zoo.errors import IndexMismatch, InvalidVectors, RetrievalError
-from alexnet_zoo.retrieval.index_dedupe import DEDUPE_BLOCK, duplicate_groups, duplicate_pairs
+from alexnet_zoo.retrieval.index_dedupe import DEDUPE_BLOCK, duplicate_groups, duplicate_pairs, probing
 from alexnet_zoo.retrieval.index_folder import FORMAT, read_folder, recover, tidy, write_folder
 from alexnet_zoo.retrieval.index_gpu import (
     GPU_MAX_K,
@@ -320,31 +320,34 @@ class VectorIndex:
         stop = self.count if stop is None else min(stop, self.count)
         return stored_rows(self._stored(), start, stop)
 
-    def duplicates(self, threshold: float = 0.95, k: int = 10, *, block: int = DEDUPE_BLOCK
-                   ) -> list[tuple[int, int, float]]:
+    def duplicates(self, threshold: float = 0.95, k: int = 10, *, block: int = DEDUPE_BLOCK,
+                   nprobe: int | None = None) -> list[tuple[int, int, float]]:
         """Pairs (i, j, cosine) with i < j and cosine >= ``threshold``, most similar first.
 
         The stored vectors are decoded ``block`` at a time and searched against the index, so memory
         stays bounded and a million vectors take minutes (:mod:`~alexnet_zoo.retrieval.index_dedupe`):
         exact and IVF indexes by a range search, HNSW by the ``k`` nearest of each vector. With a PCA
-        the cosines are those after it (whitened, if so built), searched under it."""
+        the cosines are those after it (whitened, if so built), searched under it. ``nprobe``: the
+        lists an IVF range search probes (default the tuned k-NN one; near-copies need fewer), set
+        for this call only (searches from other threads meanwhile see it too)."""
         if self.info["metric"] != "cosine":
             raise RetrievalError(f"near-duplicates need a cosine index; this one is {self.info['metric']}")
+        stored = self._stored()
         if "pca" in self.info:
-            stored = self._stored()
             range_search, knn = stored.range_search, lambda q, k: stored.search(q, min(k, self.count))
         else:
             range_search, knn = self.index.range_search, self._knn
-        return duplicate_pairs(self.count, self.info["kind"], threshold, decode=self.vectors,
-                               range_search=range_search, knn=knn, k=k, block=block)
+        with probing(self._apply, self.info["kind"], self.info["search_params"], nprobe):
+            return duplicate_pairs(self.count, self.info["kind"], threshold, decode=self.vectors,
+                                   range_search=range_search, knn=knn, k=k, block=block)
 
     def groups(self, threshold: float = 0.95, k: int = 10, *, grouping: str = "connected",
-               block: int = DEDUPE_BLOCK) -> list[list[tuple[int, float]]]:
+               block: int = DEDUPE_BLOCK, nprobe: int | None = None) -> list[list[tuple[int, float]]]:
         """Near-duplicate groups of :meth:`duplicates`' pairs: lists of (id, best score), largest
         first; ``grouping`` "connected" (components) or "complete" (every member at ``threshold`` to
         every other), see :mod:`~alexnet_zoo.retrieval.index_dedupe`."""
         duplicate_groups([], grouping)  # a wrong grouping is refused before the search, not after it
-        return duplicate_groups(self.duplicates(threshold, k, block=block), grouping)
+        return duplicate_groups(self.duplicates(threshold, k, block=block, nprobe=nprobe), grouping)
 
     # ---- folders -----------------------------------------------------------------------------
 

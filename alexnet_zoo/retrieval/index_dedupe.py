@@ -17,7 +17,8 @@ group. Each member carries its best score: the highest cosine of a pair it has i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from tqdm import tqdm
 from alexnet_zoo.retrieval.vector_checks import positive_int
 
 __all__ = ["DEDUPE_BLOCK", "GROUPINGS", "Group", "Member", "Pair", "check_threshold", "duplicate_groups",
-           "duplicate_pairs"]
+           "duplicate_pairs", "probing"]
 
 DEDUPE_BLOCK = 16_384  # vectors decoded and searched at a time by duplicates(): bounded memory at any N
 Pair = tuple[int, int, float]
@@ -45,6 +46,24 @@ def check_threshold(threshold: Any) -> float:
         raise ValueError(f"threshold must be a cosine in (0, 1], got {threshold!r} (at 0 or below nearly every "
                          "pair qualifies: N**2 pairs)")
     return threshold
+
+
+@contextlib.contextmanager
+def probing(apply: Callable[[dict[str, int]], None], kind: str, tuned: dict[str, int],
+            nprobe: int | None) -> Iterator[None]:
+    """Within the block, IVF indexes probe ``nprobe`` lists (``apply`` sets it); the ``tuned``
+    parameters come back after, whatever happens. None changes nothing."""
+    if nprobe is None:
+        yield
+        return
+    nprobe = positive_int(nprobe, "nprobe")
+    if kind not in ("ivf", "ivfpq"):
+        raise ValueError(f"nprobe applies to IVF indexes (ivf, ivfpq); this one is {kind}")
+    apply({"nprobe": nprobe})
+    try:
+        yield
+    finally:
+        apply(tuned)
 
 
 def duplicate_pairs(count: int, kind: str, threshold: float, *, decode: Decode, range_search: RangeSearch,
