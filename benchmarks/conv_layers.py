@@ -16,13 +16,13 @@ work it measures the work done, not the scheduler's delays.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from _environment import environment  # benchmarks/_environment.py, beside this script
+from throughput import measure  # benchmarks/throughput.py: the same interleaved median timing
 
 from alexnet_zoo.ops import onednn, winograd
 from alexnet_zoo.ops.capabilities import cpu_capabilities
@@ -48,20 +48,6 @@ def contenders(name: str, batch: int) -> tuple[dict[str, Callable[[], torch.Tens
     return calls, chosen
 
 
-def measure(calls: dict[str, Callable[[], torch.Tensor]], rounds: int, clock: Callable[[], float]) -> dict[str, float]:
-    """Median seconds per call, interleaved round by round after two warm-up calls each."""
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    with torch.inference_mode():
-        for call in calls.values():
-            call(), call()
-        for _ in range(rounds):
-            for name, call in calls.items():
-                start = clock()
-                call()
-                times[name].append(clock() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--batch", type=int, default=32)
@@ -77,7 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for name in LAYERS:
         calls, chosen = contenders(name, args.batch)
-        secs = measure(calls, args.rounds, clock)
+        with torch.inference_mode():
+            secs = measure(calls, args.rounds, clock=clock)
         base = secs["oneDNN direct"]
         for contender, s in secs.items():
             mark = "*" if chosen is not None and contender.startswith(f"Winograd F({chosen}x") else " "
