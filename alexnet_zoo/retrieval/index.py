@@ -332,8 +332,8 @@ class VectorIndex:
         for this call only (searches from other threads meanwhile see it too)."""
         if self.info["metric"] != "cosine":
             raise RetrievalError(f"near-duplicates need a cosine index; this one is {self.info['metric']}")
-        stored = self._stored()
         if "pca" in self.info:
+            stored = self._stored()
             range_search, knn = stored.range_search, lambda q, k: stored.search(q, min(k, self.count))
         else:
             range_search, knn = self.index.range_search, self._knn
