@@ -138,9 +138,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.whiten and args.pca is None:
         parser.error("--whiten needs --pca D")
+    for name in ("n", "dim", "queries", "rounds", "train_size", "pca", "dedupe_nprobe"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, not {getattr(args, name)}")
 
     started = datetime.now(timezone.utc)
     db, q, data = _data(args)  # queries are held out: not in the index
+    if args.pca is not None and args.pca > db.shape[1]:
+        sys.exit(f"retrieval.py: --pca {args.pca} is more than the vectors' {db.shape[1]} dimensions")
+    try:
+        command = " ".join([os.path.basename(sys.executable), *sys.argv]) if argv is None else argv
+        return _measure(args, db, q, data, {"command": command, "started_utc": started.isoformat(timespec="seconds")})
+    except AlexNetZooError as error:  # e.g. a whitened PCA wider than the directions the rows vary in
+        sys.exit(f"retrieval.py: {error}")
+
+
+def _measure(args: argparse.Namespace, db: np.ndarray, q: np.ndarray, data: dict[str, Any],
+             run: dict[str, Any]) -> dict[str, Any]:
+    """Build every kind, search, time interleaved rounds, print the table, write the JSON report."""
     paths = [str(i) for i in range(len(db))]
     _, truth = exact_knn(db, q, 1)
     pca = {} if args.pca is None else {"pca": args.pca, "whiten": args.whiten}
@@ -172,9 +187,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         row["speedup_vs_exact"] = round(row["queries_per_s"] / exact["queries_per_s"], 1) if exact else None
     env = environment(faiss=faiss.__version__, numpy=np.__version__, faiss_threads=faiss.omp_get_max_threads(),
                       gpus=faiss.get_num_gpus())
-    report = {"command": " ".join([os.path.basename(sys.executable), *sys.argv]) if argv is None else argv,
-              "started_utc": started.isoformat(timespec="seconds"),
-              "seconds": round((datetime.now(timezone.utc) - started).total_seconds()),
+    started = datetime.fromisoformat(run["started_utc"])
+    report = {**run, "seconds": round((datetime.now(timezone.utc) - started).total_seconds()),
               "environment": env, "data": {**data, "queries": len(q), "metric": "cosine", **pca},
               "dedupe_threshold": args.dedupe, "results": rows}
     print(f"# {data['n']} x {data['dim']}{' ' + str(args.features) if args.features else ''}"

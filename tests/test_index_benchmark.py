@@ -66,6 +66,10 @@ def test_real_features_with_pca_whitening(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--features", "nowhere"], "nowhere"),
     (["--whiten"], "--whiten needs --pca"),
+    (["--pca", "0"], "--pca must be at least 1"),
+    (["--n", "300", "--dim", "8", "--pca", "9"], "more than the vectors' 8 dimensions"),
+    (["--n", "20", "--queries", "5", "--dim", "64", "--pca", "40", "--whiten", "--kinds", "exact"],
+     "needs at least 40 training vectors"),
 ])
 def test_bad_arguments_are_one_line(args, message, tmp_path):
     done = _run(*args)
