@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--duplicates", type=float, default=0.02, help="share of rows that are perturbed copies")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--kinds", nargs="+", default=["exact", "ivf", "ivfpq", "hnsw"])
-    parser.add_argument("--train-size", type=int, default=100_000, help="most rows IVF / PQ training sees")
+    parser.add_argument("--train-size", type=int, default=None,
+                        help="most rows IVF / PQ training sees (default: the library's, 50 a list within 1 GiB)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved search rounds; the median is reported")
     parser.add_argument("--dedupe-nprobe", type=int, default=None, metavar="N",
                         help="--dedupe: lists each IVF range search probes (default: the tuned k-NN nprobe)")

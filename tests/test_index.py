@@ -25,7 +25,7 @@ from alexnet_zoo.errors import CorruptIndex, IndexMismatch, InvalidVectors, Retr
 from alexnet_zoo.retrieval.features import FeatureExtractor
 from alexnet_zoo.retrieval.index import VectorIndex
 from alexnet_zoo.retrieval.index_gpu import GPU_MAX_K, gpu_count, gpu_supported, resolve_device
-from alexnet_zoo.retrieval.index_policy import KINDS, choose_factory, kind_of, parse_size
+from alexnet_zoo.retrieval.index_policy import KINDS, choose_factory, kind_of, parse_size, training_size
 from alexnet_zoo.retrieval.index_tuning import exact_knn
 from alexnet_zoo.retrieval.shards import read_manifest
 
@@ -563,6 +563,11 @@ def test_ivfpq_on_few_vectors_says_how_many_it_needs():
         VectorIndex.build(x, [str(i) for i in range(200)], kind="ivfpq")
     with pytest.raises(InvalidVectors, match=r"needs at least 256 training vectors, got a training sample of 100"):
         VectorIndex.build(mixture(400, dim=32), [str(i) for i in range(400)], kind="ivfpq", train_size=100)
+    # the default sample is what the k-means needs (50 rows a list, at least 20,000), within 1 GiB of rows
+    assert training_size(10_000_000, "IVF12649_HNSW32,Flat", "ivf", None, 64) == 632_450
+    assert training_size(10_000_000, "IVF12649_HNSW32,Flat", "ivf", 100_000, 64) == 100_000
+    assert training_size(10_000_000, "IVF16384,PQ64", "ivfpq", None, 4096) == (1 << 30) // (4 * 4096)
+    assert training_size(5_000, "IVF70,Flat", "ivf", None, 64) == 5_000
     # wide vectors: the PCA in front of PQ is made small enough to train on the vectors there are
     wide = np.random.default_rng(0).normal(size=(400, 2048)).astype(np.float32)
     assert choose_factory(400, 2048, "ivfpq") == "PCAR256,IVF10,PQ64"
@@ -629,6 +634,7 @@ def test_numbers_are_checked_in_the_library(call, message):
     (["index", "dedupe", "ix", "-k", "0"], "expected a whole number >= 1"),
     (["index", "build", "f", "--out", "ix", "--memory", "0"], "memory size '0'"),
     (["index", "build", "f", "--out", "ix", "--memory", "lots"], "memory size 'lots'"),
+    (["index", "build", "f", "--out", "ix", "--train-size", "0"], "expected a whole number >= 1, got 0"),
     (["extract", "imgs", "--out", "f", "--shard-size", "0"], "expected a whole number >= 1, got 0"),
     (["extract", "imgs", "--out", "f", "--shard-size", "-5"], "expected a whole number >= 1, got -5"),
     (["extract", "imgs", "--out", "f", "--batch-size", "0"], "expected a whole number from 1 to 65536"),

@@ -23,6 +23,7 @@ from alexnet_zoo.cli.main import main
 from alexnet_zoo.errors import CorruptIndex, IndexMismatch, InvalidVectors, RetrievalError
 from alexnet_zoo.retrieval.index import VectorIndex
 from alexnet_zoo.retrieval.index_pca import learn_projection, project, projection_of
+from alexnet_zoo.retrieval.index_policy import training_size
 from alexnet_zoo.retrieval.index_tuning import exact_knn
 from alexnet_zoo.retrieval.vector_checks import prepare
 
@@ -360,7 +361,7 @@ def test_extract_again_then_index_add_keeps_the_index_in_step_with_its_folder(we
     np.testing.assert_allclose(updated.vectors()[order], rebuilt.vectors(), rtol=0, atol=1e-4)  # fp16 rows, other batches
 
 
-def test_cli_pca_build_add_remove_end_to_end(weights, tmp_path, capsys):
+def test_cli_pca_build_add_remove_end_to_end(weights, tmp_path, capsys, monkeypatch):
     first, second, other = tmp_path / "first", tmp_path / "second", tmp_path / "train"
     first.mkdir()
     for p in REAL:
@@ -379,6 +380,13 @@ def test_cli_pca_build_add_remove_end_to_end(weights, tmp_path, capsys):
     assert "PCA-whitened to 6 dims, Flat over 8 vectors, 1-recall@10 1.000 (" in out
     info = json.loads((ix / "info.json").read_text())
     assert info["pca"] == {**info["pca"], "dim": 6, "whiten": True, "trained_on": 8, "train": "separate"}
+    # --train-size reaches the policy that sizes the k-means sample (and the sample trains the index)
+    sized = []
+    monkeypatch.setattr(index_module, "training_size", lambda *a: sized.append(a) or training_size(*a))
+    assert main(["index", "build", f"{first}.feats", "--out", str(tmp_path / "ivf"), "--kind", "ivf",
+                 "--train-size", "4"]) == 0
+    assert sized == [(8, "IVF1,Flat", "ivf", 4, 9216)] and training_size(*sized[0]) == 4
+    capsys.readouterr()
     # a query by picture goes through the PCA: an indexed picture finds itself
     assert main(["index", "query", str(ix), str(first / REAL[1].name), "-k", "3", "--json",
                  "--pretrained", str(weights)]) == 0

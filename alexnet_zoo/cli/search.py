@@ -83,7 +83,7 @@ def _build(args: argparse.Namespace) -> int:
     train = pca_train_vectors(args.pca_train, manifest) if args.pca_train is not None else None
     index = VectorIndex.build(vectors, paths, kind=args.kind, metric=args.metric, memory=args.memory,
                               meta=provenance(manifest), device=args.device, pca=args.pca, whiten=args.whiten,
-                              pca_train=train)
+                              pca_train=train, train_size=args.train_size)
     index.save(args.out)
     info = index.info
     pca = f"PCA{'-whitened' if args.whiten else ''} to {args.pca} dims, " if args.pca is not None else ""
@@ -167,6 +167,9 @@ def add_commands(commands: Any) -> None:
     build.add_argument("--memory", type=_memory, default="4GB", help="memory budget for the index, e.g. 4GB")
     build.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                        help="auto: train and fill exact / IVF indexes on a GPU when faiss-gpu sees one")
+    build.add_argument("--train-size", type=bounded_int(1), default=None, metavar="N",
+                       help="most vectors the IVF / PQ k-means trains on (default: 50 a list, at least "
+                            "20,000, within 1 GiB)")
     build.add_argument("--pca", type=bounded_int(1), default=None, metavar="D",
                        help="project to D dimensions first (PCA; at most the vectors' dim and their count)")
     build.add_argument("--whiten", action="store_true", help="with --pca: PCA whitening (each direction to unit "

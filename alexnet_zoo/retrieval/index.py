@@ -1,8 +1,7 @@
 """A FAISS index over image vectors, with row-aligned paths and stable ids, kept as a folder.
 
-Exact search is the default for small collections and the oracle for the rest: an approximate
-index (IVF + PQ, or HNSW) is chosen from the collection size and a memory budget
-(:mod:`~alexnet_zoo.retrieval.index_policy`), tuned (nprobe / efSearch) until its 1-recall@10
+Exact search is the default for small collections and the oracle for the rest: an approximate index
+(IVF, IVF + PQ, HNSW) is chosen from the collection size and a memory budget (:mod:`.index_policy`), tuned (nprobe / efSearch) until its 1-recall@10
 against exact search on held-out queries reaches a target (:mod:`~alexnet_zoo.retrieval.index_tuning`),
 and that measured recall is stored in info.json beside the factory string, the metric and the
 identity the caller gave the vectors (model, weights, layer, ...: the extraction side says which),
@@ -117,22 +116,23 @@ class VectorIndex:
     @classmethod
     def build(cls, vectors: np.ndarray, paths: list[str], *, kind: Kind = "auto", metric: Metric = "cosine",
               memory: int | str | None = None, meta: dict[str, Any] | None = None, queries: int = 500,
-              train_size: int = 100_000, seed: int = 0, target_recall: float = TARGET_RECALL,
+              train_size: int | None = None, seed: int = 0, target_recall: float = TARGET_RECALL,
               device: Device | str | None = "auto", pca: int | None = None, whiten: bool = False,
               pca_train: np.ndarray | None = None) -> VectorIndex:
         """Index ``vectors`` (row i = ``paths[i]``, id i). ``meta``: the vectors' identity (model /
         weights / layer / preprocessing ...), stored in info.json as given, except the fields the
-        index writes itself. Approximate kinds are trained on a sample and tuned on ``queries``
-        held-out rows against exact search. On a GPU device (:func:`resolve_device`) exact and IVF
-        kinds are trained and filled there, then copied back to the CPU. ``pca``: project to that
-        many dimensions first (``whiten``: PCA whitening), learned on ``pca_train`` when given,
-        else on ``vectors`` (:mod:`~alexnet_zoo.retrieval.index_pca`)."""
+        index writes itself. Approximate kinds are trained on a sample (at most ``train_size`` rows;
+        default: what the k-means needs, within 1 GiB) and tuned on ``queries`` held-out rows against
+        exact search. On a GPU device (:func:`resolve_device`) exact and IVF kinds are trained and
+        filled there, then copied back. ``pca``: project to that many dimensions first (``whiten``:
+        PCA whitening), learned on ``pca_train`` else ``vectors`` (:mod:`.index_pca`)."""
         device = resolve_device(device, gpus=gpu_count())
         if metric not in METRICS:
             raise ValueError(f"metric must be 'cosine' or 'l2', got {metric!r}")
         if kind not in ("auto", *KINDS):
             raise ValueError(f"unknown index kind {kind!r}; choose auto, {', '.join(KINDS)}")
-        queries, train_size = positive_int(queries, "queries"), positive_int(train_size, "train_size")
+        queries = positive_int(queries, "queries")
+        train_size = None if train_size is None else positive_int(train_size, "train_size")
         if isinstance(target_recall, bool) or not isinstance(target_recall, (int, float)) \
                 or not 0 < target_recall <= 1:
             raise ValueError(f"target_recall must be in (0, 1], got {target_recall!r}")
@@ -153,7 +153,7 @@ class VectorIndex:
         searched = x if projection is None else project(x, projection, metric)  # the vectors as the index sees them
         factory = choose_factory(n, searched.shape[1], kind, parse_size(memory) if memory is not None else None,
                                  gpu=device == "gpu")
-        size = training_size(n, factory, kind, train_size)
+        size = training_size(n, factory, kind, train_size, searched.shape[1])
         start = time.perf_counter()
         rng = np.random.default_rng(seed)
         index, gpu_index = filled(searched, x, factory, metric, projection, device, rng, size)

@@ -28,6 +28,7 @@ HNSW_LIMIT = 2_000_000  # HNSW32 builds ~100 s a million vectors on 2 cores; IVF
 # From this many lists, a vector's list is found through an HNSW graph over the centroids: at 10M
 # vectors in 12,649 lists that cut the fill from ~8 to ~2.5 minutes on 2 cores (a GPU scans them all)
 HNSW_QUANTIZER_LISTS = 8192
+TRAIN_BYTES = 1 << 30  # the default training sample's float32 rows stay within 1 GiB (k-means copies it)
 
 
 def parse_size(text: str | int) -> int:
@@ -105,13 +106,15 @@ def training_needs(factory: str) -> int:
     return max(needs)
 
 
-def training_size(n: int, factory: str, kind: str, train_size: int) -> int:
-    """How many of ``n`` vectors train ``factory``: enough for its k-means (~40 points a centroid),
-    at most ``train_size``; fewer than it needs (:func:`training_needs`) is an :class:`InvalidVectors`
-    that names the kinds which need no training."""
+def training_size(n: int, factory: str, kind: str, train_size: int | None, dim: int) -> int:
+    """How many of ``n`` vectors of ``dim`` train ``factory``: enough for its k-means (~40 points a
+    centroid: 50 a list, at least 20,000), at most ``train_size`` (None: at most the rows of ``dim``
+    floats that fit TRAIN_BYTES); fewer than it needs (:func:`training_needs`) is an
+    :class:`InvalidVectors` that names the kinds which need no training."""
     need = training_needs(factory)
     nlist = int(m.group(1)) if (m := re.search(r"IVF(\d+)", factory)) else 1
-    size = min(n, train_size, max(50 * nlist, 20_000))  # k-means needs ~40 points a centroid, no more
+    cap = train_size if train_size is not None else max(20_000, TRAIN_BYTES // (4 * dim))
+    size = min(n, cap, max(50 * nlist, 20_000))  # k-means needs ~40 points a centroid, no more
     if size < need:
         have = f"{n} vectors" if size == n else f"a training sample of {size} (train_size) of {n} vectors"
         raise InvalidVectors(f"a {kind} index ({factory}) needs at least {need} training vectors, got {have}; "
