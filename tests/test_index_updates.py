@@ -19,6 +19,7 @@ from test_index import SAVE_STEPS, mixture
 
 import alexnet_zoo.retrieval.index as index_module
 from alexnet_zoo import alexnet
+from alexnet_zoo.cli.index_update import as_stored
 from alexnet_zoo.cli.main import main
 from alexnet_zoo.errors import CorruptIndex, IndexMismatch, InvalidVectors, RetrievalError
 from alexnet_zoo.retrieval.index import VectorIndex
@@ -399,8 +400,9 @@ def test_cli_pca_build_add_remove_end_to_end(weights, tmp_path, capsys, monkeypa
     assert main(["index", "add", str(ix), f"{second}.feats"]) == 0
     out = capsys.readouterr().out
     assert "added 0 vectors, skipped 5 already indexed, removed 0 gone from the source; 13 vectors" in out and "5 added and 0 removed since" in out
-    # remove by --paths and by --paths-file
-    assert main(["index", "remove", str(ix), "--paths", str(second / REAL[0].name)]) == 0
+    # remove by --paths (another spelling of the stored absolute path: relative, ./ and //) and --paths-file
+    monkeypatch.chdir(tmp_path)
+    assert main(["index", "remove", str(ix), "--paths", f"./second//{REAL[0].name}"]) == 0
     assert "removed 1 vectors; 12 left" in capsys.readouterr().out
     listed = tmp_path / "gone.txt"
     listed.write_text(f"{first / REAL[1].name}\n# a comment\n{first / REAL[2].name}\n")
@@ -427,3 +429,11 @@ def test_cli_pca_build_add_remove_end_to_end(weights, tmp_path, capsys, monkeypa
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (argv, err)
     assert VectorIndex.load(ix).paths == loaded.paths
+
+
+def test_removal_paths_are_matched_as_stored_then_as_the_same_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    stored = ["x/a.jpg", "./x/a.jpg", str(tmp_path / "b.jpg"), "c.jpg"]
+    assert as_stored(["x/a.jpg", "c.jpg"], stored) == ["x/a.jpg", "c.jpg"]  # stored as typed: itself
+    assert as_stored(["b.jpg", "./c.jpg", str(tmp_path / "c.jpg")], stored) == [stored[2], "c.jpg", "c.jpg"]
+    assert as_stored(["x//a.jpg", "d.jpg"], stored) == ["x//a.jpg", "d.jpg"]  # two stored matches, or none: kept

@@ -9,6 +9,7 @@ Argument parsing and printing only: the update is :class:`~alexnet_zoo.retrieval
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from alexnet_zoo.retrieval.extraction import read_list
 from alexnet_zoo.retrieval.index import VectorIndex
 from alexnet_zoo.retrieval.shards import MANIFEST, printable, provenance, read_features
 
-__all__ = ["PCA_SOURCE", "add_update_commands", "gone_paths", "pca_train_vectors", "recall_line"]
+__all__ = ["PCA_SOURCE", "add_update_commands", "as_stored", "gone_paths", "pca_train_vectors", "recall_line"]
 
 # the fields a --pca-train folder must share with the indexed features: the same network, weights,
 # layer and preprocessing (storage dtype and arithmetic precision may differ)
@@ -91,10 +92,27 @@ def _remove(args: argparse.Namespace) -> int:
     paths = list(args.paths or []) + (read_list(args.paths_file) if args.paths_file else [])
     if not paths:
         raise RetrievalError(f"{args.paths_file}: names no paths; expected one path a line (or .jsonl)")
-    removed = index.remove(paths)
+    removed = index.remove(as_stored(paths, index.paths))
     index.save(args.index)
     print(f"{printable(str(args.index))}: removed {removed} vectors; {index.count} left, {recall_line(index.info)}")
     return 0
+
+
+def as_stored(paths: list[str], indexed: list[str]) -> list[str]:
+    """Each path as the index stores it: itself when stored, else the one stored path that names the
+    same file once both are made absolute and normalised (``./a.jpg``, ``photos//a.jpg``, an absolute
+    form of a relative one); a path with no such match, or several, stays as typed and is refused."""
+    stored = set(indexed)
+    if all(p in stored for p in paths):
+        return paths
+    by_name: dict[str, list[str]] = {}
+    for p in indexed:
+        by_name.setdefault(os.path.normpath(os.path.abspath(p)), []).append(p)
+    out = []
+    for p in paths:
+        same = [] if p in stored else by_name.get(os.path.normpath(os.path.abspath(p)), [])
+        out.append(same[0] if len(same) == 1 else p)
+    return out
 
 
 def add_update_commands(isub: Any) -> None:
@@ -110,9 +128,10 @@ def add_update_commands(isub: Any) -> None:
     add.add_argument("features", type=Path, help="a features folder from `alexnet-zoo extract`")
     add.set_defaults(run=_add)
     remove = isub.add_parser("remove", help="remove pictures from a saved index (no rebuild)",
-                             description="Paths exactly as the index stores them (its paths.*.jsonl, `index query "
-                                         "--json`); a path it lacks is refused and nothing is removed. Ids are row "
-                                         "numbers: the rows after a removed one are renumbered.")
+                             description="Paths as the index stores them (its paths.*.jsonl, `index query --json`), "
+                                         "or another spelling of the same file (./a.jpg, an absolute form); a path "
+                                         "it lacks is refused and nothing is removed. Ids are row numbers: the rows "
+                                         "after a removed one are renumbered.")
     remove.add_argument("index", type=Path)
     which = remove.add_mutually_exclusive_group(required=True)
     which.add_argument("--paths", nargs="+", metavar="P", help="the paths to remove")
