@@ -26,6 +26,7 @@ from alexnet_zoo.data.images import read_image
 from alexnet_zoo.data.transforms import ImagePreprocess
 from alexnet_zoo.deploy.quantize import calibration_batches, calibration_files, quantize
 from alexnet_zoo.errors import UnreadableImage
+from alexnet_zoo.eval.loop import onto_model_classes
 from alexnet_zoo.factory import model_for_weights
 from alexnet_zoo.paths import write_json
 
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> dict:
             readable.append((path.name, preprocess(read_image(path))))
         except UnreadableImage:
             skipped.append(path.name)
-    labels = _labels(args.pictures)
+    # ImageNet class indices -> the model's own (a model trained on 200 WNID folders has 200 outputs)
+    labels = dict(onto_model_classes(list(_labels(args.pictures).items()), fp32)[0])
     cos, agree, right = [], 0, {"fp32": 0, "int8": 0}
     with torch.inference_mode():
         for i in range(0, len(readable), 16):
