@@ -35,6 +35,7 @@ from alexnet_zoo.models.config import ARCHS, AlexNetConfig, arch_of
 from alexnet_zoo.models.pretrained_cfg import PretrainedCfg, feature_info
 from alexnet_zoo.ops.capabilities import cpu_capabilities
 from alexnet_zoo.ops.pooling import lrn_pool_quint8
+from alexnet_zoo.ops.quint8 import quantize_input
 
 __all__ = ["QENGINES", "QuantizedAlexNet", "activation_points", "int8_tensor_specs", "pick_qengine"]
 
@@ -210,7 +211,7 @@ class QuantizedAlexNet(nn.Module):
         fc8 yields fp32 logits."""
         self._check_input(x)
         packed = self.packed_layers()
-        a = self._quantize(x, "input")
+        a = quantize_input(x, *self._qparams("input"))  # channels-last, as the first convolution wants it
         for i in range(1, 6):
             a = packed[f"conv{i}"](a)
             yield f"conv{i}", a

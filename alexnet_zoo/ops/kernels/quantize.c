@@ -1,0 +1,52 @@
+/* The int8 model's input boundary: fp32 pictures (N, C, H, W) -> quint8 channels-last (N, H, W, C).
+ *
+ * torch's quantize_per_tensor writes the NCHW layout it is given, and the first int8 convolution
+ * (fbgemm's) then copies it to channels-last: two passes over the batch, the second a 3-channel
+ * transpose one byte at a time. This does both in one: each work unit quantises a block of pixels
+ * of every channel plane (contiguous, vectorised) into a small buffer, then interleaves them.
+ *
+ * The rounding is fbgemm's, which torch uses on x86: q = nearbyint(x * (1 / scale)) + zero_point,
+ * the reciprocal taken in float, ties to even, clamped to [0, 255]; so the bytes equal
+ * quantize_per_tensor's for every finite input torch itself quantises correctly (beyond about
+ * 2^31 * scale torch's float-to-int conversion overflows to 0; this saturates to 0 or 255; NaN,
+ * which torch maps to 0 or 255 depending on its code path, is 0 here).
+ * Plain C, no torch headers; OpenMP binds to the libgomp torch loaded (see kernels/__init__.py).
+ */
+#include <math.h>
+#include <stdint.h>
+
+#define BLOCK 1024 /* pixels a work unit: C * BLOCK bytes of buffer stay in L1 */
+#define MAX_C 8    /* channels this kernel handles (pictures: 1 to 4) */
+
+/* Returns 1 (and writes nothing) when C is out of range. */
+int quantize_nchw_to_nhwc_u8(const float *x, uint8_t *y, int64_t N, int64_t C, int64_t HW, float scale,
+                             int zero_point) {
+    if (C < 1 || C > MAX_C) return 1;
+    const float inv = 1.0f / scale, zp = (float)zero_point;
+    const int64_t blocks = (HW + BLOCK - 1) / BLOCK;
+    _Pragma("omp parallel for schedule(static) if (N * HW >= 65536)")
+    for (int64_t u = 0; u < N * blocks; u++) {
+        uint8_t buf[MAX_C * BLOCK];
+        const int64_t n = u / blocks, p0 = (u % blocks) * BLOCK, len = HW - p0 < BLOCK ? HW - p0 : BLOCK;
+        for (int64_t c = 0; c < C; c++) {
+            const float *xc = x + (n * C + c) * HW + p0;
+            uint8_t *bc = buf + c * BLOCK;
+            for (int64_t i = 0; i < len; i++) {
+                const float v = nearbyintf(xc[i] * inv) + zp; /* NaN fails both tests: 0 */
+                bc[i] = (uint8_t)(v > 255.0f ? 255.0f : (v >= 0.0f ? v : 0.0f));
+            }
+        }
+        uint8_t *yo = y + (n * HW + p0) * C;
+        if (C == 3) {
+            for (int64_t i = 0; i < len; i++) {
+                yo[3 * i] = buf[i];
+                yo[3 * i + 1] = buf[BLOCK + i];
+                yo[3 * i + 2] = buf[2 * BLOCK + i];
+            }
+        } else {
+            for (int64_t i = 0; i < len; i++)
+                for (int64_t c = 0; c < C; c++) yo[i * C + c] = buf[c * BLOCK + i];
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,41 @@
+"""The int8 model's input boundary: fp32 pictures to a channels-last quint8 tensor in one pass.
+
+``torch.quantize_per_tensor`` keeps the NCHW layout it is given and the first int8 convolution
+then copies the batch to channels-last (fbgemm's layout): at batch 32 the two passes cost about
+as much as one of the small convolutions. The native kernel (``kernels/quantize.c``) quantises
+and interleaves in one pass with the same rounding, so its bytes are quantize_per_tensor's; where
+it does not apply (tracing for export, no compiler, ``ALEXNET_ZOO_NATIVE=0``, an unusual input)
+the torch operation runs instead, with the same values in its own layout.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+from torch import Tensor
+
+from alexnet_zoo.ops.kernels import load_kernel, native_enabled
+
+__all__ = ["quantize_input"]
+
+_MAX_CHANNELS = 8  # kernels/quantize.c's MAX_C
+
+
+def quantize_input(x: Tensor, scale: float, zero_point: int) -> Tensor:
+    """``torch.quantize_per_tensor(x, scale, zero_point, torch.quint8)`` of an (N, C, H, W) batch,
+    channels-last where the native kernel runs."""
+    x = x.float()
+    if not (x.device.type == "cpu" and x.dim() == 4 and x.is_contiguous() and 0 < x.shape[1] <= _MAX_CHANNELS
+            and not (torch.jit.is_tracing() or torch.compiler.is_compiling()) and native_enabled()
+            and load_kernel("quantize") is not None):
+        return torch.quantize_per_tensor(x, scale, zero_point, torch.quint8)
+    n, c, h, w = x.shape
+    y = torch._empty_affine_quantized((n, c, h, w), scale=scale, zero_point=zero_point, dtype=torch.quint8,
+                                      memory_format=torch.channels_last)
+    status = load_kernel("quantize").quantize_nchw_to_nhwc_u8(
+        ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(y.data_ptr()), ctypes.c_int64(n), ctypes.c_int64(c),
+        ctypes.c_int64(h * w), ctypes.c_float(scale), ctypes.c_int(zero_point))
+    if status:  # the channel count was checked above: a kernel that refuses it is a bug, not an input error
+        raise RuntimeError(f"the native quantize kernel refused {c} channels")
+    return y

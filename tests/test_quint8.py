@@ -1,0 +1,54 @@
+"""The int8 input boundary (ops/quint8.py): the native quantise-and-interleave kernel gives
+quantize_per_tensor's bytes, channels-last, and the torch operation stands in wherever it does not
+apply."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alexnet_zoo.ops.kernels import load_kernel, native_enabled
+from alexnet_zoo.ops.quint8 import quantize_input
+
+native = pytest.mark.skipif(not native_enabled() or load_kernel("quantize") is None,
+                            reason="no native kernels here (ALEXNET_ZOO_NATIVE=0 or no C compiler)")
+
+
+@native
+@pytest.mark.parametrize("shape", [(2, 3, 227, 227), (1, 3, 5, 7), (3, 1, 33, 40), (2, 4, 64, 65)])
+@pytest.mark.parametrize("scale, zero_point", [(0.8734, 114), (0.5, 128), (0.0123, 3), (2.71828, 250), (1.0, 0)])
+def test_native_bytes_are_quantize_per_tensor_bytes(shape, scale, zero_point):
+    torch.manual_seed(0)
+    x = torch.randn(shape) * 120
+    flat = x.view(-1)  # exact ties, both signs, and values far outside the range
+    ties = (torch.randint(-300, 300, (min(2000, flat.numel()),)).float() + 0.5) * scale
+    flat[:len(ties)] = ties
+    flat[-4:] = torch.tensor([0.0, -0.0, 1e6, -1e6])
+    y = quantize_input(x, scale, zero_point)
+    ref = torch.quantize_per_tensor(x, scale, zero_point, torch.quint8)
+    assert y.is_contiguous(memory_format=torch.channels_last) and y.shape == x.shape
+    assert (y.q_scale(), y.q_zero_point(), y.dtype) == (ref.q_scale(), ref.q_zero_point(), torch.quint8)
+    assert torch.equal(y.int_repr(), ref.int_repr())
+
+
+@pytest.mark.parametrize("make", [
+    lambda: torch.randn(1, 16, 8, 8) * 10,  # more channels than the kernel takes
+    lambda: (torch.randn(1, 3, 8, 8) * 10).contiguous(memory_format=torch.channels_last),  # not NCHW-contiguous
+    lambda: torch.randn(3, 8, 8) * 10,  # not a batch
+])
+def test_other_inputs_take_the_torch_operation(make):
+    x = make()
+    y = quantize_input(x, 0.25, 10)
+    ref = torch.quantize_per_tensor(x.float(), 0.25, 10, torch.quint8)
+    assert torch.equal(y.int_repr(), ref.int_repr()) and y.stride() == ref.stride()
+
+
+def test_switched_off_and_traced_it_is_the_torch_operation(monkeypatch):
+    x = torch.randn(2, 3, 16, 16) * 30
+    ref = torch.quantize_per_tensor(x, 0.3, 20, torch.quint8)
+    monkeypatch.setenv("ALEXNET_ZOO_NATIVE", "0")
+    y = quantize_input(x, 0.3, 20)
+    assert y.is_contiguous() and torch.equal(y.int_repr(), ref.int_repr())
+    monkeypatch.delenv("ALEXNET_ZOO_NATIVE")
+    traced = torch.jit.trace(lambda t: quantize_input(t, 0.3, 20).dequantize(), x)
+    assert torch.equal(traced(x), ref.dequantize())
