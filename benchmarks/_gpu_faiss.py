@@ -64,7 +64,7 @@ def faiss_gpu(s, plan: Plan) -> None:
            "threads": faiss.omp_get_max_threads()})
     truth = cpu_found
     factory = choose_factory(plan.vectors, plan.dim, "ivfpq")  # as built on the CPU (its quantizer may be a graph)
-    train = x[:training_size(plan.vectors, factory, "ivfpq", 500_000)]
+    train = x[:training_size(plan.vectors, factory, "ivfpq", 500_000, plan.dim)]
     s.set(factory=factory, train_size=len(train))
     if gpus:
         gpu = to_gpu(flat, "Flat")  # a GPU copy of the filled index: the copy is the add
