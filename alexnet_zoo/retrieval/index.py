@@ -1,10 +1,10 @@
 """A FAISS index over image vectors, with row-aligned paths and stable ids, kept as a folder.
 
 Exact search is the default for small collections and the oracle for the rest: an approximate index
-(IVF, IVF + PQ, HNSW) is chosen from the collection size and a memory budget (:mod:`.index_policy`), tuned (nprobe / efSearch) until its 1-recall@10
-against exact search on held-out queries reaches a target (:mod:`~alexnet_zoo.retrieval.index_tuning`),
-and that measured recall is stored in info.json beside the factory string, the metric and the
-identity the caller gave the vectors (model, weights, layer, ...: the extraction side says which),
+(IVF, IVF + PQ, HNSW) is chosen from the collection size and a memory budget (:mod:`.index_policy`),
+tuned (nprobe / efSearch) until its 1-recall@10 against exact search on held-out queries reaches a
+target (:mod:`.index_tuning`), and that measured recall is stored in info.json beside the factory
+string, the metric and the identity the caller gave the vectors (model, weights, layer, ...),
 so a folder built from other vectors is refused on load. Where faiss sees a GPU, exact and IVF
 indexes are trained, filled and searched on it and copied back to the CPU for saving
 (:mod:`~alexnet_zoo.retrieval.index_gpu`; ``device="cpu"`` opts out). The folder format and its
