@@ -127,6 +127,7 @@ RULES = [
          rewrite=(("FBGEMM_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 ", ""),)),
     # docs/deploy.md and docs/benchmarks.md: the sample-trained weights (13 CPU minutes: parsed)
     Rule(r"python -m alexnet_zoo\.train --train-dir runs/samples\d+ .*", "parse"),
+    Rule(r"alexnet-zoo quantize --pretrained runs/train200/final .*", "parse"),
     Rule(r"alexnet-zoo weights publish .*", "parse", "the synopsis with its [optional] parts given",
          rewrite=(("[", ""), ("]", ""))),
     # docs/deploy.md and the README: exports of the README's local random weights run; downloads are parsed

@@ -352,3 +352,23 @@ def test_an_int8_folder_publishes_with_a_card_that_says_int8(saved):
 
     card = folder_card(saved, "me/alexnet-int8")
     assert "**int8** weights" in card and f"calibrated on {len(PICTURES) - 1} pictures" in card
+
+
+def test_int8_weights_keep_the_fp32_weights_preprocessing_and_classes(pictures, tmp_path):
+    """A model trained on WNID folders with the paper's preprocessing: its int8 copy must prepare
+    pictures the same way (the calibration did) and name the same classes, or it is another model."""
+    from alexnet_zoo.data.transforms import Preprocessing
+
+    wnids = [c.wnid for c in imagenet_categories()[5:8]]
+    paper = Preprocessing(resize=256, resize_mode="short_side", crop=227, interpolation="bilinear",
+                          channel_order="RGB", scale=255.0, mean=(122.7, 116.7, 104.0), std=(1.0, 1.0, 1.0))
+    torch.manual_seed(0)
+    source = save_pretrained(alexnet(num_classes=3, hidden=64), tmp_path / "fp32", preprocessing=paper,
+                             meta={"classes": wnids, "license": "CC-BY-4.0", "training": {"epoch": 1}})
+    fp32 = alexnet(pretrained=source).eval()
+    saved = save_pretrained(quantize(fp32, [pictures], progress=False), tmp_path / "int8")
+    config = json.loads((saved / "config.json").read_text())
+    assert config["preprocessing"] == paper.to_dict() and config["classes"] == wnids
+    assert config["license"] == "CC-BY-4.0" and "training" not in config  # the fp32 run's, not this model's
+    loaded = alexnet(pretrained=saved)
+    assert loaded.preprocessing == fp32.preprocessing and loaded.pretrained_cfg["classes"] == wnids

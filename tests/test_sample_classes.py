@@ -48,3 +48,17 @@ def test_bad_label_rows_are_one_line_with_their_line_number(tmp_path, row, messa
     done = _run("--pictures", str(tmp_path / "p"), "--out", str(tmp_path / "out"))
     assert done.returncode != 0 and message in done.stderr and "labels.csv:2" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
+
+
+def test_altered_copies_are_written_as_pictures_in_the_class_folders(tmp_path):
+    pictures = _labelled(tmp_path / "p", [])
+    names = sorted(p.name for p in pictures)
+    _labelled(tmp_path / "p", [f"{names[0]},n01440764,0,a", f"{names[1]},n01443537,1,b"])
+    done = _run("--pictures", str(tmp_path / "p"), "--out", str(tmp_path / "out"), "--altered")
+    assert done.returncode == 0, done.stderr
+    assert "14 pictures in class folders" in done.stdout
+    written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file())
+    kinds = ("brighter", "crop_centre", "crop_corner", "jpeg", "overlay", "rescale", "rotate")
+    assert written == sorted([f"n01440764/{Path(names[0]).stem}-{k}.png" for k in kinds]
+                             + [f"n01443537/{Path(names[1]).stem}-{k}.png" for k in kinds])
+    assert not any(p.is_symlink() for p in (tmp_path / "out").rglob("*"))
