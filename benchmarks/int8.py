@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--calls", type=int, default=3, help="timed calls a contender a round, after one untimed")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    for name in ("calibration_count", "batch_size", "rounds", "calls"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, not {getattr(args, name)}")
 
     threads = torch.get_num_threads()
     probe = model_for_weights(args.pretrained) if args.pretrained else alexnet()

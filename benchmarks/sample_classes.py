@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from alexnet_zoo.data.categories import WNID
 from alexnet_zoo.data.images import load_image
+from alexnet_zoo.errors import UnreadableImage
 from alexnet_zoo.retrieval.extraction import list_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,13 +49,18 @@ def class_folders(pictures: Path, out: Path, skip: int = 0, altered_copies: bool
     written = 0
     for name in tqdm(names, desc="altered copies", unit="picture", disable=not altered_copies):
         folder = out / wnid_of[name]
-        folder.mkdir(parents=True, exist_ok=True)
         if not altered_copies:
+            folder.mkdir(parents=True, exist_ok=True)
             if not (folder / name).exists():
                 (folder / name).symlink_to((pictures / name).resolve())
             written += 1
             continue
-        img = load_image(pictures / name).convert("RGB")
+        try:
+            img = load_image(pictures / name).convert("RGB")
+        except UnreadableImage as error:  # one bad picture is reported, the others still written
+            tqdm.write(f"sample_classes.py: skipped {error}", file=sys.stderr)
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
         for kind in ALTERATIONS:
             target = folder / f"{Path(name).stem}-{kind}.png"
             partial = target.with_suffix(".tmp.png")  # atomic: a rerun never finds half a picture
@@ -71,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", type=int, default=0, help="leave out the first N sorted pictures")
     parser.add_argument("--altered", action="store_true", help="write each picture's 7 altered copies, not a link")
     args = parser.parse_args(argv)
+    if args.skip < 0:
+        parser.error(f"--skip must be at least 0, not {args.skip}")
     try:
         count = class_folders(args.pictures, args.out, args.skip, args.altered)
     except (OSError, ValueError) as error:

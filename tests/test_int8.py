@@ -372,3 +372,12 @@ def test_int8_weights_keep_the_fp32_weights_preprocessing_and_classes(pictures, 
     assert config["license"] == "CC-BY-4.0" and "training" not in config  # the fp32 run's, not this model's
     loaded = alexnet(pretrained=saved)
     assert loaded.preprocessing == fp32.preprocessing and loaded.pretrained_cfg["classes"] == wnids
+
+
+@pytest.mark.parametrize("flag", ["--calls", "--rounds", "--batch-size", "--calibration-count"])
+def test_the_int8_benchmark_refuses_counts_below_one_in_one_line(flag):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "int8.py"
+    done = subprocess.run([sys.executable, str(script), flag, "0"], capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 2 and f"{flag} must be at least 1, not 0" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sample_classes.py"), *args], capture_output=True,
-                          text=True, timeout=120, check=False, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+                          text=True, timeout=120, check=False, cwd=ROOT,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
 
 
 def _labelled(folder: Path, rows: list[str]) -> list[Path]:
@@ -62,3 +63,20 @@ def test_altered_copies_are_written_as_pictures_in_the_class_folders(tmp_path):
     assert written == sorted([f"n01440764/{Path(names[0]).stem}-{k}.png" for k in kinds]
                              + [f"n01443537/{Path(names[1]).stem}-{k}.png" for k in kinds])
     assert not any(p.is_symlink() for p in (tmp_path / "out").rglob("*"))
+
+
+def test_an_undecodable_picture_is_reported_and_the_others_written(tmp_path):
+    pictures = _labelled(tmp_path / "p", [])
+    broken = tmp_path / "p" / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    _labelled(tmp_path / "p", [f"{pictures[0].name},n01440764,0,a", "broken.jpg,n01443537,1,b"])
+    done = _run("--pictures", str(tmp_path / "p"), "--out", str(tmp_path / "out"), "--altered")
+    assert done.returncode == 0, done.stderr
+    assert "7 pictures in class folders" in done.stdout and "skipped" in done.stderr and "broken.jpg" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "out" / "n01443537").exists()
+
+
+def test_a_negative_skip_is_refused(tmp_path):
+    _labelled(tmp_path / "p", [])
+    done = _run("--pictures", str(tmp_path / "p"), "--out", str(tmp_path / "out"), "--skip", "-2")
+    assert done.returncode == 2 and "--skip must be at least 0, not -2" in done.stderr
