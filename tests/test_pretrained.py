@@ -41,6 +41,28 @@ def test_save_pretrained_round_trips_exactly(tmp_path, build, kwargs):
         assert torch.equal(model(x), again(x))
 
 
+def test_re_saving_loaded_weights_keeps_their_preprocessing_and_classes(tmp_path):
+    """Weights trained on WNID folders with the paper's preprocessing, loaded and saved again (after
+    a fine-tune, say): the copy must still prepare pictures that way and name the same classes."""
+    from alexnet_zoo.data.transforms import Preprocessing
+
+    paper = Preprocessing(resize=256, resize_mode="short_side", crop=227, interpolation="bilinear",
+                          channel_order="RGB", scale=255.0, mean=(122.7, 116.7, 104.0), std=(1.0, 1.0, 1.0))
+    wnids = ["n01440764", "n01443537", "n01484850"]
+    first = save_pretrained(alexnet(num_classes=3, hidden=64), tmp_path / "a", preprocessing=paper,
+                            meta={"classes": wnids, "license": "CC-BY-4.0", "training": {"epoch": 1}})
+    again = save_pretrained(alexnet(pretrained=first), tmp_path / "b")
+    info = json.loads((again / "config.json").read_text())
+    assert info["preprocessing"] == paper.to_dict() and info["classes"] == wnids and info["license"] == "CC-BY-4.0"
+    assert "training" not in info  # it described the first run's weights, not whatever these are now
+    loaded = alexnet(pretrained=again)
+    assert loaded.preprocessing == paper and loaded.pretrained_cfg["classes"] == wnids
+    other = save_pretrained(alexnet(pretrained=first), tmp_path / "c", preprocessing=BVLC_PREPROCESSING,
+                            meta={"classes": ["a", "b", "c"]})  # what the caller says wins
+    assert alexnet(pretrained=other).preprocessing == BVLC_PREPROCESSING
+    assert json.loads((other / "config.json").read_text())["classes"] == ["a", "b", "c"]
+
+
 def test_loading_into_the_wrong_builder_is_refused(tmp_path):
     save_pretrained(alexnet_owt(), tmp_path)
     with pytest.raises(ValueError, match="alexnet_owt"):

@@ -40,9 +40,10 @@ from alexnet_zoo.weights.specs import WeightSpec, get_weight_spec, known_names
 __all__ = ["Checkpoint", "WeightsRef", "cached_spec", "is_cached", "load_checkpoint", "resolve", "resolve_reference",
            "save_pretrained"]
 
-# the fp32 config.json fields an int8 copy keeps: what its outputs are and where the weights came from
-# (not "weights", "metrics" or "training": those describe the fp32 weights themselves)
-_CARRIED_TO_INT8 = ("classes", "license", "citation", "source")
+# the config.json fields a re-saved model (an int8 copy, or the same weights written again) keeps:
+# what its outputs are and where the weights came from; not "weights", "metrics" or "training",
+# which describe one set of weights as they were made and measured
+_CARRIED = ("classes", "license", "citation", "source")
 
 
 @dataclass(frozen=True)
@@ -63,18 +64,20 @@ def save_pretrained(model: AlexNet | QuantizedAlexNet, directory: str | os.PathL
     ``alexnet(pretrained=directory)`` rebuilds it exactly; an int8 model is stored as its int8
     tensors and scales, with ``precision: "int8"`` and how it was quantised in config.json. A
     model with no architecture name (a custom variant, ``model.arch`` None) is refused before
-    anything is written. An int8 model keeps what its fp32 weights said of its inputs and outputs:
-    their preprocessing (the calibration used it) and classes, license, citation and source."""
+    anything is written. A model keeps what its loaded weights said of its inputs and outputs:
+    their preprocessing (an int8 model's calibration used it too) and classes, license, citation
+    and source; the arguments override them."""
     arch = model.arch
     if arch is None:
         raise ValueError("this model's layout is neither alexnet nor alexnet_owt; it cannot be saved by name")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    preprocessing = preprocessing or (spec.preprocessing if spec else None)
-    if isinstance(model, QuantizedAlexNet):
-        preprocessing = preprocessing or model.preprocessing
-        kept = model.pretrained_cfg.meta if model.pretrained_cfg is not None else {}
-        meta = {**{k: kept[k] for k in _CARRIED_TO_INT8 if k in kept}, **(meta or {})}
+    kept = model.pretrained_cfg.meta if model.pretrained_cfg is not None else {}
+    # a built model's preprocessing is its builder's default, not a record: written only where the
+    # loaded weights recorded one (an int8 model's is always what its calibration used)
+    recorded = model.preprocessing if isinstance(model, QuantizedAlexNet) or kept.get("preprocessing") else None
+    preprocessing = preprocessing or (spec.preprocessing if spec else None) or recorded
+    meta = {**{k: kept[k] for k in _CARRIED if k in kept}, **(meta or {})}
     info: dict[str, Any] = {"format": "alexnet_zoo", "format_version": CONFIG_FORMAT_VERSION, "architecture": arch,
                             "config": model.config.to_dict(),
                             "preprocessing": preprocessing.to_dict() if preprocessing else None,
