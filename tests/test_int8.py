@@ -285,6 +285,24 @@ def test_the_fused_uint8_lrn_pool_equals_dequantise_pool_quantise(monkeypatch):
     assert (fused.int_repr() == plain.int_repr()).float().mean() > 0.999
 
 
+@pytest.mark.parametrize("ceil", [True, False])
+def test_the_fused_uint8_lrn_pool_gives_the_bytes_of_requantising_the_fp32_result(ceil):
+    """The kernel requantises each normalised row before pooling it in bytes; rounding and clamping
+    are monotone, so the bytes must be exactly those of pooling in fp32 and requantising after
+    (the fp32 kernel normalises with the same code). Odd sizes: clipped windows at both edges."""
+    from alexnet_zoo.ops.pooling import lrn_pool_quint8, max_pool
+
+    torch.manual_seed(0)
+    x = torch.relu(torch.randn(2, 37, 14, 17) * 40).contiguous(memory_format=torch.channels_last)
+    xq = torch.quantize_per_tensor(x, 0.5, 2, torch.quint8)
+    lrn = (5, 1e-4, 0.75, 2.0, "paper")
+    scale, zero_point = 0.07, 5  # the top of the range clamps at 255
+    fused = lrn_pool_quint8(xq, ceil, lrn, scale, zero_point).int_repr()
+    pooled = max_pool(xq.dequantize().contiguous(memory_format=torch.channels_last), ceil, lrn)
+    expected = (pooled * torch.tensor(1 / scale, dtype=torch.float32)).round().add(zero_point).clamp(0, 255)
+    assert (expected == 255).any() and torch.equal(fused, expected.to(torch.uint8))
+
+
 def test_filters_of_int8_weights_draw_their_dequantised_kernels(fp32, saved, tmp_path):
     from PIL import Image
 
@@ -381,3 +399,25 @@ def test_the_int8_benchmark_refuses_counts_below_one_in_one_line(flag):
                           check=False)
     assert done.returncode == 2 and f"{flag} must be at least 1, not 0" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_int8_layer_benchmark_times_every_stage_of_both_forwards(tmp_path):
+    """benchmarks/int8_layers.py composes the models' stages itself: it must check them against the
+    forward (it exits otherwise) and report every stage of both precisions."""
+    script = ROOT / "benchmarks" / "int8_layers.py"
+    out = tmp_path / "layers.json"
+    done = subprocess.run([sys.executable, str(script), "--pictures", str(DATA / "retrieval"), "--batch-size", "2",
+                           "--rounds", "1", "--calibration-count", "4", "--gemms", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    stages = ["input", "conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8"]
+    for precision in ("fp32", "int8"):
+        assert list(report["median_seconds"][precision]) == stages
+        assert all(s > 0 for s in report["median_seconds"][precision].values())
+    assert "total" in done.stdout and report["environment"]["batch_size"] == 2
+    assert list(report["winograd_gemm_gmacs"]) == [f"F({m}x{m},3x3)" for m in (2, 3, 4, 5)]
+    assert all(r["int8"] > 0 and r["fp32"] > 0 for r in report["winograd_gemm_gmacs"].values())
+    bad = subprocess.run([sys.executable, str(script), "--rounds", "0"], capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert bad.returncode == 2 and "--rounds must be at least 1, not 0" in bad.stderr
