@@ -76,6 +76,24 @@ def test_unwritable_outputs_name_the_file(tmp_path, capsys):
         assert code == 2 and str(out) in line and reason in line, line
 
 
+def test_export_and_quantize_refuse_an_out_of_the_wrong_kind_before_any_work(tmp_path, capsys, monkeypatch):
+    """export writes one file and quantize a folder: the other kind is refused in one line, before
+    weights are loaded or pictures calibrated on (here: none could be)."""
+    import alexnet_zoo.factory as factory
+
+    monkeypatch.setattr(factory, "model_for_weights", lambda *a, **k: pytest.fail("loaded weights first"))
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("x\n")
+    code, _, err = run(["export", "--pretrained", "none", "--format", "onnx", "--out", str(tmp_path / "folder")],
+                       capsys)
+    line = one_error_line(err, "alexnet-zoo export")
+    assert code == 2 and "is a folder" in line and str(tmp_path / "folder" / "alexnet.onnx") in line, line
+    code, _, err = run(["quantize", "--pretrained", "none", "--calibration", str(tmp_path / "nowhere"), "--out",
+                        str(tmp_path / "file")], capsys)
+    line = one_error_line(err, "alexnet-zoo quantize")
+    assert code == 2 and "exists and is not a folder" in line and str(tmp_path / "file") in line, line
+
+
 def test_damaged_weights_file_is_named(tmp_path, capsys):
     folder = save_pretrained(alexnet(num_classes=4, hidden=64), tmp_path / "w")
     (folder / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken!")

@@ -24,10 +24,20 @@ DEFAULT_CALIBRATION_COUNT = 256  # deploy.quantize's; repeated so the parser doe
 FORMATS = ("onnx", "torchscript")
 
 
+def _check_out(out: Path, *, folder: bool) -> None:
+    """Refuse an --out of the wrong kind before any weights are loaded or pictures read."""
+    if folder and out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder; quantize writes a folder "
+                         f"(config.json + model.safetensors)")
+    if not folder and out.is_dir():
+        raise ValueError(f"--out {out}: is a folder; export writes one file there, e.g. --out {out / 'alexnet.onnx'}")
+
+
 def _export(args: argparse.Namespace) -> int:
     # weight loading: imported by the command, not the parser (startup)
     from alexnet_zoo.factory import model_for_weights
 
+    _check_out(args.out, folder=False)
     model = model_for_weights(args.pretrained, arch=args.arch).eval()
     known = weights_name(model)
     weights = known if known != "unnamed" else str(args.pretrained)
@@ -48,6 +58,7 @@ def _quantize(args: argparse.Namespace) -> int:
     from alexnet_zoo.factory import model_for_weights
     from alexnet_zoo.weights.store import save_pretrained
 
+    _check_out(args.out, folder=True)
     model = model_for_weights(args.pretrained, arch=args.arch).eval()
     known = weights_name(model)
     weights = known if known != "unnamed" else str(args.pretrained)
