@@ -52,3 +52,20 @@ def test_switched_off_and_traced_it_is_the_torch_operation(monkeypatch):
     monkeypatch.delenv("ALEXNET_ZOO_NATIVE")
     traced = torch.jit.trace(lambda t: quantize_input(t, 0.3, 20).dequantize(), x)
     assert torch.equal(traced(x), ref.dequantize())
+
+
+@pytest.mark.parametrize("native_on", [True, False])
+def test_a_batch_holding_nan_is_refused_and_counted(native_on, monkeypatch):
+    """NaN has no quint8 value (torch writes 0 or 255): the int8 model would answer for a picture it
+    never saw. Both paths refuse the batch and say how many values were NaN."""
+    if native_on and (not native_enabled() or load_kernel("quantize") is None):
+        pytest.skip("no native kernels here")
+    if not native_on:
+        monkeypatch.setenv("ALEXNET_ZOO_NATIVE", "0")
+    x = torch.randn(2, 3, 40, 41) * 30
+    x[1, 2, 5, 7] = x[0, 0, 39, 40] = float("nan")
+    x[0, 1, 0, 0] = float("inf")  # infinities saturate, as large values do
+    with pytest.raises(ValueError, match=r"holds 2 NaN value\(s\)"):
+        quantize_input(x, 0.3, 20)
+    x[1, 2, 5, 7] = x[0, 0, 39, 40] = 0.0
+    assert quantize_input(x, 0.3, 20).int_repr()[0, 1, 0, 0] == 255

@@ -5,7 +5,9 @@ then copies the batch to channels-last (fbgemm's layout): at batch 32 the two pa
 as much as one of the small convolutions. The native kernel (``kernels/quantize.c``) quantises
 and interleaves in one pass with the same rounding, so its bytes are quantize_per_tensor's; where
 it does not apply (tracing for export, no compiler, ``ALEXNET_ZOO_NATIVE=0``, an unusual input)
-the torch operation runs instead, with the same values in its own layout.
+the torch operation runs instead, with the same values in its own layout. A NaN has no quint8 value
+(torch writes 0 or 255 depending on its code path): a batch holding one is refused, so an int8 model
+never answers for a picture it did not see, where fp32 would have returned NaN.
 """
 
 from __future__ import annotations
@@ -24,18 +26,28 @@ _MAX_CHANNELS = 8  # kernels/quantize.c's MAX_C
 
 def quantize_input(x: Tensor, scale: float, zero_point: int) -> Tensor:
     """``torch.quantize_per_tensor(x, scale, zero_point, torch.quint8)`` of an (N, C, H, W) batch,
-    channels-last where the native kernel runs."""
+    channels-last where the native kernel runs. Raises ValueError for a batch holding NaN."""
     x = x.float()
     if not (x.device.type == "cpu" and x.dim() == 4 and x.is_contiguous() and 0 < x.shape[1] <= _MAX_CHANNELS
             and not (torch.jit.is_tracing() or torch.compiler.is_compiling()) and native_enabled()
             and load_kernel("quantize") is not None):
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):  # a traced graph has no Python checks
+            _refuse_nans(int(torch.isnan(x).sum()))
         return torch.quantize_per_tensor(x, scale, zero_point, torch.quint8)
     n, c, h, w = x.shape
     y = torch._empty_affine_quantized((n, c, h, w), scale=scale, zero_point=zero_point, dtype=torch.quint8,
                                       memory_format=torch.channels_last)
+    nans = ctypes.c_int64(0)
     status = load_kernel("quantize").quantize_nchw_to_nhwc_u8(
         ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(y.data_ptr()), ctypes.c_int64(n), ctypes.c_int64(c),
-        ctypes.c_int64(h * w), ctypes.c_float(scale), ctypes.c_int(zero_point))
+        ctypes.c_int64(h * w), ctypes.c_float(scale), ctypes.c_int(zero_point), ctypes.byref(nans))
     if status:  # the channel count was checked above: a kernel that refuses it is a bug, not an input error
         raise RuntimeError(f"the native quantize kernel refused {c} channels")
+    _refuse_nans(nans.value)
     return y
+
+
+def _refuse_nans(count: int) -> None:
+    if count:
+        raise ValueError(f"the input batch holds {count} NaN value(s), which int8 cannot represent (the fp32 "
+                         f"model would return NaN for those pictures); check how the batch was made")

@@ -9,7 +9,8 @@
  * the reciprocal taken in float, ties to even, clamped to [0, 255]; so the bytes equal
  * quantize_per_tensor's for every finite input torch itself quantises correctly (beyond about
  * 2^31 * scale torch's float-to-int conversion overflows to 0; this saturates to 0 or 255; NaN,
- * which torch maps to 0 or 255 depending on its code path, is 0 here).
+ * which torch maps to 0 or 255 depending on its code path, is 0 here and counted in *nans, so
+ * the caller can refuse the batch instead of computing on a value no byte can hold).
  * Plain C, no torch headers; OpenMP binds to the libgomp torch loaded (see kernels/__init__.py).
  */
 #include <math.h>
@@ -20,11 +21,12 @@
 
 /* Returns 1 (and writes nothing) when C is out of range. */
 int quantize_nchw_to_nhwc_u8(const float *x, uint8_t *y, int64_t N, int64_t C, int64_t HW, float scale,
-                             int zero_point) {
+                             int zero_point, int64_t *nans) {
     if (C < 1 || C > MAX_C) return 1;
     const float inv = 1.0f / scale, zp = (float)zero_point;
     const int64_t blocks = (HW + BLOCK - 1) / BLOCK;
-    _Pragma("omp parallel for schedule(static) if (N * HW >= 65536)")
+    int64_t found = 0;
+    _Pragma("omp parallel for schedule(static) reduction(+ : found) if (N * HW >= 65536)")
     for (int64_t u = 0; u < N * blocks; u++) {
         uint8_t buf[MAX_C * BLOCK];
         const int64_t n = u / blocks, p0 = (u % blocks) * BLOCK, len = HW - p0 < BLOCK ? HW - p0 : BLOCK;
@@ -34,6 +36,7 @@ int quantize_nchw_to_nhwc_u8(const float *x, uint8_t *y, int64_t N, int64_t C, i
             for (int64_t i = 0; i < len; i++) {
                 const float v = nearbyintf(xc[i] * inv) + zp; /* NaN fails both tests: 0 */
                 bc[i] = (uint8_t)(v > 255.0f ? 255.0f : (v >= 0.0f ? v : 0.0f));
+                found += xc[i] != xc[i];
             }
         }
         uint8_t *yo = y + (n * HW + p0) * C;
@@ -48,5 +51,6 @@ int quantize_nchw_to_nhwc_u8(const float *x, uint8_t *y, int64_t N, int64_t C, i
                 for (int64_t c = 0; c < C; c++) yo[i * C + c] = buf[c * BLOCK + i];
         }
     }
+    *nans = found;
     return 0;
 }
