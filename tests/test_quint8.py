@@ -69,3 +69,16 @@ def test_a_batch_holding_nan_is_refused_and_counted(native_on, monkeypatch):
         quantize_input(x, 0.3, 20)
     x[1, 2, 5, 7] = x[0, 0, 39, 40] = 0.0
     assert quantize_input(x, 0.3, 20).int_repr()[0, 1, 0, 0] == 255
+
+
+def test_the_int8_head_refuses_a_pool5_map_holding_nan():
+    from alexnet_zoo import alexnet
+    from alexnet_zoo.deploy.quantize import quantize
+
+    torch.manual_seed(0)
+    q = quantize(alexnet(num_classes=3, hidden=64).eval(), [torch.randn(2, 3, 227, 227) * 50], progress=False)
+    pool5 = torch.rand(2, 256, 6, 6)
+    assert q.forward_head(pool5).shape == (2, 3)
+    pool5[1, 3, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match="holds 1 NaN"):
+        q.forward_head(pool5)

@@ -195,8 +195,7 @@ class QuantizedAlexNet(nn.Module):
             raise ValueError(f"int8 inference runs on the CPU; this input is on {x.device}")
 
     def _quantize(self, x: Tensor, point: str) -> Tensor:
-        scale, zero_point = self._qparams(point)
-        return torch.quantize_per_tensor(x.float(), scale, zero_point, torch.quint8)
+        return quantize_input(x, *self._qparams(point))  # the torch operation for a pool5 map, NaN refused
 
     def _norm_pool(self, a: Tensor, i: int) -> Tensor:
         """Pooling after conv ``i``: LRN in fp32 at a dequantised boundary, or max pooling on quint8."""
