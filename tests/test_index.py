@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import faiss
@@ -794,3 +795,18 @@ def test_tuning_finds_the_exact_neighbours_once_not_once_a_grid_step(monkeypatch
     chosen = index.info["search_params"]["nprobe"]
     assert len([p for p in index_module.search_grid("ivfpq", 10 ** 6) if p["nprobe"] <= chosen]) >= 2  # walked on
     assert calls == [len(x), len(x)]  # tuning truth + measured recall, each once
+
+
+def test_a_pq_trained_on_few_vectors_warns_once_not_once_a_codebook(capfd):
+    """faiss's k-means prints one line per PQ codebook below 39 points a code (128 lines for PQ128):
+    the build says it once, with the counts, and the recall it measured."""
+    x = np.random.default_rng(0).standard_normal((2000, 64)).astype("float32")
+    with pytest.warns(UserWarning, match=r"IVF\d+,PQ32: its 32 PQ codebooks of 256 codes train on 2,000 vectors, "
+                                         r"fewer than the 9,984"):
+        built = VectorIndex.build(x, [f"{i}.jpg" for i in range(len(x))], kind="ivfpq", queries=50)
+    assert "WARNING clustering" not in capfd.readouterr().err
+    assert 0 < built.info["recall_at_10"] <= 1
+    many = np.random.default_rng(1).standard_normal((10_000, 16)).astype("float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # enough vectors: no warning at all
+        VectorIndex.build(many, [f"{i}.jpg" for i in range(len(many))], kind="ivfpq", queries=50)

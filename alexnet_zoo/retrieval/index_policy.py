@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from typing import Literal
 
 import faiss
@@ -29,6 +30,7 @@ HNSW_LIMIT = 2_000_000  # HNSW32 builds ~100 s a million vectors on 2 cores; IVF
 # vectors in 12,649 lists that cut the fill from ~8 to ~2.5 minutes on 2 cores (a GPU scans them all)
 HNSW_QUANTIZER_LISTS = 8192
 TRAIN_BYTES = 1 << 30  # the default training sample's float32 rows stay within 1 GiB (k-means copies it)
+POINTS_PER_CODE = 39  # faiss's k-means warns below this many training points a centroid
 
 
 def parse_size(text: str | int) -> int:
@@ -120,6 +122,11 @@ def training_size(n: int, factory: str, kind: str, train_size: int | None, dim: 
         raise InvalidVectors(f"a {kind} index ({factory}) needs at least {need} training vectors, got {have}; "
                              "use kind='exact' (--kind exact; auto chooses it below "
                              f"{EXACT_LIMIT:,} vectors) or 'hnsw'")
+    if (match := re.search(r"PQ(\d+)(?:x(\d+))?", factory)) and size < POINTS_PER_CODE * 2 ** int(match.group(2) or 8):
+        codes = 2 ** int(match.group(2) or 8)  # one warning here instead of faiss's one per codebook (new_index)
+        warnings.warn(f"{factory}: its {match.group(1)} PQ codebooks of {codes} codes train on {size:,} vectors, fewer "
+                      f"than the {POINTS_PER_CODE * codes:,} faiss's k-means asks for; the recall measured after "
+                      "the build says what that costs", UserWarning, stacklevel=3)
     return size
 
 
@@ -137,6 +144,7 @@ def new_index(dim: int, factory: str, metric: int) -> faiss.Index:
             # faiss's k-means is slow in the few dims of a PQ sub-vector (minutes for PQ32 on 64k
             # points); 256 codes in 2-8 dims settle with 64 points a code and 10 iterations
             ivf.pq.cp.max_points_per_centroid, ivf.pq.cp.niter = 64, 10
+            ivf.pq.cp.min_points_per_centroid = 1  # training_size warns once, not once a codebook
     if factory.startswith("HNSW"):
         faiss.downcast_index(inner).hnsw.efConstruction = 80
     return inner
