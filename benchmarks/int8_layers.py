@@ -37,7 +37,6 @@ from alexnet_zoo.models.quantized import QuantizedAlexNet
 from alexnet_zoo.ops import onednn
 from alexnet_zoo.ops.capabilities import cpu_capabilities
 from alexnet_zoo.ops.pooling import max_pool
-from alexnet_zoo.ops.quint8 import quantize_input
 from alexnet_zoo.paths import write_json
 
 STAGES = ("input", "conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8")
@@ -65,9 +64,9 @@ def fp32_stages(model: AlexNet, x: torch.Tensor, clock: Clock) -> torch.Tensor:
 def int8_stages(model: QuantizedAlexNet, x: torch.Tensor, clock: Clock) -> torch.Tensor:
     """The int8 forward (QuantizedAlexNet._stages and _head), stage by stage, whole batch."""
     packed = model.packed_layers()
-    a = clock("input", lambda: quantize_input(x, *model._qparams("input")))
+    a, conv1 = clock("input", lambda: model.conv1_input(x))
     for i in range(1, 6):
-        a = clock(f"conv{i}", lambda i=i, v=a: packed[f"conv{i}"](v))
+        a = clock(f"conv{i}", lambda i=i, v=a: (conv1 if i == 1 else packed[f"conv{i}"])(v))
         if i in (1, 2):
             a = clock(f"pool{i}", lambda i=i, v=a: model._norm_pool(v, i))
     a = clock("pool5", lambda v=a: to_6x6(F.max_pool2d(v, 3, 2, ceil_mode=model.config.pool_ceil)))

@@ -35,7 +35,7 @@ from alexnet_zoo.models.config import ARCHS, AlexNetConfig, arch_of
 from alexnet_zoo.models.pretrained_cfg import PretrainedCfg, feature_info
 from alexnet_zoo.ops.capabilities import cpu_capabilities
 from alexnet_zoo.ops.pooling import lrn_pool_quint8
-from alexnet_zoo.ops.quint8 import quantize_input
+from alexnet_zoo.ops.quint8 import block_geometry, blocks_apply, quantize_input, quantize_input_blocks
 
 __all__ = ["QENGINES", "QuantizedAlexNet", "activation_points", "int8_tensor_specs", "pick_qengine"]
 
@@ -130,6 +130,7 @@ class QuantizedAlexNet(nn.Module):
         self.pretrained_cfg = PretrainedCfg.describe(self.arch, config)  # the builders record the weights'
         self.qengine = pick_qengine(self.quantization.get("qengine"))
         self._packed: dict[str, nn.Module] | None = None  # engine modules, built on first use, never saved
+        self._conv1_blocks: nn.Module | None = None  # conv1 in space-to-depth form, packed with them
 
     # -- the stored tensors, by their saved names
     def tensor(self, name: str) -> Tensor:
@@ -165,7 +166,35 @@ class QuantizedAlexNet(nn.Module):
                 _warn_slow_int8()
             with _engine(self.qengine):
                 self._packed = {name: self._pack(name) for name in _WEIGHTED if f"{name}.weight" in self.int8_state()}
+                c = self.config  # conv1 in space-to-depth form too (conv1_input): not a stored layer, not exported
+                self._conv1_blocks = self._pack_conv1_blocks() if c.conv1_stride > 1 and c.groups[0] == 1 else None
         return self._packed
+
+    def _pack_conv1_blocks(self) -> nn.Module:
+        """conv1 as the stride-1 convolution of its space-to-depth input (ops.quint8.quantize_input_blocks):
+        the kernel zero-padded to a multiple of the stride, each stride x stride x C block one input
+        channel. The same integers meet the same weights, so its output bytes are conv1's."""
+        q, scales, s = self.tensor("conv1.weight"), self.tensor("conv1.weight_scale"), self.config.conv1_stride
+        cout, cin, k = q.shape[0], q.shape[1], q.shape[2]
+        kb = block_geometry(k, k, s, 0)[1]
+        padded = F.pad(q, (0, kb * s - k, 0, kb * s - k)).view(cout, cin, kb, s, kb, s)
+        blocks = padded.permute(0, 3, 5, 1, 2, 4).reshape(cout, s * s * cin, kb, kb)
+        weight = torch.quantize_per_channel(blocks.double().mul(scales.double().view(-1, 1, 1, 1)).float(),
+                                            scales.double(), torch.zeros(cout, dtype=torch.long), 0, torch.qint8)
+        module = nniq.ConvReLU2d(s * s * cin, cout, kb)
+        module.set_weight_bias(weight, self.tensor("conv1.bias"))
+        module.scale, module.zero_point = self._qparams("conv1")
+        return module
+
+    def conv1_input(self, x: Tensor) -> tuple[Tensor, nn.Module]:
+        """The input quantised for conv1, and the packed conv1 (+ ReLU) to run on it: in space-to-
+        depth form where the native kernel writes that layout (output bytes equal to the direct
+        form's, the int8 kernels faster), else directly, channels-last."""
+        packed, c = self.packed_layers(), self.config
+        if self._conv1_blocks is not None and blocks_apply(x, c.kernels[0], c.conv1_stride, c.paddings[0]):
+            blocks = quantize_input_blocks(x, *self._qparams("input"), c.kernels[0], c.conv1_stride, c.paddings[0])
+            return blocks, self._conv1_blocks
+        return quantize_input(x, *self._qparams("input")), packed["conv1"]
 
     def _pack(self, name: str) -> nn.Module:
         q, scales = self.tensor(f"{name}.weight"), self.tensor(f"{name}.weight_scale")
@@ -210,9 +239,9 @@ class QuantizedAlexNet(nn.Module):
         fc8 yields fp32 logits."""
         self._check_input(x)
         packed = self.packed_layers()
-        a = quantize_input(x, *self._qparams("input"))  # channels-last, as the first convolution wants it
+        a, conv1 = self.conv1_input(x)
         for i in range(1, 6):
-            a = packed[f"conv{i}"](a)
+            a = (conv1 if i == 1 else packed[f"conv{i}"])(a)
             yield f"conv{i}", a
             if f"conv{i}" == last:
                 return

@@ -15,6 +15,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #define BLOCK 1024 /* pixels a work unit: C * BLOCK bytes of buffer stay in L1 */
 #define MAX_C 8    /* channels this kernel handles (pictures: 1 to 4) */
@@ -50,6 +51,61 @@ int quantize_nchw_to_nhwc_u8(const float *x, uint8_t *y, int64_t N, int64_t C, i
             for (int64_t i = 0; i < len; i++)
                 for (int64_t c = 0; c < C; c++) yo[i * C + c] = buf[c * BLOCK + i];
         }
+    }
+    *nans = found;
+    return 0;
+}
+
+/* The same quantisation into conv1's space-to-depth layout: y is (N, HB, WB, S * S * C) with
+ * y[n, by, bx, (dy * S + dx) * C + c] = q(x[n, c, by * S + dy - P, bx * S + dx - P]), zero_point
+ * where that pixel lies outside the picture (the convolution's zero padding). A stride-S KxK
+ * convolution of x is then a stride-1 ceil(K/S) x ceil(K/S) one of y with S * S * C channels: for
+ * conv1, 3x3 over 48 channels instead of 11x11 over 3, which int8 kernels run faster. Returns 1
+ * (and writes nothing) when C or S is out of range. */
+int quantize_nchw_to_blocks_u8(const float *x, uint8_t *y, int64_t N, int64_t C, int64_t H, int64_t W, int64_t S,
+                               int64_t P, int64_t HB, int64_t WB, float scale, int zero_point, int64_t *nans) {
+    if (C < 1 || C > MAX_C || S < 2 || S > 8 || WB * S > BLOCK) return 1;
+    const float inv = 1.0f / scale, zp = (float)zero_point;
+    const int64_t span = WB * S;
+    int64_t found = 0;
+    _Pragma("omp parallel for schedule(static) reduction(+ : found) if (N * HB >= 16)")
+    for (int64_t u = 0; u < N * HB; u++) {
+        uint8_t rows[MAX_C * BLOCK], mixed[8 * MAX_C * BLOCK]; /* one input row's channels; S rows interleaved */
+        const int64_t n = u / HB, by = u % HB, SC = S * C;
+        for (int64_t dy = 0; dy < S; dy++) {
+            const int64_t r = by * S + dy - P;
+            uint8_t *mix = mixed + dy * span * C; /* (column, channel) bytes of input row r */
+            if (r < 0 || r >= H) {
+                memset(mix, zero_point, (size_t)(span * C));
+                continue;
+            }
+            for (int64_t c = 0; c < C; c++) { /* columns j - P: padding left of 0, the row, padding from W on */
+                uint8_t *row = rows + c * span;
+                const float *xr = x + ((n * C + c) * H + r) * W;
+                const int64_t lo = P < span ? P : span, hi = W + P < span ? W + P : span;
+                memset(row, zero_point, (size_t)lo);
+                for (int64_t j = lo; j < hi; j++) {
+                    const float f = xr[j - P], v = nearbyintf(f * inv) + zp; /* NaN fails both tests: 0 */
+                    row[j] = (uint8_t)(v > 255.0f ? 255.0f : (v >= 0.0f ? v : 0.0f));
+                    found += f != f;
+                }
+                if (hi < span) memset(row + (hi > lo ? hi : lo), zero_point, (size_t)(span - (hi > lo ? hi : lo)));
+            }
+            if (C == 3) {
+                for (int64_t j = 0; j < span; j++) {
+                    mix[3 * j] = rows[j];
+                    mix[3 * j + 1] = rows[span + j];
+                    mix[3 * j + 2] = rows[2 * span + j];
+                }
+            } else {
+                for (int64_t j = 0; j < span; j++)
+                    for (int64_t c = 0; c < C; c++) mix[j * C + c] = rows[c * span + j];
+            }
+        }
+        /* block bx holds, for each dy, the S * C bytes of columns bx * S .. bx * S + S - 1 of row dy */
+        uint8_t *yo = y + u * WB * S * SC;
+        for (int64_t bx = 0; bx < WB; bx++)
+            for (int64_t dy = 0; dy < S; dy++, yo += SC) memcpy(yo, mixed + dy * span * C + bx * SC, (size_t)SC);
     }
     *nans = found;
     return 0;
