@@ -115,6 +115,8 @@ def test_space_to_depth_bytes_are_quantize_per_tensor_bytes_rearranged(shape, ke
     ties = min(500, flat.numel())
     flat[:ties] = (torch.randint(-300, 300, (ties,)).float() + 0.5) * 0.8734  # exact ties
     assert blocks_apply(x, kernel, stride, padding)
+    assert not blocks_apply(x[..., : kernel - 2 * padding - 1].contiguous(), kernel, stride, padding)  # no output
+    assert not blocks_apply(torch.zeros(1, shape[1], 40, 1100), kernel, stride, padding)  # rows past its buffer
     y = quantize_input_blocks(x, 0.8734, 114, kernel, stride, padding)
     assert y.is_contiguous(memory_format=torch.channels_last) and (y.q_scale(), y.q_zero_point()) == (0.8734, 114)
     assert torch.equal(y.int_repr().permute(0, 2, 3, 1), _blocks_reference(x, 0.8734, 114, kernel, stride, padding))

@@ -57,9 +57,10 @@ def block_geometry(size: int, kernel: int, stride: int, padding: int) -> tuple[i
 
 
 def blocks_apply(x: Tensor, kernel: int, stride: int, padding: int) -> bool:
-    """True where :func:`quantize_input_blocks` runs (the native kernel, not while tracing)."""
+    """True where :func:`quantize_input_blocks` runs (the native kernel, not while tracing, an input
+    the convolution has at least one output pixel for)."""
     return (x.device.type == "cpu" and x.dim() == 4 and x.is_contiguous() and 0 < x.shape[1] <= _MAX_CHANNELS
-            and 1 < stride <= _MAX_STRIDE
+            and 1 < stride <= _MAX_STRIDE and min(x.shape[-2:]) + 2 * padding >= kernel
             and block_geometry(x.shape[-1], kernel, stride, padding)[0] * stride <= _MAX_ROW
             and not (torch.jit.is_tracing() or torch.compiler.is_compiling()) and native_enabled()
             and load_kernel("quantize") is not None)
