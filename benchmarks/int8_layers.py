@@ -44,12 +44,14 @@ Clock = Callable[[str, Callable[[], torch.Tensor]], torch.Tensor]
 
 
 def fp32_stages(model: AlexNet, x: torch.Tensor, clock: Clock) -> torch.Tensor:
-    """The fp32 forward of the CPU fast path, stage by stage: the batch converted to channels-last
-    once, conv1..pool5 on chunks of _FEATURE_CHUNK images (a stage's time is its chunks' sum)."""
+    """The fp32 forward stage by stage, as AlexNet._pool5 runs it: on the CPU fast path the batch
+    converted to channels-last once and conv1..pool5 on chunks of _FEATURE_CHUNK images (a stage's
+    time is its chunks' sum); without it (ALEXNET_ZOO_NATIVE=0) the whole batch as it is."""
     ceil, lrn = model.config.pool_ceil, model._lrn_args()
-    a = clock("input", lambda: x.contiguous(memory_format=torch.channels_last))
+    fast = onednn.applies(x, model.conv1)
+    a = clock("input", lambda: x.contiguous(memory_format=torch.channels_last) if fast else x)
     pooled = []
-    for part in a.split(_FEATURE_CHUNK):
+    for part in a.split(_FEATURE_CHUNK) if fast else (a,):
         for i in range(1, 6):
             part = clock(f"conv{i}", lambda i=i, p=part: _conv(getattr(model, f"conv{i}"), p, relu=True))
             if i in (1, 2):
