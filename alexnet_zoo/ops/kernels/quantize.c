@@ -20,6 +20,31 @@
 #define BLOCK 1024 /* pixels a work unit: C * BLOCK bytes of buffer stay in L1 */
 #define MAX_C 8    /* channels this kernel handles (pictures: 1 to 4) */
 
+/* dst[i] = q(src[i]) for i < len; returns how many of the src values were NaN (written as 0). */
+static inline int64_t quantize_run(const float *src, uint8_t *dst, int64_t len, float inv, float zp) {
+    int64_t nans = 0;
+    for (int64_t i = 0; i < len; i++) {
+        const float v = nearbyintf(src[i] * inv) + zp; /* NaN fails both tests: 0 */
+        dst[i] = (uint8_t)(v > 255.0f ? 255.0f : (v >= 0.0f ? v : 0.0f));
+        nans += src[i] != src[i];
+    }
+    return nans;
+}
+
+/* dst[i * C + c] = planes[c * stride + i] for i < len: C channel planes to pixel-interleaved bytes. */
+static inline void interleave(const uint8_t *planes, int64_t stride, uint8_t *dst, int64_t len, int64_t C) {
+    if (C == 3) {
+        for (int64_t i = 0; i < len; i++) {
+            dst[3 * i] = planes[i];
+            dst[3 * i + 1] = planes[stride + i];
+            dst[3 * i + 2] = planes[2 * stride + i];
+        }
+    } else {
+        for (int64_t i = 0; i < len; i++)
+            for (int64_t c = 0; c < C; c++) dst[i * C + c] = planes[c * stride + i];
+    }
+}
+
 /* Returns 1 (and writes nothing) when C is out of range. */
 int quantize_nchw_to_nhwc_u8(const float *x, uint8_t *y, int64_t N, int64_t C, int64_t HW, float scale,
                              int zero_point, int64_t *nans) {
@@ -31,26 +56,8 @@ int quantize_nchw_to_nhwc_u8(const float *x, uint8_t *y, int64_t N, int64_t C, i
     for (int64_t u = 0; u < N * blocks; u++) {
         uint8_t buf[MAX_C * BLOCK];
         const int64_t n = u / blocks, p0 = (u % blocks) * BLOCK, len = HW - p0 < BLOCK ? HW - p0 : BLOCK;
-        for (int64_t c = 0; c < C; c++) {
-            const float *xc = x + (n * C + c) * HW + p0;
-            uint8_t *bc = buf + c * BLOCK;
-            for (int64_t i = 0; i < len; i++) {
-                const float v = nearbyintf(xc[i] * inv) + zp; /* NaN fails both tests: 0 */
-                bc[i] = (uint8_t)(v > 255.0f ? 255.0f : (v >= 0.0f ? v : 0.0f));
-                found += xc[i] != xc[i];
-            }
-        }
-        uint8_t *yo = y + (n * HW + p0) * C;
-        if (C == 3) {
-            for (int64_t i = 0; i < len; i++) {
-                yo[3 * i] = buf[i];
-                yo[3 * i + 1] = buf[BLOCK + i];
-                yo[3 * i + 2] = buf[2 * BLOCK + i];
-            }
-        } else {
-            for (int64_t i = 0; i < len; i++)
-                for (int64_t c = 0; c < C; c++) yo[i * C + c] = buf[c * BLOCK + i];
-        }
+        for (int64_t c = 0; c < C; c++) found += quantize_run(x + (n * C + c) * HW + p0, buf + c * BLOCK, len, inv, zp);
+        interleave(buf, BLOCK, y + (n * HW + p0) * C, len, C);
     }
     *nans = found;
     return 0;
@@ -66,7 +73,8 @@ int quantize_nchw_to_blocks_u8(const float *x, uint8_t *y, int64_t N, int64_t C,
                                int64_t P, int64_t HB, int64_t WB, float scale, int zero_point, int64_t *nans) {
     if (C < 1 || C > MAX_C || S < 2 || S > 8 || WB * S > BLOCK) return 1;
     const float inv = 1.0f / scale, zp = (float)zero_point;
-    const int64_t span = WB * S;
+    /* a row's columns j - P: padding before lo, the picture's pixels up to end, padding after */
+    const int64_t span = WB * S, lo = P < span ? P : span, hi = W + P < span ? W + P : span, end = hi > lo ? hi : lo;
     int64_t found = 0;
     _Pragma("omp parallel for schedule(static) reduction(+ : found) if (N * HB >= 16)")
     for (int64_t u = 0; u < N * HB; u++) {
@@ -79,28 +87,14 @@ int quantize_nchw_to_blocks_u8(const float *x, uint8_t *y, int64_t N, int64_t C,
                 memset(mix, zero_point, (size_t)(span * C));
                 continue;
             }
-            for (int64_t c = 0; c < C; c++) { /* columns j - P: padding left of 0, the row, padding from W on */
+            for (int64_t c = 0; c < C; c++) {
                 uint8_t *row = rows + c * span;
-                const float *xr = x + ((n * C + c) * H + r) * W;
-                const int64_t lo = P < span ? P : span, hi = W + P < span ? W + P : span;
                 memset(row, zero_point, (size_t)lo);
-                for (int64_t j = lo; j < hi; j++) {
-                    const float f = xr[j - P], v = nearbyintf(f * inv) + zp; /* NaN fails both tests: 0 */
-                    row[j] = (uint8_t)(v > 255.0f ? 255.0f : (v >= 0.0f ? v : 0.0f));
-                    found += f != f;
-                }
-                if (hi < span) memset(row + (hi > lo ? hi : lo), zero_point, (size_t)(span - (hi > lo ? hi : lo)));
+                const float *xr = x + ((n * C + c) * H + r) * W; /* column j of the row is xr[j - P] */
+                if (end > lo) found += quantize_run(xr + (lo - P), row + lo, end - lo, inv, zp);
+                memset(row + end, zero_point, (size_t)(span - end));
             }
-            if (C == 3) {
-                for (int64_t j = 0; j < span; j++) {
-                    mix[3 * j] = rows[j];
-                    mix[3 * j + 1] = rows[span + j];
-                    mix[3 * j + 2] = rows[2 * span + j];
-                }
-            } else {
-                for (int64_t j = 0; j < span; j++)
-                    for (int64_t c = 0; c < C; c++) mix[j * C + c] = rows[c * span + j];
-            }
+            interleave(rows, span, mix, span, C);
         }
         /* block bx holds, for each dy, the S * C bytes of columns bx * S .. bx * S + S - 1 of row dy */
         uint8_t *yo = y + u * WB * S * SC;
