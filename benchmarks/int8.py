@@ -81,29 +81,47 @@ def ort_sessions(fp32: torch.nn.Module, int8: torch.nn.Module, calibration: list
             for name, path in (("ORT fp32", fp32_path), ("ORT int8", int8_path), ("ORT our QDQ", ours_qdq))}
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser, rounds: int) -> None:
+    """The weights, pictures and sizes every int8 timing script takes (this one, int8_layers.py)."""
     parser.add_argument("--pretrained", default=None, help="fp32 weights (default: BVLC layout, Caffe init, seed 0)")
     parser.add_argument("--int8", type=Path, default=None, help="int8 weights from alexnet-zoo quantize")
     parser.add_argument("--pictures", type=Path, default=SAMPLES if SAMPLES.is_dir() else ROOT / "tests" / "data",
                         help="real pictures: the timed batch and the calibration set")
     parser.add_argument("--calibration-count", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--calls", type=int, default=3, help="timed calls a contender a round, after one untimed")
+    parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--json", type=Path, default=None)
+
+
+def parse_counts(parser: argparse.ArgumentParser, argv: list[str] | None, *counts: str) -> argparse.Namespace:
+    """The parsed arguments, every one of ``counts`` (and the shared sizes) refused below 1 in one line."""
     args = parser.parse_args(argv)
-    for name in ("calibration_count", "batch_size", "rounds", "calls"):
+    for name in ("calibration_count", "batch_size", "rounds", *counts):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, not {getattr(args, name)}")
+    return args
 
-    threads = torch.get_num_threads()
+
+def prepared(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.nn.Module, list[torch.Tensor], torch.Tensor]:
+    """(fp32, int8, calibration batches, the timed batch of --batch-size pictures, repeated as needed),
+    the pictures read with the fp32 weights' preprocessing."""
     probe = model_for_weights(args.pretrained) if args.pretrained else alexnet()
     files = calibration_files(args.pictures, args.calibration_count)
     calibration = list(calibration_batches(files, ImagePreprocess(probe.preprocessing), 16))
     fp32, int8 = models(args, calibration)
     x = torch.cat(calibration)[: args.batch_size]
     x = torch.cat([x] * -(-args.batch_size // len(x)))[: args.batch_size].contiguous()
+    return fp32, int8, calibration, x
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(parser, rounds=10)
+    parser.add_argument("--calls", type=int, default=3, help="timed calls a contender a round, after one untimed")
+    args = parse_counts(parser, argv, "calls")
+
+    threads = torch.get_num_threads()
+    fp32, int8, calibration, x = prepared(args)
     with tempfile.TemporaryDirectory() as tmp:
         sessions = ort_sessions(fp32, int8, calibration, Path(tmp), threads)
         feed = {"images": x.numpy()}

@@ -20,18 +20,13 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.ao.nn.quantized.dynamic as nnqd
 import torch.nn.functional as F
 from _environment import environment  # benchmarks/_environment.py, beside this script
-from int8 import ROOT, SAMPLES, models  # benchmarks/int8.py: the same models, weights and calibration
+from int8 import add_arguments, parse_counts, prepared  # benchmarks/int8.py: the same models and pictures
 
-from alexnet_zoo import alexnet
-from alexnet_zoo.data.transforms import ImagePreprocess
-from alexnet_zoo.deploy.quantize import calibration_batches, calibration_files
-from alexnet_zoo.factory import model_for_weights
 from alexnet_zoo.models.alexnet import _FEATURE_CHUNK, AlexNet, _conv, to_6x6
 from alexnet_zoo.models.quantized import QuantizedAlexNet
 from alexnet_zoo.ops import onednn
@@ -122,26 +117,11 @@ def winograd_gemms(batch: int, rounds: int) -> dict[str, dict[str, float]]:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pretrained", default=None, help="fp32 weights (default: BVLC layout, Caffe init, seed 0)")
-    parser.add_argument("--int8", type=Path, default=None, help="int8 weights from alexnet-zoo quantize")
-    parser.add_argument("--pictures", type=Path, default=SAMPLES if SAMPLES.is_dir() else ROOT / "tests" / "data",
-                        help="real pictures: the timed batch and the calibration set")
-    parser.add_argument("--calibration-count", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=7)
+    add_arguments(parser, rounds=7)
     parser.add_argument("--gemms", action="store_true", help="also time conv3's Winograd-domain products, int8 and fp32")
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args(argv)
-    for name in ("calibration_count", "batch_size", "rounds"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1, not {getattr(args, name)}")
+    args = parse_counts(parser, argv)
 
-    probe = model_for_weights(args.pretrained) if args.pretrained else alexnet()  # its preprocessing reads the pictures
-    files = calibration_files(args.pictures, args.calibration_count)
-    calibration = list(calibration_batches(files, ImagePreprocess(probe.preprocessing), 16))
-    fp32, int8 = models(args, calibration)
-    x = torch.cat(calibration)[: args.batch_size]
-    x = torch.cat([x] * -(-args.batch_size // len(x)))[: args.batch_size].contiguous()
+    fp32, int8, _, x = prepared(args)
     runs = {"fp32": lambda clock: fp32_stages(fp32, x, clock), "int8": lambda clock: int8_stages(int8, x, clock)}
     rounds: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
     with torch.inference_mode():
