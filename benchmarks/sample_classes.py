@@ -26,6 +26,7 @@ from tqdm import tqdm
 from alexnet_zoo.data.categories import WNID
 from alexnet_zoo.data.images import load_image
 from alexnet_zoo.errors import UnreadableImage
+from alexnet_zoo.paths import atomic_write
 from alexnet_zoo.retrieval.extraction import list_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,11 +62,9 @@ def class_folders(pictures: Path, out: Path, skip: int = 0, altered_copies: bool
             tqdm.write(f"sample_classes.py: skipped {error}", file=sys.stderr)
             continue
         folder.mkdir(parents=True, exist_ok=True)
-        for kind in ALTERATIONS:
-            target = folder / f"{Path(name).stem}-{kind}.png"
-            partial = target.with_suffix(".tmp.png")  # atomic: a rerun never finds half a picture
-            altered(img, kind).save(partial)
-            os.replace(partial, target)
+        for kind in ALTERATIONS:  # atomic: a rerun, or the evaluator, never finds half a picture
+            copy = altered(img, kind)
+            atomic_write(folder / f"{Path(name).stem}-{kind}.png", lambda tmp, copy=copy: copy.save(tmp, format="PNG"))
             written += 1
     return written
 

@@ -72,7 +72,7 @@ def save_pretrained(model: AlexNet | QuantizedAlexNet, directory: str | os.PathL
         raise ValueError("this model's layout is neither alexnet nor alexnet_owt; it cannot be saved by name")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    kept = model.pretrained_cfg.meta if model.pretrained_cfg is not None else {}
+    kept = model.pretrained_cfg.meta  # the loaded config.json; {} for a model built here
     # a built model's preprocessing is its builder's default, not a record: written only where the
     # loaded weights recorded one (an int8 model's is always what its calibration used)
     recorded = model.preprocessing if isinstance(model, QuantizedAlexNet) or kept.get("preprocessing") else None
