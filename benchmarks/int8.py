@@ -33,6 +33,7 @@ from alexnet_zoo import alexnet
 from alexnet_zoo.data.transforms import ImagePreprocess
 from alexnet_zoo.deploy.onnx_graph import export_onnx
 from alexnet_zoo.deploy.quantize import calibration_batches, calibration_files, quantize
+from alexnet_zoo.errors import AlexNetZooError
 from alexnet_zoo.factory import model_for_weights
 from alexnet_zoo.ops.capabilities import cpu_capabilities
 from alexnet_zoo.paths import write_json
@@ -102,13 +103,18 @@ def parse_counts(parser: argparse.ArgumentParser, argv: list[str] | None, *count
     return args
 
 
-def prepared(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.nn.Module, list[torch.Tensor], torch.Tensor]:
+def prepared(parser: argparse.ArgumentParser,
+             args: argparse.Namespace) -> tuple[torch.nn.Module, torch.nn.Module, list[torch.Tensor], torch.Tensor]:
     """(fp32, int8, calibration batches, the timed batch of --batch-size pictures, repeated as needed),
-    the pictures read with the fp32 weights' preprocessing."""
-    probe = model_for_weights(args.pretrained) if args.pretrained else alexnet()
-    files = calibration_files(args.pictures, args.calibration_count)
-    calibration = list(calibration_batches(files, ImagePreprocess(probe.preprocessing), 16))
-    fp32, int8 = models(args, calibration)
+    the pictures read with the fp32 weights' preprocessing. Weights or pictures that cannot be
+    used end the script in one line (exit 2), as a bad argument does."""
+    try:
+        probe = model_for_weights(args.pretrained) if args.pretrained else alexnet()
+        files = calibration_files(args.pictures, args.calibration_count)
+        calibration = list(calibration_batches(files, ImagePreprocess(probe.preprocessing), 16))
+        fp32, int8 = models(args, calibration)
+    except (AlexNetZooError, OSError, ValueError) as error:  # damaged weights, no readable picture, ...
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     x = torch.cat(calibration)[: args.batch_size]
     x = torch.cat([x] * -(-args.batch_size // len(x)))[: args.batch_size].contiguous()
     return fp32, int8, calibration, x
@@ -121,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_counts(parser, argv, "calls")
 
     threads = torch.get_num_threads()
-    fp32, int8, calibration, x = prepared(args)
+    fp32, int8, calibration, x = prepared(parser, args)
     with tempfile.TemporaryDirectory() as tmp:
         sessions = ort_sessions(fp32, int8, calibration, Path(tmp), threads)
         feed = {"images": x.numpy()}

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--gemms", action="store_true", help="also time conv3's Winograd-domain products, int8 and fp32")
     args = parse_counts(parser, argv)
 
-    fp32, int8, _, x = prepared(args)
+    fp32, int8, _, x = prepared(parser, args)
     runs = {"fp32": lambda clock: fp32_stages(fp32, x, clock), "int8": lambda clock: int8_stages(int8, x, clock)}
     rounds: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
     with torch.inference_mode():

@@ -421,3 +421,11 @@ def test_the_int8_layer_benchmark_times_every_stage_of_both_forwards(tmp_path):
     bad = subprocess.run([sys.executable, str(script), "--rounds", "0"], capture_output=True, text=True, timeout=300,
                          check=False)
     assert bad.returncode == 2 and "--rounds must be at least 1, not 0" in bad.stderr
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "model.safetensors").write_bytes(b"\x10\x00not a header")
+    for argv, named in ((["--pictures", str(tmp_path / "nowhere")], "nowhere"),
+                        (["--pretrained", str(tmp_path / "damaged"), "--pictures", str(DATA / "retrieval")],
+                         "model.safetensors")):
+        bad = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=300,
+                             check=False)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr and named in bad.stderr, bad.stderr
